@@ -1,0 +1,1 @@
+"""Adapters from what facilities emit to hub events, and the facility publishing SDK."""

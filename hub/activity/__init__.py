@@ -1,0 +1,1 @@
+"""Consortium activity: how many events each facility published, per resource type."""

@@ -1,0 +1,1 @@
+"""HTTP: the FHIR ingest gateway and the read API (FastAPI)."""

@@ -1,0 +1,43 @@
+"""Typed dependencies for routes: the hub context and the authenticated facility."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hub.config import Settings
+from hub.errors import AuthError
+from hub.facilities import Facility, FacilityDirectory
+from hub.log.producer import Publisher
+from hub.store.db import Store
+
+
+@dataclass
+class HubContext:
+    settings: Settings
+    store: Store
+    directory: FacilityDirectory
+    publisher: Publisher
+
+
+def get_context(request: Request) -> HubContext:
+    return request.app.state.hub
+
+
+def get_facility(request: Request) -> Facility:
+    auth = request.headers.get("authorization") or ""
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    ctx: HubContext = request.app.state.hub
+    facility = ctx.directory.authenticate(token.strip() or None)
+    request.state.facility = facility
+    return facility
+
+
+ContextDep = Annotated[HubContext, Depends(get_context)]
+FacilityDep = Annotated[Facility, Depends(get_facility)]
+
+__all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext"]

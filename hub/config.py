@@ -1,0 +1,83 @@
+"""The hub's one settings object. This module is the only reader of environment variables.
+
+Every setting is an env var prefixed ``HUB_`` (``HUB_KAFKA_BOOTSTRAP``, ``HUB_DATABASE_URL``...).
+The same code runs embedded (no bootstrap given: the hub starts its bundled broker, memory
+only, and a SQLite file) and at scale (Apache Kafka + PostgreSQL); only these values differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_TOPIC_", frozen=True)
+
+    inbound: str = "hie.inbound.v1"
+    events: str = "hie.events.v1"
+    deadletter: str = "hie.deadletter.v1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True)
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="HOST:PORT of an existing Kafka; empty means start the bundled broker.",
+    )
+    embedded_broker_port: int = 19092
+    enable_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer; on for Apache Kafka (the bundled broker rejects it).",
+    )
+    group_prefix: str = Field(
+        default="hub", description="Prefix of the hub's consumer group ids.")
+    events_partitions: int = 6
+    replication_factor: int = 1
+    topics: Topics = Field(default_factory=Topics)
+
+    data_dir: Path = Path("hub-data")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; empty means a SQLite file hub.db in data_dir.",
+    )
+    facilities_file: Path | None = Field(
+        default=None, description="Consortium YAML; empty means the bundled demo consortium."
+    )
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    max_body_bytes: int = 8 * 1024 * 1024
+
+    batch_max_records: int = 2000
+    fetch_max_wait_ms: int = 20
+    max_retries: int = 3
+    publish_timeout_s: float = 30.0
+    crash_at: str | None = Field(
+        default=None,
+        description="Fault injection for crash tests: 'stage:N' exits hard at the Nth visit.",
+    )
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap the hub uses; the embedded broker's when none is configured."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_broker_port}"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.kafka_bootstrap
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'hub.db').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the frozen settings once at start-up; CLI flags arrive as overrides."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

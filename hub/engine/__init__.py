@@ -1,0 +1,1 @@
+"""Projection engine: pure projections, the runner that feeds them, rebuilds, dead letters."""

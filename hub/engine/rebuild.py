@@ -1,0 +1,134 @@
+"""Rebuilding a projection from the journal into shadow tables, swapped in atomically.
+
+Steps, in order:
+
+1. Create empty shadow tables (``<table>__s<epoch+1>``) beside the live ones.
+2. Stream the journal in ``seq`` order, fold it through the projection, write the shadow
+   tables in batched transactions. The live tables keep answering reads all along.
+3. In ONE transaction: check nobody else swapped meanwhile, drop the live tables, rename the
+   shadow ones into their place, replace the projection's positions and applied ids with
+   those of the journal rows read, and bump the projection's epoch. Live runners see the new
+   epoch on their next batch and seek to the swapped-in positions, so events the journal had
+   not yet archived are applied afterwards, once.
+
+A crash before step 3 leaves the live tables untouched (and a stale shadow that the next
+rebuild drops); step 3 is all or nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from hub.engine import tracking
+from hub.engine.projection import Event, Projection
+from hub.engine.writer import write
+from hub.envelope import now_rfc3339
+from hub.errors import HubError
+from hub.store.db import Store
+from hub.store.schema import applied, journal
+
+Progress = Callable[[int], None]
+
+
+def consumer_name(projection: Projection) -> str:
+    return f"projection:{projection.name}"
+
+
+def live_tables(projection: Projection) -> dict[str, sa.Table]:
+    return projection.tables(sa.MetaData(), "")
+
+
+def ensure_built(store: Store, projection: Projection, progress: Progress | None = None
+                 ) -> dict[str, sa.Table]:
+    """Live tables of ``projection``, created if new and rebuilt if its version changed."""
+    tables = live_tables(projection)
+    if not getattr(projection, "rebuildable", True):
+        return tables
+    with store.begin() as conn:
+        state = tracking.projection_state(conn, projection.name)
+        if state is None:
+            for t in tables.values():
+                t.create(conn, checkfirst=True)
+            tracking.set_projection_state(conn, projection.name, projection.version, 0)
+            return tables
+    if state[0] != projection.version:
+        rebuild(store, projection, progress)
+    return tables
+
+
+def journal_size(store: Store) -> int:
+    with store.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(journal)).scalar_one()
+
+
+def rebuild(store: Store, projection: Projection, progress: Progress | None = None,
+            batch_size: int = 5000) -> int:
+    """Replay the whole journal into fresh tables and swap them in. Returns events applied."""
+    if not getattr(projection, "rebuildable", True):
+        raise HubError(f"projection {projection.name} cannot be rebuilt (it is the journal)")
+    with store.connect() as conn:
+        state = tracking.projection_state(conn, projection.name)
+    epoch = state[1] if state else 0
+    shadow_md = sa.MetaData()
+    shadow = projection.tables(shadow_md, f"__s{epoch + 1}")
+    with store.begin() as conn:
+        for t in shadow.values():
+            t.drop(conn, checkfirst=True)
+        shadow_md.create_all(conn)
+
+    positions: dict[tuple[str, str, int], int] = {}
+    max_seq = 0
+    count = 0
+    cols = [journal.c.seq, journal.c.event_id, journal.c.source, journal.c.type,
+            journal.c.subject, journal.c.time, journal.c.key, journal.c.data, journal.c.topic,
+            journal.c.partition, journal.c.offset, journal.c.signature, journal.c.topic_id]
+    with store.connect() as rconn:
+        result = rconn.execution_options(stream_results=True, yield_per=batch_size).execute(
+            sa.select(*cols).order_by(journal.c.seq))
+        for rows in result.partitions():
+            events = []
+            for (seq, eid, src, typ, subj, tm, key, data, topic, part, off, sig, tid) in rows:
+                events.append(Event(eid, src, typ, subj, tm, key, data, topic, part, off, sig,
+                                    tid))
+                pk = (topic, tid, part)
+                if off > positions.get(pk, -1):
+                    positions[pk] = off
+                max_seq = seq
+            changes = projection.apply(events)
+            with store.begin() as wconn:
+                write(wconn, shadow, changes)
+            count += len(events)
+            if progress is not None:
+                progress(len(events))
+    _swap(store, projection, shadow, epoch, positions, max_seq)
+    return count
+
+
+def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epoch: int,
+          positions: dict[tuple[str, str, int], int], max_seq: int) -> None:
+    name = consumer_name(projection)
+    live = live_tables(projection)
+    with store.begin() as conn:
+        state = tracking.projection_state(conn, projection.name)
+        if (state[1] if state else 0) != epoch:
+            raise HubError(f"projection {projection.name} was rebuilt by someone else meanwhile")
+        prep = conn.dialect.identifier_preparer
+        for key, table in live.items():
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {prep.quote(table.name)}"))
+            conn.execute(sa.text(
+                f"ALTER TABLE {prep.quote(shadow[key].name)} RENAME TO {prep.quote(table.name)}"))
+        tracking.clear_positions(conn, name)
+        by_topic: dict[tuple[str, str], dict[int, int]] = {}
+        for (topic, tid, part), off in positions.items():
+            by_topic.setdefault((topic, tid), {})[part] = off
+        for (topic, tid), offsets in by_topic.items():
+            tracking.save_positions(conn, name, topic, tid, offsets)
+        if getattr(projection, "dedupe_by_event_id", True):
+            conn.execute(sa.delete(applied).where(applied.c.consumer == name))
+            conn.execute(sa.insert(applied).from_select(
+                ["consumer", "event_id"],
+                sa.select(sa.literal(name), journal.c.event_id).where(journal.c.seq <= max_seq)))
+        tracking.set_projection_state(conn, projection.name, projection.version, epoch + 1,
+                                      now_rfc3339())

@@ -1,0 +1,288 @@
+"""The projection runner: Kafka in, one SQL transaction per batch out.
+
+Contract of one batch (in this order):
+
+1. Decode the records. A record that is not a hub envelope is dead-lettered (acknowledged by
+   the broker) before anything else happens.
+2. In ONE database transaction: read the projection's fencing epoch and stored positions;
+   drop records at or below the stored position (already applied) and events whose id this
+   projection already applied; let the projection turn the rest into row changes; write them;
+   store the new positions. Commit.
+3. Commit the Kafka offsets. They are advisory (monitoring, lag); the stored positions are
+   the truth, and on partition assignment the consumer seeks to them.
+
+A crash before 2 commits leaves nothing behind and the batch is read again; a crash after it
+leaves the positions saying so, and the batch is skipped when read again. So every event is
+applied exactly once however often it is delivered.
+
+A batch that fails is retried ``max_retries`` times, then applied event by event; an event
+that still fails is dead-lettered with the error in its headers and the runner moves on. A
+store that is down is not the events' fault: then the runner waits and retries, dead-lettering
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from hub.config import Settings
+from hub.engine import tracking
+from hub.engine.deadletter import Record, dead_letter
+from hub.engine.faults import crashpoint
+from hub.engine.projection import Event, Projection
+from hub.engine.rebuild import ensure_built
+from hub.engine.writer import write
+from hub.envelope import Envelope
+from hub.errors import EnvelopeError, StoreError
+from hub.log.producer import Publisher
+from hub.log.topics import topic_identity
+from hub.metrics import BATCH_SECONDS, DEADLETTERED, EVENTS_APPLIED, EVENTS_SKIPPED, LAG
+from hub.store.db import Store
+
+log = logging.getLogger(__name__)
+
+
+class _Reseek(Exception):
+    """The stored positions moved under us (a rebuild swapped tables): seek to them."""
+
+
+@dataclass
+class RunnerStats:
+    applied: int = 0
+    skipped: int = 0
+    deadlettered: int = 0
+    batches: int = 0
+    caught_up: bool = False
+    last_commit: float = 0.0
+    lag: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, runner: ProjectionRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.runner._seek_to_stored(assigned)
+
+
+class ProjectionRunner:
+    """Feeds one projection from the events topic with exactly-once effect."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        projection: Projection,
+        publisher: Publisher,
+        on_commit: Callable[[Sequence[Event], float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.projection = projection
+        self.publisher = publisher
+        self.on_commit = on_commit
+        self.topic = settings.topics.events
+        self.consumer_name = f"projection:{projection.name}"
+        self.stats = RunnerStats()
+        self._stop = asyncio.Event()
+        self._epoch = 0
+        self._topic_id = ""
+        self._consumer: AIOKafkaConsumer | None = None
+        self.tables: dict[str, sa.Table] = {}
+        self.dedupe = getattr(projection, "dedupe_by_event_id", True)
+
+    def stop(self) -> None:
+        """Ask the runner to finish its current batch and leave (drain)."""
+        self._stop.set()
+
+    async def run(self, until_caught_up: bool = False) -> RunnerStats:
+        """Consume until stop() (or, with ``until_caught_up``, until the log is applied)."""
+        self._topic_id, _ = await asyncio.to_thread(
+            topic_identity, self.settings.bootstrap, self.topic)
+        self.tables = await asyncio.to_thread(ensure_built, self.store, self.projection)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap,
+            group_id=f"{self.settings.group_prefix}.{self.consumer_name}",
+            client_id=f"hub-{self.projection.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        try:
+            while not self._stop.is_set():
+                records = await self._consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.batch_max_records)
+                if records:
+                    await self._process(records)
+                elif until_caught_up and await self._caught_up():
+                    break
+        finally:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+        return self.stats
+
+    async def _caught_up(self) -> bool:
+        assert self._consumer is not None
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return False
+        ends = await self._consumer.end_offsets(list(assigned))
+        lag = 0
+        for tp in assigned:
+            lag += max(0, ends[tp] - await self._consumer.position(tp))
+        self.stats.lag = lag
+        LAG.labels(self.projection.name).set(lag)
+        self.stats.caught_up = lag == 0
+        return lag == 0
+
+    async def _seek_to_stored(self, assigned) -> None:
+        assert self._consumer is not None
+        state, stored = await asyncio.to_thread(self._load_positions)
+        self._epoch = state
+        for tp in assigned:
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition] + 1)
+            else:
+                await self._consumer.seek_to_beginning(tp)
+
+    def _load_positions(self) -> tuple[int, dict[int, int]]:
+        with self.store.connect() as conn:
+            st = tracking.projection_state(conn, self.projection.name)
+            pos = tracking.load_positions(conn, self.consumer_name, self.topic, self._topic_id)
+        return (st[1] if st else 0), pos
+
+    async def _process(self, records: dict) -> None:
+        events: list[Event] = []
+        bad: list[Record] = []
+        last: dict[int, int] = {}
+        for tp, msgs in records.items():
+            for m in msgs:
+                last[tp.partition] = m.offset
+                try:
+                    env = Envelope.from_record(m.headers, m.key, m.value)
+                except EnvelopeError as exc:
+                    bad.append(dead_letter(self.consumer_name, str(exc), m.value or b"", m.key,
+                                           list(m.headers or ()),
+                                           origin=(tp.topic, tp.partition, m.offset)))
+                    continue
+                events.append(
+                    Event.from_envelope(env, tp.topic, tp.partition, m.offset, self._topic_id))
+        if bad:
+            await self.publisher.publish_raw(self.settings.topics.deadletter, bad)
+            self.stats.deadlettered += len(bad)
+        started = time.perf_counter()
+        try:
+            await self._commit_with_retries(events, last)
+        except _Reseek:
+            await self._seek_to_stored(self._consumer.assignment())
+            return
+        BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
+        crashpoint(self.settings.crash_at, "after_store_commit")
+        self.stats.batches += 1
+        self.stats.last_commit = time.time()
+        if self.on_commit is not None:
+            self.on_commit(events, self.stats.last_commit)
+        try:
+            await self._consumer.commit(
+                {TopicPartition(self.topic, p): OffsetAndMetadata(o + 1, "") for p, o in
+                 last.items()})
+        except Exception as exc:  # advisory only: the stored positions are the truth
+            log.debug("kafka offset commit failed (harmless): %s", exc)
+
+    async def _commit_with_retries(self, events: list[Event], last: dict[int, int]) -> None:
+        delay = 0.2
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                await asyncio.to_thread(self._commit_batch, events, last)
+                return
+            except _Reseek:
+                raise
+            except Exception as exc:
+                log.warning("%s: batch failed (attempt %d): %s", self.projection.name,
+                            attempt + 1, exc)
+                if isinstance(exc, StoreError) and not await asyncio.to_thread(self._healthy):
+                    # The database is away: wait for it, never blame the events.
+                    while not await asyncio.to_thread(self._healthy):
+                        if self._stop.is_set():
+                            raise
+                        await asyncio.sleep(1.0)
+                    continue
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        await self._one_by_one(events, last)
+
+    async def _one_by_one(self, events: list[Event], last: dict[int, int]) -> None:
+        """Isolate the poison event(s): apply singly, dead-letter what keeps failing."""
+        for ev in events:
+            error: Exception | None = None
+            for _ in range(self.settings.max_retries):
+                try:
+                    await asyncio.to_thread(self._commit_batch, [ev], {ev.partition: ev.offset})
+                    error = None
+                    break
+                except _Reseek:
+                    raise
+                except Exception as exc:
+                    error = exc
+            if error is not None:
+                env = Envelope(ev.id, ev.source, ev.type, ev.subject, ev.time, ev.key, ev.data,
+                               signature=ev.signature)
+                await self.publisher.publish_raw(self.settings.topics.deadletter, [dead_letter(
+                    self.consumer_name, f"{type(error).__name__}: {error}", ev.data,
+                    ev.key.encode(), env.headers(), origin=(ev.topic, ev.partition, ev.offset))])
+                self.stats.deadlettered += 1
+                DEADLETTERED.labels(self.projection.name).inc()
+                await asyncio.to_thread(self._commit_batch, [], {ev.partition: ev.offset})
+        await asyncio.to_thread(self._commit_batch, [], last)
+
+    def _healthy(self) -> bool:
+        try:
+            with self.store.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except StoreError:
+            return False
+
+    def _commit_batch(self, events: list[Event], last: dict[int, int]) -> None:
+        name = self.projection.name
+        with self.store.begin() as conn:
+            state = tracking.projection_state(conn, name)
+            if state is not None and state[1] != self._epoch:
+                raise _Reseek()
+            stored = tracking.load_positions(conn, self.consumer_name, self.topic, self._topic_id)
+            fresh = [e for e in events if e.offset > stored.get(e.partition, -1)]
+            if self.dedupe and fresh:
+                new_ids = tracking.new_event_ids(conn, self.consumer_name, (e.id for e in fresh))
+                once: list[Event] = []
+                for e in fresh:
+                    if e.id in new_ids:
+                        new_ids.discard(e.id)  # a duplicate inside this batch: first wins
+                        once.append(e)
+                fresh = once
+            crashpoint(self.settings.crash_at, "before_apply")
+            changes = self.projection.apply(fresh)
+            write(conn, self.tables, changes)
+            moved = {p: o for p, o in last.items() if o > stored.get(p, -1)}
+            tracking.save_positions(conn, self.consumer_name, self.topic, self._topic_id, moved)
+            crashpoint(self.settings.crash_at, "before_store_commit")
+        skipped = len(events) - len(fresh)
+        self.stats.applied += len(fresh)
+        self.stats.skipped += skipped
+        EVENTS_APPLIED.labels(name).inc(len(fresh))
+        if skipped:
+            EVENTS_SKIPPED.labels(name).inc(skipped)

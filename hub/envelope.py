@@ -1,0 +1,170 @@
+"""The hub's event: a CloudEvents 1.0 record in Kafka *binary* mode.
+
+Headers carry the CloudEvents attributes (``ce_specversion``, ``ce_id``, ``ce_source``,
+``ce_type``, ``ce_subject``, ``ce_time``), ``content-type`` and the facility signature
+``ce_signature``; the value is the FHIR resource JSON; the Kafka key is the patient key so
+one patient's events keep their order. ``schemas/envelope.schema.json`` is the same contract.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from hub.errors import EnvelopeError
+
+SPECVERSION = "1.0"
+FHIR_JSON = "application/fhir+json"
+SOURCE_PREFIX = "urn:hie:facility:"
+ACTIONS = ("upsert", "delete")
+
+FACILITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+TYPE_PATTERN = re.compile(r"^fhir\.([A-Z][A-Za-z]+)\.(upsert|delete)\.v1$")
+SUBJECT_PATTERN = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
+REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event. ``data`` is the resource JSON exactly as accepted (empty for a delete)."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: str
+    key: str
+    data: bytes
+    content_type: str = FHIR_JSON
+    signature: str | None = None
+    extra: tuple[tuple[str, bytes], ...] = field(default=())
+
+    @property
+    def facility_id(self) -> str:
+        return self.source.removeprefix(SOURCE_PREFIX)
+
+    @property
+    def resource_type(self) -> str:
+        return self.subject.split("/", 1)[0]
+
+    @property
+    def resource_id(self) -> str:
+        return self.subject.split("/", 1)[1]
+
+    @property
+    def action(self) -> str:
+        return self.type.split(".")[2]
+
+    def signed(self, signature: str) -> Envelope:
+        return replace(self, signature=signature)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        out = [
+            ("ce_specversion", SPECVERSION.encode()),
+            ("ce_id", self.id.encode()),
+            ("ce_source", self.source.encode()),
+            ("ce_type", self.type.encode()),
+            ("ce_subject", self.subject.encode()),
+            ("ce_time", self.time.encode()),
+            ("content-type", self.content_type.encode()),
+        ]
+        if self.signature:
+            out.append(("ce_signature", self.signature.encode()))
+        out.extend(self.extra)
+        return out
+
+    @classmethod
+    def from_record(
+        cls, headers: Sequence[tuple[str, bytes]] | None, key: bytes | None, value: bytes | None
+    ) -> Envelope:
+        """Decode a Kafka record; raise EnvelopeError naming the first bad header."""
+        h: dict[str, str] = {}
+        extra: list[tuple[str, bytes]] = []
+        for name, raw in headers or ():
+            try:
+                text = raw.decode() if raw is not None else ""
+            except UnicodeDecodeError as exc:
+                raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
+            if name.startswith("ce_") or name == "content-type":
+                h[name] = text
+            else:
+                extra.append((name, raw))
+        missing = [n for n in REQUIRED if not h.get(n)]
+        if missing:
+            raise EnvelopeError(f"missing CloudEvents header(s): {', '.join(missing)}")
+        if h["ce_specversion"] != SPECVERSION:
+            raise EnvelopeError(
+                f"ce_specversion must be {SPECVERSION}, got {h['ce_specversion']!r}")
+        env = cls(
+            id=h["ce_id"],
+            source=h["ce_source"],
+            type=h["ce_type"],
+            subject=h["ce_subject"],
+            time=h["ce_time"],
+            key=(key or b"").decode(errors="replace"),
+            data=value or b"",
+            content_type=h.get("content-type") or FHIR_JSON,
+            signature=h.get("ce_signature"),
+            extra=tuple(extra),
+        )
+        check(env)
+        return env
+
+
+def check(env: Envelope) -> None:
+    """Raise EnvelopeError unless every attribute has the form the contract requires."""
+    if not env.source.startswith(SOURCE_PREFIX) or not FACILITY_ID.match(env.facility_id):
+        raise EnvelopeError(f"ce_source must be {SOURCE_PREFIX}<facility-id>, got {env.source!r}")
+    m = TYPE_PATTERN.match(env.type)
+    if not m:
+        raise EnvelopeError(f"ce_type must look like fhir.<Type>.upsert.v1, got {env.type!r}")
+    s = SUBJECT_PATTERN.match(env.subject)
+    if not s:
+        raise EnvelopeError(f"ce_subject must be <Type>/<id>, got {env.subject!r}")
+    if s.group(1) != m.group(1):
+        raise EnvelopeError(f"ce_subject type {s.group(1)} does not match ce_type {env.type}")
+    if env.content_type != FHIR_JSON:
+        raise EnvelopeError(f"content-type must be {FHIR_JSON}, got {env.content_type!r}")
+    try:
+        datetime.fromisoformat(env.time.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EnvelopeError(f"ce_time is not an RFC 3339 timestamp: {env.time!r}") from exc
+    if not env.key:
+        raise EnvelopeError("the Kafka key (patient key) is empty")
+    if env.action == "upsert" and not env.data:
+        raise EnvelopeError("an upsert event needs the resource JSON as its value")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def new_event(
+    facility_id: str,
+    resource_type: str,
+    resource_id: str,
+    key: str,
+    data: bytes,
+    action: str = "upsert",
+    time: str | None = None,
+) -> Envelope:
+    """Build a fresh envelope with a new event id; signing is the caller's next step."""
+    return Envelope(
+        id=str(uuid.uuid4()),
+        source=f"{SOURCE_PREFIX}{facility_id}",
+        type=f"fhir.{resource_type}.{action}.v1",
+        subject=f"{resource_type}/{resource_id}",
+        time=time or now_rfc3339(),
+        key=key,
+        data=data,
+    )
+
+
+def header_value(headers: Iterable[tuple[str, bytes]] | None, name: str) -> str | None:
+    for n, v in headers or ():
+        if n == name:
+            return v.decode(errors="replace")
+    return None

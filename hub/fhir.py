@@ -1,0 +1,138 @@
+"""Validation at the edge: fhir.resources (R4B, pinned by import path) plus consortium rules.
+
+Everything that enters ``hie.events.v1`` passed :func:`validate`; inside the hub events are
+parsed with orjson and never validated again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from hub.profiles import profile_issues
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem, located by a FHIRPath-like element path (``Observation.code.coding[0]``)."""
+
+    location: str
+    diagnostics: str
+    code: str = "invalid"
+    severity: str = "error"
+
+
+def parse_json(body: bytes) -> tuple[Any, list[Issue]]:
+    try:
+        return orjson.loads(body), []
+    except orjson.JSONDecodeError as exc:
+        return None, [Issue("(body)", f"not valid JSON: {exc}", code="structure")]
+
+
+def _model_class(resource_type: str):
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError):
+        return None
+
+
+def _path(resource_type: str, loc: tuple) -> str:
+    out = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or "function-" in str(part):
+            continue  # pydantic's union/validator labels are not FHIR elements
+        else:
+            out += f".{part}"
+    return out
+
+
+def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
+    """Every problem with ``resource``; an empty list means it may enter the log."""
+    if not isinstance(resource, dict):
+        return [Issue("(body)", "a FHIR resource must be a JSON object", code="structure")]
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str) or not rtype:
+        return [Issue("resourceType", "resourceType is missing", code="required")]
+    if expected_type and rtype != expected_type:
+        return [
+            Issue("resourceType", f"resourceType is {rtype} but the URL names {expected_type}")
+        ]
+    model = _model_class(rtype)
+    if model is None or rtype in ("Bundle", "OperationOutcome"):
+        return [Issue("resourceType", f"{rtype} is not a resource type this hub accepts here",
+                      code="not-supported")]
+    issues: list[Issue] = []
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            issues.append(Issue(_path(rtype, err["loc"]), err["msg"]))
+    except (ValueError, TypeError) as exc:  # fhir.resources raises these for some shapes
+        issues.append(Issue(rtype, str(exc)))
+    seen = {i.location for i in issues}
+    # Base FHIR already named these elements; say each problem once.
+    issues.extend(Issue(loc, msg, code=code) for loc, msg, code in profile_issues(resource)
+                  if loc not in seen)
+    return issues
+
+
+def operation_outcome(issues: list[Issue]) -> dict:
+    """A FHIR OperationOutcome naming every issue and where it is."""
+    if not issues:
+        return {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational",
+                       "diagnostics": "accepted"}],
+        }
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": i.severity,
+                "code": i.code,
+                "diagnostics": i.diagnostics,
+                "expression": [i.location],
+            }
+            for i in issues
+        ],
+    }
+
+
+def reference_id(ref: Any, resource_type: str) -> str | None:
+    """The local id in a relative reference like ``Patient/p-1`` (or a full URL ending so)."""
+    if not isinstance(ref, dict):
+        return None
+    text = ref.get("reference")
+    if not isinstance(text, str):
+        return None
+    parts = text.rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == resource_type:
+        return parts[-1]
+    return None
+
+
+def patient_local_id(resource: dict) -> str | None:
+    """Which of the facility's patients this resource is about, if any."""
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id")
+    for element in ("subject", "patient"):
+        found = reference_id(resource.get(element), "Patient")
+        if found:
+            return found
+    return None
+
+
+def patient_key(facility_id: str, resource: dict) -> str:
+    """The Kafka key: one patient's events share it so they stay in order.
+
+    Until the master patient index links records across facilities, a patient is known as
+    ``<facility>.<local id>``; events about no patient are keyed by their facility.
+    """
+    local = patient_local_id(resource)
+    return f"{facility_id}.{local}" if local else facility_id

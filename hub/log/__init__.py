@@ -1,0 +1,1 @@
+"""Kafka access: the bundled broker, topics, producer and consumer settings."""

@@ -1,0 +1,69 @@
+"""Publishing envelopes with bounded in-flight sends; a call returns once Kafka acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from hub.config import Settings
+from hub.envelope import Envelope
+from hub.errors import BrokerError
+
+
+class Publisher:
+    """One aiokafka producer shared by a process (acks=all; idempotence per settings)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> Publisher:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap,
+            acks="all",
+            enable_idempotence=self.settings.enable_idempotence,
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+            max_request_size=16 * 1024 * 1024,
+            request_timeout_ms=int(self.settings.publish_timeout_s * 1000),
+            client_id="hub",
+        )
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise BrokerError(
+                f"cannot connect producer to {self.settings.bootstrap}: {exc}") from exc
+        return self
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, topic: str, envelopes: Sequence[Envelope]) -> None:
+        """Send all envelopes concurrently and wait until every one is acknowledged.
+
+        Raises BrokerError if any send fails; some of the others may then be in the log,
+        which is safe because consumers drop events whose id they already applied.
+        """
+        await self.publish_raw(
+            topic, [(e.key.encode(), e.data, e.headers()) for e in envelopes]
+        )
+
+    async def publish_raw(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        if self._producer is None:
+            raise BrokerError("publisher is not started")
+        try:
+            futures = [
+                await self._producer.send(topic, value=value, key=key, headers=headers)
+                for key, value, headers in records
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise BrokerError(f"publishing to {topic} failed: {exc}") from exc

@@ -1,0 +1,18 @@
+"""Prometheus metrics, served by the API at /metrics."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_ACCEPTED = Counter("hub_events_accepted_total", "Events appended to the log",
+                          ["path", "facility"])
+EVENTS_REJECTED = Counter("hub_events_rejected_total", "Events dead-lettered at the edge",
+                          ["path", "reason"])
+EVENTS_APPLIED = Counter("hub_projection_events_applied_total", "Events a projection applied",
+                         ["projection"])
+EVENTS_SKIPPED = Counter("hub_projection_events_skipped_total",
+                         "Re-delivered events a projection recognised and skipped",
+                         ["projection"])
+DEADLETTERED = Counter("hub_projection_deadletters_total",
+                       "Events a projection gave up on after retries", ["projection"])
+BATCH_SECONDS = Histogram("hub_projection_batch_seconds", "Time to apply and commit a batch",
+                          ["projection"])
+LAG = Gauge("hub_projection_lag_events", "Events in the log not yet applied", ["projection"])

@@ -1,0 +1,1 @@
+"""The shared record: the current version of every resource any member facility published."""

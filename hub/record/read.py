@@ -1,0 +1,53 @@
+"""Queries on the shared record (reads only; the projection owns the writes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import sqlalchemy as sa
+
+from hub.record.projection import SharedRecordProjection
+from hub.store.db import Store
+
+_table = SharedRecordProjection().tables(sa.MetaData())["record_resources"]
+
+
+@dataclass(frozen=True)
+class Found:
+    resource: dict | None
+    deleted: bool
+
+
+def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
+    with store.connect() as conn:
+        row = conn.execute(sa.select(_table.c.body, _table.c.deleted).where(
+            _table.c.resource_type == resource_type, _table.c.id == rid)).first()
+    if row is None:
+        return None
+    return Found(orjson.loads(row.body) if row.body else None, bool(row.deleted))
+
+
+def current_patient_key(store: Store, resource_type: str, rid: str) -> str | None:
+    with store.connect() as conn:
+        return conn.execute(sa.select(_table.c.patient_key).where(
+            _table.c.resource_type == resource_type, _table.c.id == rid,
+            _table.c.deleted.is_(False))).scalar()
+
+
+def search(store: Store, resource_type: str, patient_key: str | None, rid: str | None,
+           count: int, offset: int) -> tuple[int, list[dict]]:
+    """(total, page) of live resources of a type, optionally for one patient, newest first."""
+    where = [_table.c.resource_type == resource_type, _table.c.deleted.is_(False)]
+    if patient_key is not None:
+        where.append(_table.c.patient_key == patient_key)
+    if rid is not None:
+        where.append(_table.c.id == rid)
+    with store.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(_table).where(*where)
+                             ).scalar_one()
+        rows = conn.execute(
+            sa.select(_table.c.body).where(*where)
+            .order_by(_table.c.last_updated.desc(), _table.c.id).limit(count).offset(offset)
+        ).scalars().all()
+    return total, [orjson.loads(b) for b in rows]

@@ -1,0 +1,125 @@
+"""Wiring: start what a hub process needs, in order, and stop it in reverse.
+
+Order of start: bundled broker (embedded mode only) -> topics -> store -> facility directory
+-> publisher. Components (API, ingest stage, projection runners) then run as asyncio tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import uvicorn
+
+from hub.api.app import create_app
+from hub.api.deps import HubContext
+from hub.config import Settings
+from hub.engine.runner import ProjectionRunner
+from hub.facilities import FacilityDirectory, load_directory
+from hub.ingest.stage import IngestStage
+from hub.log.broker import EmbeddedBroker
+from hub.log.producer import Publisher
+from hub.log.topics import ensure_topics
+from hub.projections import all_projections
+from hub.store.db import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """The parts of one hub process. Use ``async with Hub(settings) as hub:``."""
+
+    def __init__(self, settings: Settings, start_broker: bool | None = None) -> None:
+        self.settings = settings
+        self.start_broker = settings.embedded if start_broker is None else start_broker
+        self.broker: EmbeddedBroker | None = None
+        self.store: Store | None = None
+        self.directory: FacilityDirectory | None = None
+        self.publisher: Publisher | None = None
+        self.runners: list[ProjectionRunner] = []
+        self.ingest: IngestStage | None = None
+        self._server: uvicorn.Server | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> Hub:
+        s = self.settings
+        if self.start_broker:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+            self.broker = EmbeddedBroker(s.embedded_broker_port, s.data_dir / "broker.log")
+            await asyncio.to_thread(self.broker.start)
+        try:
+            await asyncio.to_thread(ensure_topics, s)
+            self.store = await asyncio.to_thread(open_store, s.db_url)
+            self.directory = load_directory(s.facilities_file)
+            self.publisher = await Publisher(s).start()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
+        if self.store is not None:
+            self.store.dispose()
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+
+    @property
+    def context(self) -> HubContext:
+        assert self.store and self.directory and self.publisher
+        return HubContext(self.settings, self.store, self.directory, self.publisher)
+
+    def start_api(self) -> asyncio.Task:
+        config = uvicorn.Config(create_app(self.context), host=self.settings.api_host,
+                                port=self.settings.api_port, log_level="warning",
+                                lifespan="on", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # the CLI owns Ctrl-C
+        task = asyncio.create_task(self._server.serve(), name="api")
+        self._tasks.append(task)
+        return task
+
+    async def api_ready(self, timeout: float = 15.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not (self._server and self._server.started):
+            if loop.time() > deadline:
+                raise TimeoutError("the API did not start")
+            await asyncio.sleep(0.05)
+
+    def start_ingest(self) -> asyncio.Task:
+        assert self.directory and self.publisher
+        self.ingest = IngestStage(self.settings, self.directory, self.publisher)
+        task = asyncio.create_task(self.ingest.run(), name="ingest")
+        self._tasks.append(task)
+        return task
+
+    def start_projections(self, names: Sequence[str] | None = None,
+                          until_caught_up: bool = False) -> list[asyncio.Task]:
+        assert self.store and self.publisher
+        catalogue = all_projections()
+        tasks = []
+        for name in names or list(catalogue):
+            runner = ProjectionRunner(self.settings, self.store, catalogue[name], self.publisher)
+            self.runners.append(runner)
+            task = asyncio.create_task(runner.run(until_caught_up), name=f"projection:{name}")
+            self._tasks.append(task)
+            tasks.append(task)
+        return tasks
+
+    async def stop(self) -> None:
+        """Drain: runners finish their batch, the API stops accepting, then tasks end."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self.ingest is not None:
+            self.ingest.stop()
+        for r in self.runners:
+            r.stop()
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, timeout=30)

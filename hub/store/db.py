@@ -1,0 +1,109 @@
+"""The SQL store (SQLAlchemy Core): SQLite by default, PostgreSQL by URL.
+
+Driver errors never leave this package raw: :meth:`Store.begin` translates them to
+:class:`hub.errors.StoreError` with the original chained, so callers catch one type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from hub.errors import StoreError
+from hub.store.schema import metadata
+
+
+def _normalise(url: str) -> str:
+    # Users paste libpq-style URLs; the hub ships psycopg 3, not psycopg2.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Store:
+    """A database the hub writes projections, positions and the journal into."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: everything inside commits together or not at all."""
+        try:
+            with self.engine.connect() as conn:
+                # SQLite: a writer takes the write lock up front (BEGIN IMMEDIATE) so two
+                # writers queue on busy_timeout instead of one failing on lock upgrade.
+                conn.info["hub_write"] = True
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.info.pop("hub_write", None)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self.dialect} store: {exc.__class__.__name__}: {exc}") from exc
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self.dialect} store: {exc.__class__.__name__}: {exc}") from exc
+
+    def create_hub_tables(self) -> None:
+        with self.begin() as conn:
+            metadata.create_all(conn)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, create: bool = True) -> Store:
+    """Open (and by default initialise) the store at ``url``."""
+    url = _normalise(url)
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = sa.create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise StoreError(f"cannot open store {url!r}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        _tune_sqlite(engine)
+    store = Store(engine)
+    if create:
+        store.create_hub_tables()
+    return store
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+        # WAL lets the API read while a projection writes; NORMAL sync survives a killed
+        # process (only a power loss can drop the last commits); busy_timeout lets several
+        # processes share the file instead of failing on a lock.
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+        # pysqlite's own transaction handling defers BEGIN; take it over so that
+        # engine.begin() really starts a transaction (SQLAlchemy's documented recipe).
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:  # pragma: no cover - trivial
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("hub_write") else "BEGIN")

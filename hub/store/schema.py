@@ -1,0 +1,61 @@
+"""The hub's own tables: consumer positions, projection versions, applied ids, the journal."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# Last offset each consumer applied, per topic identity (Kafka topic id) and partition.
+# Written in the same transaction as the consumer's rows: this *is* the consumer's progress;
+# Kafka's committed offsets are only a hint for monitoring tools.
+positions = sa.Table(
+    "hub_positions",
+    metadata,
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("topic", sa.String(249), primary_key=True),
+    sa.Column("topic_id", sa.String(64), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+)
+
+# Event ids a consumer applied: a re-delivered event (producer retry, replay from another
+# log incarnation) hits the primary key and is skipped.
+applied = sa.Table(
+    "hub_applied",
+    metadata,
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("event_id", sa.String(200), primary_key=True),
+)
+
+# Which version of each projection's code built its tables, and a fencing epoch bumped by
+# every rebuild swap so that live runners re-seek to the swapped-in positions.
+projections = sa.Table(
+    "hub_projections",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False, default=0),
+    sa.Column("rebuilt_at", sa.String(40)),
+)
+
+# The durable archive of every accepted event, in the order the journal consumed them.
+# With the memory-only bundled broker this is what survives a restart.
+journal = sa.Table(
+    "hub_journal",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("event_id", sa.String(200), nullable=False, unique=True),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(200), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=False),
+    sa.Column("time", sa.String(40), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("signature", sa.String(200)),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("topic", sa.String(249), nullable=False),
+    sa.Column("topic_id", sa.String(64), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+)

@@ -1,0 +1,63 @@
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hub.envelope import Envelope, new_event
+from hub.errors import EnvelopeError
+
+ids = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
+facilities = st.from_regex(r"[a-z0-9][a-z0-9-]{0,39}", fullmatch=True)
+types = st.sampled_from(["Patient", "Observation", "DiagnosticReport", "ImagingStudy"])
+
+
+@given(facilities, types, ids, st.binary(min_size=1, max_size=200))
+def test_round_trip_through_kafka_headers(facility, rtype, rid, data):
+    env = new_event(facility, rtype, rid, f"{facility}.k", data).signed("hmac-sha256=ab")
+    back = Envelope.from_record(env.headers(), env.key.encode(), env.data)
+    assert back == env
+    assert back.facility_id == facility
+    assert back.resource_type == rtype and back.resource_id == rid
+
+
+def _headers(**changes):
+    env = new_event("township-1", "Observation", "o1", "township-1.p1", b"{}")
+    h = dict(env.headers())
+    for k, v in changes.items():
+        name = k.replace("content_type", "content-type")
+        if v is None:
+            h.pop(name, None)
+        else:
+            h[name] = v.encode()
+    return list(h.items())
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"ce_id": None}, "missing CloudEvents header(s): ce_id"),
+    ({"ce_source": None, "ce_time": None}, "ce_source, ce_time"),
+    ({"ce_specversion": "0.3"}, "ce_specversion must be 1.0"),
+    ({"ce_source": "township-1"}, "ce_source must be urn:hie:facility:"),
+    ({"ce_type": "Observation.created"}, "ce_type must look like"),
+    ({"ce_subject": "Observation"}, "ce_subject must be <Type>/<id>"),
+    ({"ce_subject": "Patient/p1"}, "does not match ce_type"),
+    ({"ce_time": "yesterday"}, "ce_time is not an RFC 3339"),
+    ({"content_type": "text/plain"}, "content-type must be application/fhir+json"),
+])
+def test_malformed_headers_are_typed_errors(changes, message):
+    with pytest.raises(EnvelopeError, match=re.escape(message)):
+        Envelope.from_record(_headers(**changes), b"township-1.p1", b"{}")
+
+
+def test_empty_key_and_missing_body_are_refused():
+    with pytest.raises(EnvelopeError, match="key"):
+        Envelope.from_record(_headers(), b"", b"{}")
+    with pytest.raises(EnvelopeError, match="needs the resource JSON"):
+        Envelope.from_record(_headers(), b"township-1.p1", b"")
+
+
+def test_non_utf8_header_is_refused():
+    headers = _headers()
+    headers.append(("ce_subject", b"\xff\xfe"))
+    with pytest.raises(EnvelopeError, match="not UTF-8"):
+        Envelope.from_record(headers, b"k", b"{}")

@@ -1,0 +1,46 @@
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hub.record.rules import hub_id, namespace, order_key, split_hub_id, utc_instant
+from tests.support.resources import observation
+
+
+def test_namespace_rewrites_id_and_relative_references_only():
+    obs = observation(pid="p1")
+    obs["performer"] = [{"reference": "Organization/lab"}, {"reference": "urn:uuid:abc"}]
+    out = namespace(obs, "township-2")
+    assert out["id"] == "township-2.o1"
+    assert out["subject"]["reference"] == "Patient/township-2.p1"
+    assert out["performer"] == [{"reference": "Organization/township-2.lab"},
+                                {"reference": "urn:uuid:abc"}]
+    assert obs["id"] == "o1", "the input is not modified"
+
+
+def test_hub_id_round_trip():
+    assert split_hub_id(hub_id("village-3", "p-1.x")) == ("village-3", "p-1.x")
+    assert split_hub_id("nodot") is None
+
+
+instants = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                        timezones=st.sampled_from([UTC, None]))
+
+
+@given(instants, st.integers(-14, 14))
+def test_utc_instant_is_the_same_moment_in_any_offset(moment, hours):
+    moment = moment.replace(tzinfo=UTC)
+    shifted = moment.astimezone(__import__("datetime").timezone(timedelta(hours=hours)))
+    assert utc_instant(moment.isoformat()) == utc_instant(shifted.isoformat())
+
+
+@given(instants, instants, st.integers(1, 10**6), st.integers(1, 10**6))
+def test_order_key_sorts_like_last_updated_then_version(a, b, va, vb):
+    a, b = a.replace(tzinfo=UTC), b.replace(tzinfo=UTC)
+    ka = order_key({"meta": {"lastUpdated": a.isoformat(), "versionId": str(va)}}, "")
+    kb = order_key({"meta": {"lastUpdated": b.isoformat(), "versionId": str(vb)}}, "")
+    assert (ka < kb) == ((a, va) < (b, vb))
+
+
+def test_order_key_falls_back_to_event_time():
+    assert order_key({}, "2026-11-01T00:00:00Z").startswith("2026-11-01T00:00:00.000000Z|")

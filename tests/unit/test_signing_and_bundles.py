@@ -1,0 +1,68 @@
+import dataclasses
+
+import pytest
+
+from hub.envelope import new_event
+from hub.errors import AuthError
+from hub.facilities import load_directory, sign
+from hub.ingest.bundle import plan_bundle
+from hub.ingest.prepare import prepare_upsert
+from tests.support.resources import bundle, observation, patient
+
+directory = load_directory(None)
+township = directory.get("township-1")
+
+
+def test_demo_consortium_shape():
+    tiers = [f.tier for f in directory]
+    assert len(directory) == 18
+    assert tiers.count("village-clinic") == 10 and tiers.count("township-centre") == 4
+    assert tiers.count("community-centre") == 2
+    assert "demo-secret" not in repr(township)
+
+
+def test_signature_verifies_and_detects_tampering():
+    env = sign(new_event("township-1", "Patient", "p1", "township-1.p1", b"{}"),
+               township.secret)
+    assert directory.verify(env) is township
+    for change in ({"data": b'{"x":1}'}, {"key": "township-1.p2"},
+                   {"subject": "Patient/p2"}, {"source": "urn:hie:facility:township-2"}):
+        with pytest.raises(AuthError):
+            directory.verify(dataclasses.replace(env, **change))
+    with pytest.raises(AuthError, match="not signed"):
+        directory.verify(dataclasses.replace(env, signature=None))
+    with pytest.raises(AuthError, match="unknown facility"):
+        directory.verify(dataclasses.replace(env, source="urn:hie:facility:nowhere"))
+
+
+def test_authenticate():
+    assert directory.authenticate("demo-secret-village-2").id == "village-2"
+    with pytest.raises(AuthError, match="no credential"):
+        directory.authenticate(None)
+    with pytest.raises(AuthError, match="unknown"):
+        directory.authenticate("guess")
+
+
+def test_prepare_stamps_and_signs():
+    p = prepare_upsert(township, {**patient(), "id": None}, "Patient", assign_id=True)
+    assert p.ok and p.resource["id"] and p.resource["meta"]["lastUpdated"]
+    assert p.envelope.key == f"township-1.{p.resource['id']}"
+    assert directory.verify(p.envelope) is township
+    mismatch = prepare_upsert(township, patient("p1"), "Patient", url_id="p2")
+    assert not mismatch.ok and "does not match the URL id" in mismatch.issues[0].diagnostics
+    own_hub_id = prepare_upsert(township, patient("township-1.p1"), "Patient",
+                                url_id="township-1.p1")
+    assert own_hub_id.resource["id"] == "p1"
+
+
+def test_bundle_plans():
+    bad = {"resourceType": "Observation", "id": "x"}
+    plan = plan_bundle(township, bundle("batch", patient(), bad, observation()))
+    assert [p.ok for p in plan.entries] == [True, False, True]
+    assert not plan.all_or_nothing
+    assert any(i.location.startswith("Bundle.entry[1].resource.Observation")
+               for i in plan.all_issues())
+    assert plan_bundle(township, bundle("transaction", patient())).all_or_nothing
+    assert "no entries" in plan_bundle(township, bundle("batch")).bundle_issues[0].diagnostics
+    assert "not accepted" in plan_bundle(township, bundle("searchset", patient())
+                                         ).bundle_issues[0].diagnostics

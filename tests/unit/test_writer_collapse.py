@@ -1,0 +1,27 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hub.engine.projection import Increment, Upsert
+from hub.engine.writer import collapse
+
+rows = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 20)), min_size=1, max_size=40)
+
+
+@given(rows)
+def test_guarded_upserts_keep_the_greatest_guard_per_key(pairs):
+    changes = [Upsert("t", {"k": k, "g": g, "seq": i}, ("k",), "g")
+               for i, (k, g) in enumerate(pairs)]
+    out = {c.row["k"]: c.row for c in collapse(changes)}
+    for k in {k for k, _ in pairs}:
+        best = max(g for kk, g in pairs if kk == k)
+        first = next(i for i, (kk, g) in enumerate(pairs) if kk == k and g == best)
+        assert out[k]["g"] == best and out[k]["seq"] == first
+
+
+@given(rows)
+def test_increments_add_up_and_keep_the_latest(pairs):
+    changes = [Increment("t", {"k": k}, {"n": 1}, {"last": f"{g:03d}"}) for k, g in pairs]
+    out = {c.keys["k"]: c for c in collapse(changes)}
+    for k in {k for k, _ in pairs}:
+        assert out[k].counts["n"] == sum(1 for kk, _ in pairs if kk == k)
+        assert out[k].latest["last"] == f"{max(g for kk, g in pairs if kk == k):03d}"
