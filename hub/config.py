@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     batch_max_records: int = 2000
     fetch_max_wait_ms: int = 20
     max_retries: int = 3
+    session_timeout_ms: int = Field(
+        default=10000, description="Consumer group session timeout; a dead member's "
+        "partitions move to the others after this long.")
     publish_timeout_s: float = 30.0
     crash_at: str | None = Field(
         default=None,

@@ -32,6 +32,7 @@ def make_settings(kafka, tmp_path: Path):
             topics=Topics(inbound=f"t{tag}.inbound", events=f"t{tag}.events",
                           deadletter=f"t{tag}.deadletter"),
             group_prefix=f"g{tag}", data_dir=tmp_path, events_partitions=3,
+            session_timeout_ms=6000,
         )
         values.update(overrides)
         s = Settings(**values)

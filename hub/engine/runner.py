@@ -58,6 +58,7 @@ class _Reseek(Exception):
 class RunnerStats:
     applied: int = 0
     skipped: int = 0
+    refetched: int = 0
     deadlettered: int = 0
     batches: int = 0
     caught_up: bool = False
@@ -99,6 +100,7 @@ class ProjectionRunner:
         self._stop = asyncio.Event()
         self._epoch = 0
         self._topic_id = ""
+        self._next: dict[int, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self.tables: dict[str, sa.Table] = {}
         self.dedupe = getattr(projection, "dedupe_by_event_id", True)
@@ -119,6 +121,8 @@ class ProjectionRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(500, self.settings.session_timeout_ms // 5),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await self._consumer.start()
@@ -154,11 +158,14 @@ class ProjectionRunner:
         assert self._consumer is not None
         state, stored = await asyncio.to_thread(self._load_positions)
         self._epoch = state
+        fresh = [tp for tp in assigned if tp.partition not in stored]
+        # An explicit offset, not seek_to_beginning(): that one resets lazily and can race
+        # with a fetch already under way, delivering the first records twice.
+        starts = await self._consumer.beginning_offsets(fresh) if fresh else {}
         for tp in assigned:
-            if tp.partition in stored:
-                self._consumer.seek(tp, stored[tp.partition] + 1)
-            else:
-                await self._consumer.seek_to_beginning(tp)
+            start = stored[tp.partition] + 1 if tp.partition in stored else starts[tp]
+            self._consumer.seek(tp, start)
+            self._next[tp.partition] = start
 
     def _load_positions(self) -> tuple[int, dict[int, int]]:
         with self.store.connect() as conn:
@@ -171,6 +178,12 @@ class ProjectionRunner:
         bad: list[Record] = []
         last: dict[int, int] = {}
         for tp, msgs in records.items():
+            # A fetch already in flight when we seek can hand back records from before the
+            # seek position; they were applied, so drop them here (the stored position in
+            # the transaction below would skip them too, at the cost of a round trip).
+            expected = self._next.get(tp.partition, 0)
+            msgs = [m for m in msgs if m.offset >= expected]
+            self.stats.refetched += len(records[tp]) - len(msgs)
             for m in msgs:
                 last[tp.partition] = m.offset
                 try:
@@ -182,6 +195,8 @@ class ProjectionRunner:
                     continue
                 events.append(
                     Event.from_envelope(env, tp.topic, tp.partition, m.offset, self._topic_id))
+        if not last:
+            return
         if bad:
             await self.publisher.publish_raw(self.settings.topics.deadletter, bad)
             self.stats.deadlettered += len(bad)
@@ -191,6 +206,8 @@ class ProjectionRunner:
         except _Reseek:
             await self._seek_to_stored(self._consumer.assignment())
             return
+        for p, o in last.items():
+            self._next[p] = o + 1
         BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
         crashpoint(self.settings.crash_at, "after_store_commit")
         self.stats.batches += 1

@@ -84,7 +84,9 @@ class IngestStage:
             t.inbound, bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.ingest", client_id="hub-ingest",
             enable_auto_commit=False, auto_offset_reset="earliest",
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms)
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(500, self.settings.session_timeout_ms // 5))
         await consumer.start()
         try:
             while not self._stop.is_set():

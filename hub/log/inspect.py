@@ -20,7 +20,10 @@ async def read_deadletters(settings: Settings, limit: int) -> list[dict]:
         for tp in tps:
             consumer.seek(tp, max(0, ends[tp] - limit))
         rows: list[dict] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
             batch = await consumer.getmany(timeout_ms=1000)
             if not batch:
                 break

@@ -1,0 +1,405 @@
+"""A deterministic simulated consortium population: FHIR R4B resources as plain JSON dicts.
+
+Everything derives from one ``random.Random(seed)`` and a simulated clock, so a seed replays
+the same stream byte for byte. Each facility publishes a Patient before anything refers to
+it, and a DiagnosticReport only after the Observations it lists.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+SNOMED = "http://snomed.info/sct"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+REPORT_CATEGORY = "http://terminology.hl7.org/CodeSystem/v2-0074"
+NATIONAL_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+DICOM_ROOT = "1.2.826.0.1.3680043.8.498."  # UUID-derived root: free to use, no registration
+START = datetime(2026, 11, 1, 8, 0, tzinfo=timezone(timedelta(hours=8)))
+
+REVISION_SHARE = 0.03  # share of events that are a new version of an earlier resource
+ERROR_SHARE = 0.005  # part of REVISION_SHARE that retracts an Observation
+MAX_REMEMBERED = 300  # per facility; bounds memory in long demo runs
+
+# How often a facility of each tier publishes, relative to a village clinic.
+TIER_RATE = {"village-clinic": 1, "community-centre": 2, "township-centre": 2,
+             "county-hospital": 4, "city-hospital": 5}
+_PRIMARY = {"bp": 45, "hr": 14, "weight": 12, "capglu": 29}
+TIER_MIX: dict[str, dict[str, int]] = {
+    "village-clinic": _PRIMARY,
+    "community-centre": {**_PRIMARY, "lab": 10},
+    "township-centre": {"bp": 25, "hr": 8, "weight": 7, "capglu": 15, "lab": 15, "panel": 12,
+                        "imaging": 18},
+    "county-hospital": {"bp": 12, "hr": 4, "weight": 4, "panel": 55, "imaging": 25},
+    "city-hospital": {"bp": 10, "hr": 3, "weight": 3, "panel": 57, "imaging": 27},
+}
+SINGLE_LABS = {"community-centre": ("2339-0", "2093-3", "4548-4"),
+               "township-centre": ("2339-0", "4548-4", "718-7", "2160-0")}
+# Repeats weight the choice: metabolic panels and CT dominate hospital work.
+_HOSPITAL = {"panel": ("24323-8", "24323-8", "58410-2", "58410-2", "24331-1", "55399-0"),
+             "imaging": ("CT", "CT", "CT", "MR", "MR", "CR", "CR", "US", "US")}
+ORDERS = {"township-centre": {"panel": ("58410-2", "55399-0"),
+                              "imaging": ("US", "US", "DX", "DX", "ECG")},
+          "county-hospital": _HOSPITAL, "city-hospital": _HOSPITAL}
+
+
+@dataclass(frozen=True)
+class SimFacility:
+    id: str
+    tier: str
+
+
+@dataclass(frozen=True)
+class Analyte:
+    code: str
+    display: str
+    ucum: str
+    unit: str
+    low: float
+    high: float
+    decimals: int
+    p_high: float  # share of results above the range, so dashboards have something to flag
+    p_low: float
+    spread: float  # how far above the range high results reach, as a multiple of the limit
+    male: tuple[float, float] | None = None  # sex-specific range where Chinese norms differ
+
+
+ANALYTES = {a.code: a for a in (
+    Analyte("2339-0", "Glucose", "mmol/L", "mmol/L", 3.9, 6.1, 1, 0.25, 0.03, 2.4),
+    Analyte("4548-4", "Hemoglobin A1c", "%", "%", 4.0, 6.0, 1, 0.25, 0.0, 1.8),
+    Analyte("2160-0", "Creatinine", "umol/L", "μmol/L", 41, 81, 0, 0.12, 0.03, 3.0, (57, 111)),
+    Analyte("1742-6", "ALT", "U/L", "U/L", 7, 40, 0, 0.12, 0.0, 4.0),
+    Analyte("718-7", "Hemoglobin", "g/L", "g/L", 115, 150, 0, 0.04, 0.15, 1.1, (130, 175)),
+    Analyte("2823-3", "Potassium", "mmol/L", "mmol/L", 3.5, 5.3, 1, 0.05, 0.06, 1.3),
+    Analyte("2093-3", "Total cholesterol", "mmol/L", "mmol/L", 2.8, 5.2, 2, 0.3, 0.0, 1.6),
+    Analyte("6690-2", "WBC", "10*9/L", "10^9/L", 3.5, 9.5, 1, 0.08, 0.05, 2.0),
+    Analyte("777-3", "Platelets", "10*9/L", "10^9/L", 125, 350, 0, 0.04, 0.05, 1.5),
+)}
+PANELS = {
+    "24323-8": ("Comprehensive metabolic panel", ("2339-0", "2160-0", "1742-6", "2823-3")),
+    "58410-2": ("CBC panel - Blood by Automated count", ("718-7", "6690-2", "777-3")),
+    "24331-1": ("Lipid panel", ("2093-3",)),
+    "55399-0": ("Diabetes tracking panel", ("2339-0", "4548-4")),
+}
+SITES = {"chest": ("51185008", "Thoracic structure"), "head": ("69536005", "Head structure"),
+         "abdomen": ("818983003", "Abdomen structure"), "brain": ("12738006", "Brain structure"),
+         "knee": ("72696002", "Knee region structure"), "heart": ("80891009", "Heart structure"),
+         "lumbar": ("122496007", "Lumbar spine structure"),
+         "liver": ("10200004", "Liver structure"), "thyroid": ("69748006", "Thyroid structure")}
+# modality: display, series per study, instances per series, (body site, 检查描述) choices
+MODALITIES: dict[str, tuple[str, tuple[int, int], tuple[int, int], tuple[tuple[str, str], ...]]] = {
+    "CT": ("Computed Tomography", (2, 5), (80, 400),
+           (("chest", "胸部CT平扫"), ("head", "头颅CT平扫"), ("abdomen", "上腹部CT增强"))),
+    "MR": ("Magnetic Resonance", (3, 8), (18, 40),
+           (("brain", "头颅MR平扫"), ("knee", "膝关节MR平扫"), ("lumbar", "腰椎MR平扫"))),
+    "CR": ("Computed Radiography", (1, 2), (1, 2),
+           (("chest", "胸部正位片"), ("knee", "膝关节正侧位片"))),
+    "DX": ("Digital Radiography", (1, 2), (1, 2),
+           (("chest", "胸部正位片"), ("lumbar", "腰椎正侧位片"))),
+    "US": ("Ultrasound", (1, 1), (8, 60),
+           (("liver", "肝胆胰脾超声"), ("thyroid", "甲状腺超声"), ("heart", "超声心动图"))),
+    "ECG": ("Electrocardiography", (1, 1), (1, 1), (("heart", "十二导联心电图"),)),
+}
+# Surnames repeated roughly by frequency in the national census.
+SURNAMES = "王王王李李李张张张刘刘陈陈杨杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹"
+# Given names follow generation fashions: (born before 1970, 1970-1994, 1995 on).
+GIVEN = {
+    "female": (("秀英", "桂英", "秀兰", "玉兰", "凤英", "玉珍", "淑珍", "桂兰", "秀珍"),
+               ("丽", "敏", "静", "婷", "芳", "娟", "霞", "燕", "红", "艳", "丽娟", "海燕"),
+               ("欣怡", "梓涵", "雨桐", "子涵", "诗涵", "一诺", "可馨", "思雨")),
+    "male": (("建国", "建华", "国强", "志强", "德明", "永明", "福生", "金林", "根生"),
+             ("伟", "磊", "强", "勇", "军", "杰", "涛", "斌", "超", "鹏", "刚", "海峰"),
+             ("子轩", "浩然", "宇轩", "梓豪", "俊杰", "浩宇", "一鸣", "宇航")),
+}
+# (GB/T 2260 code, city, district) of a county-led consortium around Hangzhou.
+REGIONS = (("330102", "杭州市", "上城区"), ("330105", "杭州市", "拱墅区"),
+           ("330106", "杭州市", "西湖区"), ("330108", "杭州市", "滨江区"),
+           ("330110", "杭州市", "余杭区"), ("330122", "杭州市", "桐庐县"),
+           ("330127", "杭州市", "淳安县"), ("330182", "杭州市", "建德市"))
+MIGRANT_REGIONS = ("341221", "411722", "510722")  # people born in other provinces
+STREETS = ("文三路", "解放路", "延安路", "人民路", "建设路", "新华路", "环城东路", "中山北路")
+MOBILE_PREFIXES = ("138", "139", "135", "136", "150", "151", "158", "186", "187", "188", "199")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def gb11643_check(body17: str) -> str:
+    """The GB 11643-1999 check character of the first 17 digits of a citizen ID."""
+    return "10X98765432"[sum(int(c) * w for c, w in zip(body17, _ID_WEIGHTS, strict=True)) % 11]
+
+
+def _coding(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"system": system, "code": code, "display": display}
+
+
+def _qty(value: float, ucum: str, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": ucum}
+
+
+def _interpret(value: float, low: float, high: float) -> list[dict[str, Any]]:
+    code, text = ("L", "Low") if value < low else ("H", "High") if value > high else ("N", "Normal")
+    return [{"coding": [_coding(INTERPRETATION, code, text)]}]
+
+
+VITALS = _coding(OBS_CATEGORY, "vital-signs", "Vital Signs")
+LABORATORY = _coding(OBS_CATEGORY, "laboratory", "Laboratory")
+
+
+@dataclass
+class _Facility:
+    """What one facility has published so far, as far as later events need to know."""
+
+    spec: SimFacility
+    counters: dict[str, int] = field(default_factory=dict)
+    patients: dict[str, dict] = field(default_factory=dict)
+    observations: dict[str, dict] = field(default_factory=dict)
+
+    def next_id(self, prefix: str) -> str:
+        n = self.counters[prefix] = self.counters.get(prefix, 0) + 1
+        return f"{prefix}-{n:06d}"
+
+
+class PopulationSimulator:
+    """Yields ``(facility_id, resource)`` events; the dicts returned are the caller's to keep."""
+
+    def __init__(self, facilities: list[SimFacility], seed: int = 7) -> None:
+        unknown = sorted({f.tier for f in facilities} - TIER_RATE.keys())
+        if not facilities or unknown:
+            raise ValueError(f"need at least one facility, all of known tiers; unknown: {unknown}")
+        self._rng = random.Random(seed)
+        self._facilities = [_Facility(f) for f in facilities]
+        self._weights = [TIER_RATE[f.tier] for f in facilities]
+        self._now = START
+        self._queue: deque[tuple[_Facility, dict]] = deque()
+
+    def next_event(self) -> tuple[str, dict]:
+        """Return (facility_id, resource) for the next thing a facility publishes."""
+        rng = self._rng
+        self._now += timedelta(seconds=rng.randint(1, 5))  # strictly later than any earlier stamp
+        r = rng.random()
+        event = self._revise(retract=r < ERROR_SHARE) if r < REVISION_SHARE else None
+        if event is None:
+            if not self._queue:
+                self._plan()
+            event = self._queue.popleft()
+        fac, res = event
+        res["meta"]["lastUpdated"] = self._now.isoformat()
+        self._remember(fac, res)
+        return fac.spec.id, res
+
+    def _remember(self, fac: _Facility, res: dict) -> None:
+        # Copies, so a caller that edits what it got cannot corrupt later versions.
+        store = {"Patient": fac.patients, "Observation": fac.observations}.get(res["resourceType"])
+        if store is None or res.get("status") == "entered-in-error":
+            return
+        store[res["id"]] = copy.deepcopy(res)
+        if len(store) > MAX_REMEMBERED:
+            del store[next(iter(store))]  # oldest first: recent results are what gets amended
+
+    def _revise(self, retract: bool) -> tuple[_Facility, dict] | None:
+        rng = self._rng
+        # Only facilities with results to revise, so the share holds from the first minutes on.
+        ready = [(f, w) for f, w in zip(self._facilities, self._weights, strict=True)
+                 if f.observations]
+        if not ready:
+            return None
+        fac = rng.choices([f for f, _ in ready], [w for _, w in ready])[0]
+        if not retract and fac.patients and rng.random() < 0.2:
+            res = copy.deepcopy(fac.patients[rng.choice(list(fac.patients))])
+            res["telecom"] = [self._phone()]  # the usual correction: a new mobile number
+        else:
+            oid = rng.choice(list(fac.observations))
+            res = copy.deepcopy(fac.observations[oid])
+            if retract:
+                res["status"] = "entered-in-error"
+                del fac.observations[oid]  # nothing amends a retracted result
+            else:
+                res["status"] = "final" if res["status"] == "preliminary" else rng.choice(
+                    ("amended", "corrected"))
+                self._change_value(res)
+                res["note"] = [{"text": "复核后修改结果"}]
+        res["meta"] = {"versionId": str(int(res["meta"]["versionId"]) + 1)}
+        return fac, res
+
+    def _change_value(self, obs: dict) -> None:
+        for holder in [obs, *obs.get("component", [])]:
+            q = holder.get("valueQuantity")
+            if q is None:
+                continue
+            v, sign = q["value"], self._rng.choice((-1, 1))
+            places = 0 if isinstance(v, int) else len(repr(v).split(".")[1])
+            new = _round(v * (1 + sign * self._rng.uniform(0.03, 0.12)), places)
+            if new == v or new <= 0:  # rounding must not hide the correction
+                new = _round(v + 10 ** -places, places)
+            q["value"] = new
+        if obs.get("referenceRange"):
+            rr = obs["referenceRange"][0]
+            obs["interpretation"] = _interpret(obs["valueQuantity"]["value"],
+                                               rr["low"]["value"], rr["high"]["value"])
+
+    def _plan(self) -> None:
+        rng = self._rng
+        fac = rng.choices(self._facilities, self._weights)[0]
+        n = len(fac.patients)
+        if n == 0 or rng.random() < (0.3 if n < 20 else 0.08):
+            patient = self._patient(fac)
+            self._queue.append((fac, patient))
+        else:
+            patient = fac.patients[rng.choice(list(fac.patients))]
+        mix = TIER_MIX[fac.spec.tier]
+        kind = rng.choices(list(mix), list(mix.values()))[0]
+        tier = fac.spec.tier
+        if kind == "panel":
+            self._panel(fac, patient, rng.choice(ORDERS[tier]["panel"]))
+        elif kind == "imaging":
+            self._imaging(fac, patient, rng.choice(ORDERS[tier]["imaging"]))
+        elif kind == "lab":
+            analyte = ANALYTES[rng.choice(SINGLE_LABS[tier])]
+            self._queue.append((fac, self._lab(fac, patient, analyte, self._past(20, 240))))
+        elif kind == "capglu":  # fingerstick, read at the bedside
+            self._queue.append((fac, self._lab(fac, patient, ANALYTES["2339-0"], self._past(0, 9))))
+        else:
+            self._queue.append((fac, self._vital(fac, patient, kind)))
+
+    def _past(self, lo_min: int, hi_min: int) -> str:
+        return (self._now - timedelta(minutes=self._rng.randint(lo_min, hi_min))).isoformat()
+
+    def _phone(self) -> dict[str, Any]:
+        number = self._rng.choice(MOBILE_PREFIXES) + f"{self._rng.randrange(10**8):08d}"
+        return {"system": "phone", "value": number, "use": "mobile"}
+
+    def _patient(self, fac: _Facility) -> dict:
+        rng = self._rng
+        gender = rng.choice(("male", "female"))
+        age = 1 + round(94 * rng.betavariate(2.0, 1.3))  # consortium patients skew old
+        # Any birthday from a year before START.date() - age years up to that day itself.
+        birth = START.date().replace(year=START.year - age) - timedelta(days=rng.randrange(365))
+        generation = 0 if birth.year < 1970 else 1 if birth.year < 1995 else 2
+        family, given = rng.choice(SURNAMES), rng.choice(GIVEN[gender][generation])
+        region, city, district = rng.choice(REGIONS)
+        pid = fac.next_id("p")
+        identifiers = [{"use": "usual", "type": {"coding": [_coding(
+            "http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical record number")]},
+            "system": f"urn:hie:facility:{fac.spec.id}:mrn", "value": f"MRN{int(pid[2:]):05d}"}]
+        res: dict[str, Any] = {"resourceType": "Patient", "id": pid, "meta": {"versionId": "1"},
+                               "identifier": identifiers}
+        if rng.random() < 0.8:
+            born_in = region if rng.random() < 0.85 else rng.choice(MIGRANT_REGIONS)
+            seq = rng.randrange(1, 500) * 2 + (gender == "male")  # odd 17th digit for men
+            body = f"{born_in}{birth:%Y%m%d}{seq:03d}"
+            identifiers.append({"use": "official", "system": NATIONAL_ID_SYSTEM,
+                                "value": body + gb11643_check(body)})
+            res["telecom"] = [self._phone()]
+        line = f"{rng.choice(STREETS)}{rng.randint(1, 399)}号"
+        res.update({
+            "name": [{"use": "official", "text": family + given, "family": family,
+                      "given": [given]}],
+            "gender": gender, "birthDate": birth.isoformat(),
+            "address": [{"use": "home", "text": f"浙江省{city}{district}{line}", "line": [line],
+                         "city": city, "district": district, "state": "浙江省",
+                         "country": "CN"}],
+        })
+        return res
+
+    def _observation(self, fac: _Facility, patient: dict, code: str, display: str,
+                     category: dict, when: str) -> dict[str, Any]:
+        status = "preliminary" if self._rng.random() < 0.03 else "final"
+        return {"resourceType": "Observation", "id": fac.next_id("obs"),
+                "meta": {"versionId": "1"}, "status": status,
+                "category": [{"coding": [dict(category)]}],  # never share the constant
+                "code": {"coding": [_coding(LOINC, code, display)], "text": display},
+                "subject": {"reference": f"Patient/{patient['id']}"},
+                "effectiveDateTime": when,
+                "performer": [{"reference": f"Organization/{fac.spec.id}"}]}
+
+    def _lab(self, fac: _Facility, patient: dict, a: Analyte, when: str) -> dict:
+        rng = self._rng
+        low, high = a.male if a.male and patient["gender"] == "male" else (a.low, a.high)
+        r = rng.random()
+        if r < a.p_high:
+            value = rng.uniform(high, high * a.spread)
+        elif r < a.p_high + a.p_low:
+            value = rng.uniform(low * 0.7, low)
+        else:
+            value = min(high, max(low, rng.gauss((low + high) / 2, (high - low) / 5)))
+        value = _round(value, a.decimals)
+        obs = self._observation(fac, patient, a.code, a.display, LABORATORY, when)
+        obs["valueQuantity"] = _qty(value, a.ucum, a.unit)
+        obs["interpretation"] = _interpret(value, low, high)
+        obs["referenceRange"] = [{"low": _qty(low, a.ucum, a.unit),
+                                  "high": _qty(high, a.ucum, a.unit)}]
+        return obs
+
+    def _vital(self, fac: _Facility, patient: dict, kind: str) -> dict:
+        rng, when = self._rng, self._past(0, 5)
+        age = START.year - int(patient["birthDate"][:4])
+        if kind == "bp":
+            sys_ = round(min(210, max(85, 108 + 0.55 * max(0, age - 30) + rng.gauss(0, 13))))
+            dia = round(min(125, sys_ - 20, max(50, sys_ * 0.6 + rng.gauss(0, 7))))
+            obs = self._observation(fac, patient, "85354-9", "Blood pressure panel", VITALS, when)
+            obs["component"] = [
+                {"code": {"coding": [_coding(LOINC, c, d)]},
+                 "valueQuantity": _qty(v, "mm[Hg]", "mmHg")}
+                for c, d, v in (("8480-6", "Systolic blood pressure", sys_),
+                                ("8462-4", "Diastolic blood pressure", dia))]
+            return obs
+        if kind == "hr":
+            obs = self._observation(fac, patient, "8867-4", "Heart rate", VITALS, when)
+            rate = rng.gauss(76 + (20 if age < 12 else 0), 11)
+            obs["valueQuantity"] = _qty(round(min(150, max(45, rate))), "/min", "beats/minute")
+            return obs
+        adult = 70.0 if patient["gender"] == "male" else 58.0
+        kg = 8 + 2.6 * age + rng.gauss(0, 3) if age < 16 else rng.gauss(adult, 10)
+        obs = self._observation(fac, patient, "29463-7", "Body weight", VITALS, when)
+        obs["valueQuantity"] = _qty(round(max(8.0, kg), 1), "kg", "kg")
+        return obs
+
+    def _panel(self, fac: _Facility, patient: dict, code: str) -> None:
+        display, members = PANELS[code]
+        collected = self._past(60, 240)
+        results = [self._lab(fac, patient, ANALYTES[c], collected) for c in members]
+        self._queue.extend((fac, o) for o in results)  # results go out before their report
+        self._queue.append((fac, {
+            "resourceType": "DiagnosticReport", "id": fac.next_id("dr"),
+            "meta": {"versionId": "1"},
+            "status": "partial" if any(o["status"] == "preliminary" for o in results) else "final",
+            "category": [{"coding": [_coding(REPORT_CATEGORY, "LAB", "Laboratory")]}],
+            "code": {"coding": [_coding(LOINC, code, display)], "text": display},
+            "subject": {"reference": f"Patient/{patient['id']}"},
+            "effectiveDateTime": collected, "issued": self._now.isoformat(),
+            "performer": [{"reference": f"Organization/{fac.spec.id}"}],
+            "result": [{"reference": f"Observation/{o['id']}"} for o in results]}))
+
+    def _imaging(self, fac: _Facility, patient: dict, modality: str) -> None:
+        rng = self._rng
+        display, (s_lo, s_hi), (i_lo, i_hi), sites = MODALITIES[modality]
+        site, description = rng.choice(sites)
+        study_uid = f"{DICOM_ROOT}{rng.getrandbits(80)}"  # <= 52 chars, DICOM allows 64
+        series = [{"uid": f"{study_uid}.{n}", "number": n,
+                   "modality": _coding(DCM, modality, display),
+                   "numberOfInstances": rng.randint(i_lo, i_hi),
+                   "bodySite": _coding(SNOMED, *SITES[site])}
+                  for n in range(1, rng.randint(s_lo, s_hi) + 1)]
+        self._queue.append((fac, {
+            "resourceType": "ImagingStudy", "id": fac.next_id("img"),
+            "meta": {"versionId": "1"},
+            "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study_uid}"}],
+            "status": "available", "modality": [_coding(DCM, modality, display)],
+            "subject": {"reference": f"Patient/{patient['id']}"},
+            "started": self._past(15, 90), "description": description,
+            "numberOfSeries": len(series),
+            "numberOfInstances": sum(s["numberOfInstances"] for s in series),
+            "series": series}))
+
+
+def _round(value: float, places: int) -> float:
+    # Whole-unit results stay JSON integers ("72 /min", not "72.0 /min").
+    return round(value, places) if places else round(value)

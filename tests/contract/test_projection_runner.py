@@ -1,0 +1,151 @@
+"""The projection runner against a real broker, on every store backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from hub.activity.projection import ActivityProjection
+from hub.engine.projection import Change, Event
+from hub.engine.rebuild import rebuild
+from hub.engine.runner import ProjectionRunner
+from hub.journal import JournalProjection
+from hub.log.inspect import read_deadletters
+from hub.log.producer import Publisher
+from hub.record.projection import SharedRecordProjection
+from hub.record.read import get_resource
+from tests.support.checks import table_digest
+from tests.support.events import envelope, publish
+from tests.support.resources import observation, patient
+
+pytestmark = [pytest.mark.contract]
+
+
+async def run_until_caught_up(settings, store, projection):
+    pub = await Publisher(settings).start()
+    try:
+        runner = ProjectionRunner(settings, store, projection, pub)
+        return await asyncio.wait_for(runner.run(until_caught_up=True), 90)
+    finally:
+        await pub.stop()
+
+
+def counts(store) -> dict[str, int]:
+    with store.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT resource_type, events FROM activity_counts")).all()
+    return {r: int(n) for r, n in rows}
+
+
+async def test_duplicates_and_late_versions_apply_once(make_settings, store):
+    settings = make_settings()
+    v1 = envelope(observation(value=5.0, version=1, updated="2026-11-01T08:00:00+08:00"))
+    v2 = envelope(observation(value=7.0, version=2, updated="2026-11-01T09:00:00+08:00"))
+    late_v1 = envelope(observation(value=5.5, version=1, updated="2026-11-01T08:30:00+08:00"))
+    await publish(settings, [envelope(patient()), v1, v2])
+    # v2 delivered again (a producer retry) and an older version arriving late
+    await publish(settings, [v2, late_v1])
+    for proj in (SharedRecordProjection(), ActivityProjection()):
+        stats = await run_until_caught_up(settings, store, proj)
+        assert stats.applied == 4 and stats.skipped == 1
+    found = get_resource(store, "Observation", "township-1.o1")
+    assert found.resource["valueQuantity"]["value"] == 7.0
+    assert found.resource["subject"]["reference"] == "Patient/township-1.p1"
+    assert counts(store) == {"Patient": 1, "Observation": 3}
+
+
+async def test_restart_resumes_from_stored_positions(make_settings, store):
+    settings = make_settings()
+    await publish(settings, [envelope(patient(f"p{i}")) for i in range(30)])
+    first = await run_until_caught_up(settings, store, ActivityProjection())
+    assert first.applied == 30
+    await publish(settings, [envelope(observation(f"o{i}", pid="p1")) for i in range(12)])
+    second = await run_until_caught_up(settings, store, ActivityProjection())
+    assert (second.applied, second.skipped) == (12, 0)
+    assert counts(store) == {"Patient": 30, "Observation": 12}
+
+
+class Fragile(ActivityProjection):
+    """Raises on one event, as a projection bug or a poison event would."""
+
+    def __init__(self, poison: str) -> None:
+        self.poison = poison
+        self.attempts = 0
+
+    def apply(self, events: Sequence[Event]) -> list[Change]:
+        if any(e.id == self.poison for e in events):
+            self.attempts += 1
+            raise ValueError("cannot fold this one")
+        return super().apply(events)
+
+
+async def test_poison_event_is_retried_then_dead_lettered(make_settings, store):
+    settings = make_settings(max_retries=2)
+    good = [envelope(patient(f"p{i}")) for i in range(5)]
+    bad = envelope(observation("poison", pid="p1"))
+    await publish(settings, [*good[:2], bad, *good[2:]])
+    proj = Fragile(bad.id)
+    stats = await run_until_caught_up(settings, store, proj)
+    assert stats.deadlettered == 1 and stats.applied == 5
+    assert proj.attempts >= 3  # batch retries, then one-by-one retries
+    assert counts(store) == {"Patient": 5}
+    dead = await read_deadletters(settings, 10)
+    assert len(dead) == 1
+    assert dead[0]["stage"] == "projection:activity"
+    assert "ValueError: cannot fold this one" in dead[0]["reason"]
+    assert orjson.loads(dead[0]["value"])["id"] == "poison"  # the original bytes, kept
+    again = await run_until_caught_up(settings, store, proj)
+    assert again.applied == 0 and again.deadlettered == 0
+
+
+async def test_rebuild_from_journal_equals_live_processing(make_settings, store):
+    settings = make_settings()
+    batch = [envelope(patient(f"p{i}")) for i in range(20)]
+    batch += [envelope(observation(f"o{i}", pid=f"p{i % 20}", value=i)) for i in range(60)]
+    batch += [envelope(observation("o1", pid="p1", value=99, version=2,
+                                   updated="2026-11-02T08:00:00+08:00"))]
+    batch += [envelope(observation("o2", pid="p2"), action="delete")]
+    await publish(settings, batch)
+    for proj in (JournalProjection(), SharedRecordProjection(), ActivityProjection()):
+        await run_until_caught_up(settings, store, proj)
+    live = {t: table_digest(store, t) for t in ("record_resources", "activity_counts")}
+    assert live["record_resources"][0] == 80
+    assert rebuild(store, SharedRecordProjection()) == len(batch)
+    assert rebuild(store, ActivityProjection()) == len(batch)
+    assert {t: table_digest(store, t) for t in live} == live
+    # after the swap the live runners pick up where the rebuild stopped, once
+    await publish(settings, [envelope(patient("late"))])
+    for proj in (SharedRecordProjection(), ActivityProjection()):
+        stats = await run_until_caught_up(settings, store, proj)
+        assert stats.applied == 1
+    assert counts(store)["Patient"] == 21
+
+
+async def test_rebuild_while_live_runner_keeps_running(make_settings, store):
+    settings = make_settings()
+    await publish(settings, [envelope(patient(f"p{i}")) for i in range(50)])
+    pub = await Publisher(settings).start()
+    journal = ProjectionRunner(settings, store, JournalProjection(), pub)
+    live = ProjectionRunner(settings, store, ActivityProjection(), pub)
+    tasks = [asyncio.create_task(r.run()) for r in (journal, live)]
+    try:
+        for _ in range(300):
+            if journal.stats.applied == 50 and live.stats.applied == 50:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(rebuild, store, ActivityProjection())
+        await publish(settings, [envelope(patient(f"q{i}")) for i in range(10)])
+        for _ in range(300):
+            if counts(store).get("Patient") == 60 and journal.stats.applied == 60:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for r in (journal, live):
+            r.stop()
+        await asyncio.gather(*tasks)
+        await pub.stop()
+    assert counts(store) == {"Patient": 60}
