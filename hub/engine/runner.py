@@ -141,14 +141,20 @@ class ProjectionRunner:
         return self.stats
 
     async def _caught_up(self) -> bool:
+        """True when the stored positions cover every partition's end, whoever holds it.
+
+        Measured on the stored positions, not this consumer's assignment: right after a
+        restart a dead predecessor may still hold partitions until its session times out.
+        """
         assert self._consumer is not None
-        assigned = self._consumer.assignment()
-        if not assigned:
+        parts = self._consumer.partitions_for_topic(self.topic)
+        if not parts:
             return False
-        ends = await self._consumer.end_offsets(list(assigned))
-        lag = 0
-        for tp in assigned:
-            lag += max(0, ends[tp] - await self._consumer.position(tp))
+        tps = [TopicPartition(self.topic, p) for p in parts]
+        ends = await self._consumer.end_offsets(tps)
+        starts = await self._consumer.beginning_offsets(tps)
+        _, stored = await asyncio.to_thread(self._load_positions)
+        lag = sum(max(0, ends[tp] - stored.get(tp.partition, starts[tp] - 1) - 1) for tp in tps)
         self.stats.lag = lag
         LAG.labels(self.projection.name).set(lag)
         self.stats.caught_up = lag == 0

@@ -25,7 +25,7 @@ class SharedRecordProjection:
             sa.Column("id", sa.String(200), primary_key=True),
             sa.Column("facility", sa.String(64), nullable=False),
             sa.Column("patient_key", sa.String(200), nullable=False),
-            sa.Column("order_key", sa.String(120), nullable=False),
+            sa.Column("order_key", sa.String(320), nullable=False),
             sa.Column("last_updated", sa.String(40), nullable=False),
             sa.Column("status", sa.String(40)),
             sa.Column("deleted", sa.Boolean, nullable=False),
@@ -52,6 +52,9 @@ class SharedRecordProjection:
                 row = {"status": res.get("status"), "deleted": False,
                        "body": orjson.dumps(ns).decode(), "order_key": order_key(res, e.time),
                        "last_updated": utc_instant(meta["lastUpdated"])}
+            # Ties (same lastUpdated and versionId, different content: a sender's bug) go to
+            # the greater event id, so the result never depends on arrival order.
+            row["order_key"] = f"{row['order_key']}|{e.id}"
             row.update(resource_type=e.resource_type, id=hub_id(facility, e.resource_id),
                        facility=facility, patient_key=e.key, event_id=e.id)
             out.append(Upsert(TABLE, row, keys=("resource_type", "id"), guard="order_key"))
