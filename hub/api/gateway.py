@@ -91,8 +91,8 @@ async def _single(ctx: HubContext, facility: Facility, body: bytes, rtype: str,
         return await _reject(ctx, facility, 400, issues, body, "invalid-json")
     p = prepare_upsert(facility, resource, rtype, url_id=url_id, assign_id=url_id is None)
     if not p.ok:
-        status = 422 if any(i.code in ("required", "invalid", "code-invalid", "value")
-                            for i in p.issues) else 400
+        # 400: not a resource of the type the URL names; 422: a resource breaking rules.
+        status = 400 if any(i.location in ("resourceType", "(body)") for i in p.issues) else 422
         return await _reject(ctx, facility, status, p.issues, body, "invalid-resource")
     failed = await _append(ctx, facility, [p.envelope])
     if failed:

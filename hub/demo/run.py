@@ -44,11 +44,13 @@ class ConsortiumSimulator:
         self.sent_gateway = 0
         self.sent_sdk = 0
         self.rejected_http = 0
+        self.spoiled = 0
         self._secrets = {f.id: f.secret for f in self.facilities}
         self._tiers = {f.id: f.tier for f in self.facilities}
 
     def _spoil(self, resource: dict) -> dict:
         if resource.get("resourceType") == "Observation" and self.rng.random() < INVALID_SHARE:
+            self.spoiled += 1
             return {k: v for k, v in resource.items() if k != "status"}
         return resource
 
@@ -124,7 +126,8 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
     lines = [
         f"running {time.monotonic() - started:5.0f}s   gateway accepted {sim.sent_gateway}   "
         f"SDK sent {sim.sent_sdk} (ingest accepted {ingest.accepted if ingest else 0}, "
-        f"rejected {ingest.rejected if ingest else 0})   gateway rejected {sim.rejected_http}",
+        f"rejected {ingest.rejected if ingest else 0})   gateway rejected {sim.rejected_http}   "
+        f"(deliberately invalid: {sim.spoiled})",
         f"journal {journaled} events   " + "   ".join(
             f"{r.projection.name}: {r.stats.applied} applied" for r in hub.runners),
     ]
@@ -174,4 +177,4 @@ async def run_demo(settings: Settings, console: Console, seconds: float | None,
             stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(sim_task, 10)
-    console.print("[green]demo stopped cleanly[/green]")
+    console.print("\n[green]demo stopped cleanly[/green]")

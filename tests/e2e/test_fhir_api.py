@@ -1,0 +1,135 @@
+"""The gateway and read API through real HTTP, with a real FHIR client (fhirpy)."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+from fhirpy import AsyncFHIRClient
+
+from hub.log.inspect import read_deadletters
+from tests.support.hub_server import auth, eventually, running_hub, status_of
+from tests.support.resources import bundle, observation, patient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.contract]
+TOWNSHIP = "demo-secret-township-1"
+
+
+async def test_fhir_client_writes_and_searches(make_settings):
+    async with running_hub(make_settings()) as (_, base):
+        client = AsyncFHIRClient(f"{base}/fhir", authorization=f"Bearer {TOWNSHIP}")
+        await client.resource("Patient", **patient("p1")).save()
+        for i in range(7):
+            await client.resource("Observation", **observation(f"o{i}", value=5 + i)).save()
+
+        async def all_there() -> bool:
+            found = await client.resources("Observation").search(
+                patient="Patient/township-1.p1").fetch_all()
+            return len(found) == 7
+
+        await eventually(all_there)
+        page = await client.resources("Observation").search(
+            patient="township-1.p1").limit(3).fetch()
+        assert len(page) == 3
+        everything = await client.resources("Observation").search(
+            patient="township-1.p1").limit(3).fetch_all()  # follows the next links
+        assert sorted(o["id"] for o in everything) == [f"township-1.o{i}" for i in range(7)]
+        assert everything[0]["subject"]["reference"] == "Patient/township-1.p1"
+        assert everything[0]["meta"]["source"] == "urn:hie:facility:township-1"
+        p = await client.reference("Patient", "township-1.p1").to_resource()
+        assert p["name"][0]["text"] == "王秀英"
+        # another facility reads the shared record too
+        other = AsyncFHIRClient(f"{base}/fhir", authorization="Bearer demo-secret-city-1")
+        assert len(await other.resources("Observation").search(
+            patient="township-1.p1").fetch_all()) == 7
+
+
+async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings):
+    settings = make_settings(max_body_bytes=8 * 1024 * 1024)
+    async with running_hub(settings) as (_, base):
+        async with httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP), timeout=60) as c:
+            assert (await c.put("/fhir/Patient/keep", json=patient("keep"))).status_code == 201
+
+            async def visible(path: str) -> bool:
+                return await status_of(c, path) == 200
+
+            await eventually(lambda: visible("/fhir/Patient/township-1.keep"))
+
+            async def refused(resp: httpx.Response, status: int, words: str) -> dict:
+                assert resp.status_code == status, resp.text
+                oo = resp.json()
+                assert oo["resourceType"] == "OperationOutcome"
+                assert any(words in i["diagnostics"] for i in oo["issue"]), oo
+                return oo
+
+            await refused(await c.post("/fhir", content=b'{"resourceType": "Bundle",'), 400,
+                          "not valid JSON")
+            await refused(await c.post("/fhir/Observation", json=patient("x")), 400,
+                          "resourceType is Patient but the URL names Observation")
+            oo = await refused(await c.post("/fhir/Observation", json={
+                "resourceType": "Observation", "valueString": "high"}), 422, "required")
+            where = {e for i in oo["issue"] for e in i["expression"]}
+            assert {"Observation.status", "Observation.code", "Observation.subject",
+                    "Observation.effective[x]"} <= where
+            await refused(await c.post("/fhir", json=bundle("batch"), headers=auth("nope")),
+                          401, "unknown facility credential")
+            await refused(await c.post("/fhir", json=bundle("batch"),
+                                       headers={"Authorization": ""}), 401, "no credential")
+            await refused(await c.post("/fhir", content=b"x" * (10 * 1024 * 1024)), 413,
+                          "larger than the limit")
+            await refused(await c.post("/fhir", json=bundle("batch")), 400, "no entries")
+
+            bad = {"resourceType": "Observation", "id": "bad", "status": "final"}
+            tx = await c.post("/fhir", json=bundle("transaction", patient("t1"), bad))
+            oo = await refused(tx, 400, "required")
+            assert any(e.startswith("Bundle.entry[1].resource.Observation")
+                       for i in oo["issue"] for e in i["expression"])
+
+            mixed = await c.post("/fhir", json=bundle("batch", patient("b1"), bad,
+                                                      observation("b2", pid="b1")))
+            assert mixed.status_code == 200
+            statuses = [e["response"]["status"] for e in mixed.json()["entry"]]
+            assert statuses == ["201 Created", "400 Bad Request", "201 Created"]
+
+            await eventually(lambda: visible("/fhir/Observation/township-1.b2"))
+            assert await status_of(c, "/fhir/Patient/township-1.b1") == 200
+            # the transaction was all-or-nothing: its valid Patient was not appended
+            assert await status_of(c, "/fhir/Patient/township-1.t1") == 404
+            assert await status_of(c, "/fhir/Observation/township-1.bad") == 404
+            assert await status_of(c, "/fhir/Patient/township-1.keep") == 200
+
+        dead = await read_deadletters(settings, 50)
+        reasons = [d["reason"] for d in dead]
+        for reason in ("invalid-json", "invalid-resource", "too-large", "invalid-bundle",
+                       "invalid-transaction", "invalid-entry"):
+            assert reason in reasons, reasons
+        entry = next(d for d in dead if d["reason"] == "invalid-entry")
+        assert orjson.loads(entry["value"])["resource"]["id"] == "bad"
+        assert orjson.loads(entry["outcome"])["resourceType"] == "OperationOutcome"
+
+
+async def test_delete_and_read_errors(make_settings):
+    async with running_hub(make_settings()) as (_, base):
+        async with httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as c:
+            await c.put("/fhir/Patient/d1", json=patient("d1"))
+
+            async def present() -> bool:
+                return await status_of(c, "/fhir/Patient/township-1.d1") == 200
+
+            await eventually(present)
+            assert (await c.delete("/fhir/Patient/d1")).status_code == 200
+
+            async def gone() -> bool:
+                return await status_of(c, "/fhir/Patient/township-1.d1") == 410
+
+            await eventually(gone)
+            r = await c.get("/fhir/Observation", params={"code": "x"})
+            assert r.status_code == 400 and "unsupported search parameter" in r.text
+            r = await c.get("/fhir/Observation/none")
+            assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
+            assert (await c.delete("/fhir/Patient/never")).status_code == 404
+            meta = await c.get("/fhir/metadata")
+            assert meta.json()["resourceType"] == "CapabilityStatement"
+        async with httpx.AsyncClient(base_url=base) as anonymous:
+            r = await anonymous.get("/fhir/Patient/township-1.d1")
+            assert r.status_code == 401 and r.json()["issue"][0]["code"] == "login"

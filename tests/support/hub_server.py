@@ -1,0 +1,42 @@
+"""A whole hub (API + ingest + projections) on the session broker, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+
+from hub.config import Settings
+from hub.log.broker import free_port
+from hub.service import Hub
+
+
+@asynccontextmanager
+async def running_hub(settings: Settings):
+    settings = settings.model_copy(update={"api_port": free_port()})
+    async with Hub(settings, start_broker=False) as hub:
+        hub.start_api()
+        hub.start_ingest()
+        hub.start_projections()
+        await hub.api_ready()
+        yield hub, f"http://127.0.0.1:{settings.api_port}"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 45.0) -> None:
+    """Wait until ``check`` holds: projections are eventually consistent with the log."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+def auth(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+async def status_of(client: httpx.AsyncClient, path: str) -> int:
+    return (await client.get(path)).status_code
