@@ -30,6 +30,6 @@ class JournalProjection:
                 "time": e.time, "key": e.key, "signature": e.signature, "data": e.data,
                 "topic": e.topic, "topic_id": e.topic_id, "partition": e.partition,
                 "offset": e.offset,
-            }, keys=("event_id",))
+            }, keys=("event_id",), replace=False)  # the first archived copy stays
             for e in events
         ]

@@ -14,7 +14,9 @@ from typing import Any, Protocol
 import orjson
 import sqlalchemy as sa
 
-from hub.envelope import Envelope
+from hub.envelope import SOURCE_PREFIX, Envelope
+
+_PREFIX_LEN = len(SOURCE_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,7 @@ class Event:
 
     @property
     def facility_id(self) -> str:
-        return self.source.rsplit(":", 1)[-1]
+        return self.source[_PREFIX_LEN:]
 
     @property
     def resource_type(self) -> str:
@@ -67,12 +69,14 @@ class Upsert:
 
     With ``guard`` set (a column name), the existing row is replaced only when the new value
     of that column is strictly greater, so a late or repeated older version never wins.
+    With ``replace`` False an existing row is kept as it is (insert if absent).
     """
 
     table: str
     row: dict[str, Any]
     keys: tuple[str, ...]
     guard: str | None = None
+    replace: bool = True
 
 
 @dataclass(frozen=True, slots=True)

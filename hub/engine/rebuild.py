@@ -4,12 +4,13 @@ Steps, in order:
 
 1. Create empty shadow tables (``<table>__s<epoch+1>``) beside the live ones.
 2. Stream the journal in ``seq`` order, fold it through the projection, write the shadow
-   tables in batched transactions. The live tables keep answering reads all along.
-3. In ONE transaction: check nobody else swapped meanwhile, drop the live tables, rename the
-   shadow ones into their place, replace the projection's positions and applied ids with
+   tables in batched transactions, then build their secondary indexes. The live tables keep
+   answering reads all along.
+3. In ONE transaction: check nobody else swapped meanwhile, rename the live tables aside and
+   the shadow ones into their place, replace the projection's positions and applied ids with
    those of the journal rows read, and bump the projection's epoch. Live runners see the new
    epoch on their next batch and seek to the swapped-in positions, so events the journal had
-   not yet archived are applied afterwards, once.
+   not yet archived are applied afterwards, once. Then the old tables are dropped.
 
 A crash before step 3 leaves the live tables untouched (and a stale shadow that the next
 rebuild drops); step 3 is all or nothing.
@@ -17,6 +18,7 @@ rebuild drops); step 3 is all or nothing.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import sqlalchemy as sa
@@ -64,7 +66,7 @@ def journal_size(store: Store) -> int:
 
 
 def rebuild(store: Store, projection: Projection, progress: Progress | None = None,
-            batch_size: int = 5000) -> int:
+            batch_size: int = 1000) -> int:
     """Replay the whole journal into fresh tables and swap them in. Returns events applied."""
     if not getattr(projection, "rebuildable", True):
         raise HubError(f"projection {projection.name} cannot be rebuilt (it is the journal)")
@@ -76,34 +78,52 @@ def rebuild(store: Store, projection: Projection, progress: Progress | None = No
     with store.begin() as conn:
         for t in shadow.values():
             t.drop(conn, checkfirst=True)
-        shadow_md.create_all(conn)
+            # Secondary indexes come after the bulk load: building one at the end is much
+            # cheaper than maintaining it row by row.
+            conn.execute(sa.schema.CreateTable(t))
 
-    positions: dict[tuple[str, str, int], int] = {}
+    # The fold allocates a few objects per event; without this, every full collection
+    # would rescan the whole long-lived heap (large in a busy process) again and again.
+    gc.freeze()
+    try:
+        count, max_seq, positions = _fold(store, projection, shadow, batch_size, progress)
+    finally:
+        gc.unfreeze()
+    with store.begin() as conn:
+        for t in shadow.values():
+            for index in t.indexes:
+                index.create(conn)
+    _swap(store, projection, shadow, epoch, positions, max_seq)
+    return count
+
+
+def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], batch_size: int,
+          progress: Progress | None) -> tuple[int, int, dict[tuple[str, str, int], int]]:
+    """Stream the journal through ``projection`` into ``shadow``; (events, last seq, positions)."""
     max_seq = 0
     count = 0
     cols = [journal.c.seq, journal.c.event_id, journal.c.source, journal.c.type,
-            journal.c.subject, journal.c.time, journal.c.key, journal.c.data, journal.c.topic,
-            journal.c.partition, journal.c.offset, journal.c.signature, journal.c.topic_id]
+            journal.c.subject, journal.c.time, journal.c.key, journal.c.data]
     with store.connect() as rconn:
         result = rconn.execution_options(stream_results=True, yield_per=batch_size).execute(
             sa.select(*cols).order_by(journal.c.seq))
         for rows in result.partitions():
-            events = []
-            for (seq, eid, src, typ, subj, tm, key, data, topic, part, off, sig, tid) in rows:
-                events.append(Event(eid, src, typ, subj, tm, key, data, topic, part, off, sig,
-                                    tid))
-                pk = (topic, tid, part)
-                if off > positions.get(pk, -1):
-                    positions[pk] = off
-                max_seq = seq
+            events = [Event(eid, src, typ, subj, tm, key, data)
+                      for (_, eid, src, typ, subj, tm, key, data) in rows]
+            max_seq = rows[-1][0]
             changes = projection.apply(events)
             with store.begin() as wconn:
                 write(wconn, shadow, changes)
             count += len(events)
             if progress is not None:
                 progress(len(events))
-    _swap(store, projection, shadow, epoch, positions, max_seq)
-    return count
+        # Where the journal stood, per log partition, for the rows just folded.
+        positions = {(t, tid, p): off for t, tid, p, off in rconn.execute(
+            sa.select(journal.c.topic, journal.c.topic_id, journal.c.partition,
+                      sa.func.max(journal.c.offset))
+            .where(journal.c.seq <= max_seq)
+            .group_by(journal.c.topic, journal.c.topic_id, journal.c.partition))}
+    return count, max_seq, positions
 
 
 def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epoch: int,
@@ -115,8 +135,13 @@ def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epo
         if (state[1] if state else 0) != epoch:
             raise HubError(f"projection {projection.name} was rebuilt by someone else meanwhile")
         prep = conn.dialect.identifier_preparer
+        existing = set(sa.inspect(conn).get_table_names())
         for key, table in live.items():
-            conn.execute(sa.text(f"DROP TABLE IF EXISTS {prep.quote(table.name)}"))
+            # Renames only, so the write lock is held for an instant; the old rows are
+            # dropped after the swap has committed.
+            if table.name in existing:
+                conn.execute(sa.text(f"ALTER TABLE {prep.quote(table.name)} RENAME TO "
+                                     f"{prep.quote(retired_name(table.name, epoch))}"))
             conn.execute(sa.text(
                 f"ALTER TABLE {prep.quote(shadow[key].name)} RENAME TO {prep.quote(table.name)}"))
         tracking.clear_positions(conn, name)
@@ -132,3 +157,12 @@ def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epo
                 sa.select(sa.literal(name), journal.c.event_id).where(journal.c.seq <= max_seq)))
         tracking.set_projection_state(conn, projection.name, projection.version, epoch + 1,
                                       now_rfc3339())
+    with store.begin() as conn:
+        prep = conn.dialect.identifier_preparer
+        for table in live.values():
+            conn.execute(sa.text(
+                f"DROP TABLE IF EXISTS {prep.quote(retired_name(table.name, epoch))}"))
+
+
+def retired_name(table: str, epoch: int) -> str:
+    return f"{table}__r{epoch}"

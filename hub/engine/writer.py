@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,32 +18,26 @@ def _insert(conn: Connection, table: sa.Table):
 
 
 def collapse(changes: Sequence[Change]) -> list[Change]:
-    """Merge changes to the same row so one statement never touches a row twice.
-
-    Guarded upserts keep the row with the greatest guard (first one on a tie, as SQL would);
-    unguarded ones keep the last; increments add up.
-    """
-    out: dict[tuple, Change] = {}
+    """Merge increments of the same row into one (a batch often counts many events against
+    few rows); upserts pass through in order, since the driver applies executemany rows one
+    after another and the guard keeps the newest."""
+    out: list[Change] = []
+    merged: dict[tuple, Increment] = {}
     for ch in changes:
         if isinstance(ch, Upsert):
-            k = ("u", ch.table, *(ch.row[c] for c in ch.keys))
-            prev = out.get(k)
-            if (prev is None or ch.guard is None
-                    or ch.row[ch.guard] > prev.row[ch.guard]):  # type: ignore[union-attr]
-                out[k] = ch
-        else:
-            k = ("i", ch.table, *sorted(ch.keys.items()))
-            prev = out.get(k)
-            if prev is None:
-                out[k] = ch
-            else:
-                assert isinstance(prev, Increment)
-                counts = {c: prev.counts.get(c, 0) + n for c, n in ch.counts.items()}
-                latest = dict(prev.latest)
-                for c, v in ch.latest.items():
-                    latest[c] = max(latest.get(c, v), v)
-                out[k] = Increment(ch.table, ch.keys, counts, latest)
-    return list(out.values())
+            out.append(ch)
+            continue
+        k = (ch.table, *sorted(ch.keys.items()))
+        prev = merged.get(k)
+        if prev is None:
+            merged[k] = ch
+            continue
+        counts = {c: prev.counts.get(c, 0) + n for c, n in ch.counts.items()}
+        latest = dict(prev.latest)
+        for c, v in ch.latest.items():
+            latest[c] = max(latest.get(c, v), v)
+        merged[k] = Increment(ch.table, ch.keys, counts, latest)
+    return out + list(merged.values())
 
 
 def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Change]) -> None:
@@ -51,7 +46,7 @@ def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Chang
     shapes: dict[tuple, Change] = {}
     for ch in collapse(changes):
         if isinstance(ch, Upsert):
-            shape = ("u", ch.table, ch.keys, ch.guard, tuple(ch.row))
+            shape = ("u", ch.table, ch.keys, ch.guard, ch.replace, tuple(ch.row))
             groups.setdefault(shape, []).append(ch.row)
         else:
             shape = ("i", ch.table, tuple(ch.keys), tuple(ch.counts), tuple(ch.latest))
@@ -59,8 +54,32 @@ def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Chang
         shapes.setdefault(shape, ch)
     for shape, rows in groups.items():
         ch = shapes[shape]
-        table = tables[ch.table]
-        conn.execute(_statement(conn, table, ch), rows)
+        sql, names = _compiled(conn, tables[ch.table], ch, shape)
+        # Straight to the driver: SQLAlchemy's per-row parameter processing costs more than
+        # the insert itself on the rebuild path; every value here is already a plain type.
+        if names is None:
+            conn.exec_driver_sql(sql, rows)
+        else:
+            pick = itemgetter(*names)
+            conn.exec_driver_sql(sql, [pick(r) for r in rows] if len(names) > 1
+                                 else [(pick(r),) for r in rows])
+
+
+_cache: dict[tuple, tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _compiled(conn: Connection, table: sa.Table, ch: Change, shape: tuple
+              ) -> tuple[str, tuple[str, ...] | None]:
+    key = (conn.dialect.name, table.name, shape)
+    found = _cache.get(key)
+    if found is None:
+        columns = list(ch.row) if isinstance(ch, Upsert) else [*ch.keys, *ch.counts,
+                                                                  *ch.latest]
+        compiled = _statement(conn, table, ch).compile(dialect=conn.dialect,
+                                                       column_keys=columns)
+        names = tuple(compiled.positiontup) if compiled.positional else None
+        found = _cache[key] = (str(compiled), names)
+    return found
 
 
 def _statement(conn: Connection, table: sa.Table, ch: Change):
@@ -68,7 +87,7 @@ def _statement(conn: Connection, table: sa.Table, ch: Change):
     if isinstance(ch, Upsert):
         update = {c: ins.excluded[c] for c in ch.row if c not in ch.keys}
         where = (ins.excluded[ch.guard] > table.c[ch.guard]) if ch.guard else None
-        if not update:
+        if not update or not ch.replace:
             return ins.on_conflict_do_nothing(index_elements=list(ch.keys))
         return ins.on_conflict_do_update(index_elements=list(ch.keys), set_=update, where=where)
     update = {c: table.c[c] + ins.excluded[c] for c in ch.counts}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 class IngestStats:
     accepted: int = 0
     rejected: int = 0
+    first_batch_at: float = 0.0  # perf_counter() when work began and last ended: the
+    last_batch_at: float = 0.0   # benchmark's busy window, free of group-join waits
 
 
 def check_inbound(directory: FacilityDirectory, headers, key: bytes | None, value: bytes | None
@@ -93,9 +96,11 @@ class IngestStage:
                 batch = await consumer.getmany(timeout_ms=200,
                                                max_records=self.settings.batch_max_records)
                 if batch:
+                    self.stats.first_batch_at = self.stats.first_batch_at or time.perf_counter()
                     await self._handle(batch)
                     crashpoint(self.settings.crash_at, "ingest_before_commit")
                     await consumer.commit()
+                    self.stats.last_batch_at = time.perf_counter()
                 elif until_caught_up and consumer.assignment():
                     ends = await consumer.end_offsets(list(consumer.assignment()))
                     positions = [await consumer.position(tp) for tp in ends]

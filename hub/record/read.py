@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
 import sqlalchemy as sa
 
+from hub.envelope import SOURCE_PREFIX
 from hub.record.projection import SharedRecordProjection
+from hub.record.rules import present
 from hub.store.db import Store
 
 _table = SharedRecordProjection().tables(sa.MetaData())["record_resources"]
@@ -19,13 +20,21 @@ class Found:
     deleted: bool
 
 
+_shown = (_table.c.body, _table.c.id, _table.c.last_updated)
+
+
+def _present(row) -> dict:
+    facility = row.id.partition(".")[0]
+    return present(row.body, facility, f"{SOURCE_PREFIX}{facility}", row.last_updated)
+
+
 def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
     with store.connect() as conn:
-        row = conn.execute(sa.select(_table.c.body, _table.c.deleted).where(
+        row = conn.execute(sa.select(*_shown, _table.c.deleted).where(
             _table.c.resource_type == resource_type, _table.c.id == rid)).first()
     if row is None:
         return None
-    return Found(orjson.loads(row.body) if row.body else None, bool(row.deleted))
+    return Found(_present(row) if row.body else None, bool(row.deleted))
 
 
 def current_patient_key(store: Store, resource_type: str, rid: str) -> str | None:
@@ -47,7 +56,7 @@ def search(store: Store, resource_type: str, patient_key: str | None, rid: str |
         total = conn.execute(sa.select(sa.func.count()).select_from(_table).where(*where)
                              ).scalar_one()
         rows = conn.execute(
-            sa.select(_table.c.body).where(*where)
+            sa.select(*_shown).where(*where)
             .order_by(_table.c.last_updated.desc(), _table.c.id).limit(count).offset(offset)
-        ).scalars().all()
-    return total, [orjson.loads(b) for b in rows]
+        ).all()
+    return total, [_present(r) for r in rows]

@@ -6,6 +6,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 
 
@@ -19,51 +21,51 @@ def split_hub_id(value: str) -> tuple[str, str] | None:
     return (facility, local) if sep and facility and local else None
 
 
-def namespace(resource: dict[str, Any], facility_id: str) -> dict[str, Any]:
-    """A copy whose id and relative references point at hub-wide ids.
+_REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
 
-    ``Patient/p-1`` from facility ``township-1`` becomes ``Patient/township-1.p-1``, so a
-    reader of the shared record can follow references across facilities unambiguously.
+
+def present(body: bytes | str, facility_id: str, source: str, last_updated: str
+            ) -> dict[str, Any]:
+    """The stored resource as the read API shows it: hub-wide id and references.
+
+    The record keeps each resource exactly as its facility sent it (cheap to fold, and the
+    original is never lost); this runs on read. ``Patient/p-1`` from facility ``township-1``
+    becomes ``Patient/township-1.p-1``, so a reader can follow references across facilities.
+    The rewrite runs on orjson's canonical output (no whitespace, no escaped slashes), where a
+    ``"reference":"`` sequence can only be a reference element, never text inside a string.
     """
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {}
-            for k, v in node.items():
-                if k == "reference" and isinstance(v, str):
-                    m = _RELATIVE.match(v)
-                    out[k] = f"{m.group(1)}/{facility_id}.{m.group(2)}" if m else v
-                else:
-                    out[k] = walk(v)
-            return out
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    out = walk(resource)
-    if isinstance(resource.get("id"), str):
-        out["id"] = hub_id(facility_id, resource["id"])
-    return out
+    res = orjson.loads(body)
+    if isinstance(res.get("id"), str):
+        res["id"] = hub_id(facility_id, res["id"])
+    meta = res["meta"] = dict(res.get("meta") or {})
+    meta.setdefault("lastUpdated", last_updated)
+    meta["source"] = source  # provenance in the record: who published it
+    prefix = facility_id.encode() + b"."
+    return orjson.loads(_REFERENCE.sub(
+        lambda m: b'"reference":"' + m[1] + b"/" + prefix + m[2] + b'"', orjson.dumps(res)))
 
 
 def utc_instant(value: str) -> str:
     """An ISO 8601 timestamp in one sortable form (UTC, microseconds, ``Z``)."""
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        dt = datetime.fromisoformat(value)
     except ValueError:
         return value
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif dt.utcoffset():
+        dt = dt.astimezone(UTC)
+    return dt.isoformat(timespec="microseconds")[:26] + "Z"
 
 
-def order_key(resource: dict[str, Any], event_time: str) -> str:
+def order_key(resource: dict[str, Any], event_time: str, when: str | None = None) -> str:
     """A string that sorts versions of one resource oldest to newest.
 
     ``meta.lastUpdated`` first (the event time where a sender left it out), then
     ``meta.versionId`` when numeric; a late-arriving older version sorts lower and loses.
+    ``when`` is that instant already normalised, if the caller has it.
     """
     meta = resource.get("meta") or {}
-    when = utc_instant(meta.get("lastUpdated") or event_time)
+    when = when or utc_instant(meta.get("lastUpdated") or event_time)
     version = str(meta.get("versionId") or "0")
     return f"{when}|{int(version):012d}" if version.isdigit() else f"{when}|{version}"

@@ -99,6 +99,10 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=30000")
+        # A 64 MiB page cache and in-memory sorts: index builds after a rebuild and batched
+        # upserts stop spilling to temporary files.
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
         # pysqlite's own transaction handling defers BEGIN; take it over so that
         # engine.begin() really starts a transaction (SQLAlchemy's documented recipe).

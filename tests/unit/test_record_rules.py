@@ -1,21 +1,30 @@
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.record.rules import hub_id, namespace, order_key, split_hub_id, utc_instant
+from hub.record.rules import hub_id, order_key, present, split_hub_id, utc_instant
 from tests.support.resources import observation
 
 
-def test_namespace_rewrites_id_and_relative_references_only():
+def test_present_rewrites_id_and_relative_references_only():
     obs = observation(pid="p1")
     obs["performer"] = [{"reference": "Organization/lab"}, {"reference": "urn:uuid:abc"}]
-    out = namespace(obs, "township-2")
+    obs["note"] = [{"text": 'see "reference":"Patient/p1" in the paper chart'}]
+    out = present(orjson.dumps(obs), "township-2", "urn:hie:facility:township-2",
+                  "2026-11-01T00:00:00.000000Z")
     assert out["id"] == "township-2.o1"
     assert out["subject"]["reference"] == "Patient/township-2.p1"
     assert out["performer"] == [{"reference": "Organization/township-2.lab"},
                                 {"reference": "urn:uuid:abc"}]
-    assert obs["id"] == "o1", "the input is not modified"
+    assert out["note"] == obs["note"], "text that looks like a reference is left alone"
+    assert out["meta"]["source"] == "urn:hie:facility:township-2"
+    assert out["meta"]["lastUpdated"] == obs["meta"]["lastUpdated"]
+    spaced = present(b'{"resourceType":"Patient","id":"p","link":[{"other":{"reference" : '
+                     b'"Patient/q"}}]}', "c-1", "urn:hie:facility:c-1", "2026-01-01T00:00:00Z")
+    assert spaced["link"][0]["other"]["reference"] == "Patient/c-1.q"
+    assert spaced["meta"]["lastUpdated"] == "2026-01-01T00:00:00Z"
 
 
 def test_hub_id_round_trip():

@@ -1,0 +1,313 @@
+"""``hub bench``: the issue's figures, each printed beside a baseline measured in the same run.
+
+1. Ingest throughput, through the gateway (Bundles of 100) and through hie.inbound.v1 -> the
+   ingest stage, vs bare fhir.resources validation of the same resources in one process.
+   Target: >= 0.7x.
+2. Shared-record rebuild from the journal vs a bare loop (parse JSON, upsert the latest
+   version per resource with executemany in 1,000-row transactions). Target: >= 0.6x.
+3. Publish -> queryable latency at 500 events/s, p50 and p99 (target p99 < 100 ms), beside
+   the latency of a bare consumer receiving the same events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fhir.resources.R4B import get_fhir_model_class
+from rich.console import Console
+from rich.table import Table
+
+from hub.config import Settings, load_settings
+from hub.demo.population import PopulationSimulator, SimFacility
+from hub.engine.projection import Event
+from hub.engine.rebuild import rebuild
+from hub.engine.runner import ProjectionRunner
+from hub.envelope import Envelope
+from hub.facilities import load_directory
+from hub.ingest.prepare import prepare_upsert
+from hub.ingest.stage import IngestStage
+from hub.log.broker import EmbeddedBroker, free_port
+from hub.log.producer import Publisher
+from hub.log.topics import ensure_topics
+from hub.record.projection import SharedRecordProjection
+from hub.record.rules import order_key
+from hub.store.db import open_store
+from hub.store.schema import journal
+
+
+def population(n: int) -> list[tuple[str, dict]]:
+    directory = load_directory(None)
+    sim = PopulationSimulator([SimFacility(f.id, f.tier) for f in directory], seed=3)
+    return [sim.next_event() for _ in range(n)]
+
+
+def envelopes(items: list[tuple[str, dict]]) -> list[Envelope]:
+    directory = load_directory(None)
+    out = []
+    for fid, res in items:
+        p = prepare_upsert(directory.get(fid), res)
+        assert p.envelope is not None, p.issues
+        out.append(p.envelope)
+    return out
+
+
+def bare_validation_rate(items: list[tuple[str, dict]]) -> float:
+    started = time.perf_counter()
+    for _, res in items:
+        get_fhir_model_class(res["resourceType"]).model_validate(res)
+    return len(items) / (time.perf_counter() - started)
+
+
+# --- 1. ingest ----------------------------------------------------------------------------
+
+async def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Path) -> float:
+    port = free_port()
+    env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": settings.bootstrap,
+           "HUB_DATABASE_URL": f"sqlite:///{workdir / 'gw.db'}", "HUB_DATA_DIR": str(workdir)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--no-ingest",
+         "--no-projections"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    directory = load_directory(None)
+    by_facility: dict[str, list[dict]] = {}
+    for fid, res in items:
+        by_facility.setdefault(fid, []).append(res)
+    bodies = []
+    for fid, resources in by_facility.items():
+        for i in range(0, len(resources), 100):
+            chunk = resources[i:i + 100]
+            bodies.append((directory.get(fid).secret, orjson.dumps({
+                "resourceType": "Bundle", "type": "batch", "entry": [
+                    {"resource": r, "request": {"method": "PUT",
+                                                "url": f"{r['resourceType']}/{r['id']}"}}
+                    for r in chunk]})))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+            for _ in range(200):
+                try:
+                    if (await c.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            queue = list(bodies)
+            accepted = 0
+
+            async def worker() -> None:
+                nonlocal accepted
+                while queue:
+                    secret, body = queue.pop()
+                    r = await c.post("/fhir", content=body, headers={
+                        "Authorization": f"Bearer {secret}",
+                        "Content-Type": "application/fhir+json"})
+                    r.raise_for_status()
+                    accepted += sum(e["response"]["status"].startswith("201")
+                                    for e in r.json()["entry"])
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(4)))
+            elapsed = time.perf_counter() - started
+        assert accepted == len(items), f"gateway accepted {accepted} of {len(items)}"
+        return accepted / elapsed
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+async def inbound_rate(settings: Settings, items: list[tuple[str, dict]]) -> float:
+    envs = envelopes(items)
+    pub = await Publisher(settings).start()
+    try:
+        await pub.publish(settings.topics.inbound, envs)
+        stage = IngestStage(settings, load_directory(None), pub)
+        stats = await stage.run(until_caught_up=True)
+    finally:
+        await pub.stop()
+    assert stats.accepted == len(items), stats
+    return stats.accepted / (stats.last_batch_at - stats.first_batch_at)
+
+
+# --- 2. rebuild ---------------------------------------------------------------------------
+
+def fill_journal(store, envs: list[Envelope]) -> None:
+    rows = [{"event_id": e.id, "source": e.source, "type": e.type, "subject": e.subject,
+             "time": e.time, "key": e.key, "signature": e.signature, "data": e.data,
+             "topic": "hie.events.v1", "topic_id": "bench", "partition": i % 6, "offset": i}
+            for i, e in enumerate(envs)]
+    with store.begin() as conn:
+        conn.execute(sa.insert(journal), rows)
+
+
+def bare_rebuild_rate(store) -> tuple[float, int]:
+    """The best case: parse, key, upsert the newest version with executemany."""
+    with store.begin() as conn:
+        conn.execute(sa.text("DROP TABLE IF EXISTS bare_latest"))
+        conn.execute(sa.text("CREATE TABLE bare_latest (rtype TEXT, id TEXT, ord TEXT, "
+                             "body TEXT, PRIMARY KEY (rtype, id))"))
+    upsert = sa.text("INSERT INTO bare_latest VALUES (:rtype, :id, :ord, :body) "
+                     "ON CONFLICT (rtype, id) DO UPDATE SET ord = excluded.ord, "
+                     "body = excluded.body WHERE excluded.ord > bare_latest.ord")
+    started = time.perf_counter()
+    n = 0
+    with store.connect() as rconn:
+        result = rconn.execution_options(stream_results=True, yield_per=1000).execute(
+            sa.select(journal.c.source, journal.c.subject, journal.c.time, journal.c.data)
+            .order_by(journal.c.seq))
+        for rows in result.partitions():
+            batch = []
+            for source, subject, when, data in rows:
+                res = orjson.loads(data)
+                rtype, rid = subject.split("/", 1)
+                batch.append({"rtype": rtype, "id": f"{source}/{rid}",
+                              "ord": order_key(res, when), "body": data.decode()})
+            with store.begin() as conn:
+                conn.execute(upsert, batch)
+            n += len(batch)
+    elapsed = time.perf_counter() - started
+    with store.connect() as conn:
+        rows = conn.execute(sa.text("SELECT COUNT(*) FROM bare_latest")).scalar_one()
+    return n / elapsed, rows
+
+
+def hub_rebuild_rate(store) -> tuple[float, int]:
+    started = time.perf_counter()
+    n = rebuild(store, SharedRecordProjection())
+    elapsed = time.perf_counter() - started
+    with store.connect() as conn:
+        rows = conn.execute(sa.text("SELECT COUNT(*) FROM record_resources")).scalar_one()
+    return n / elapsed, rows
+
+
+# --- 3. latency ---------------------------------------------------------------------------
+
+async def latency(settings: Settings, envs: list[Envelope], workdir: Path, rate: float = 500
+                  ) -> tuple[list[float], list[float]]:
+    store = open_store(f"sqlite:///{workdir / 'latency.db'}")
+    sent: dict[str, float] = {}
+    queryable: dict[str, float] = {}
+    received: dict[str, float] = {}
+
+    def on_commit(events: list[Event], _: float) -> None:
+        now = time.perf_counter()
+        for e in events:
+            queryable.setdefault(e.id, now)
+
+    pub = await Publisher(settings).start()
+    runner = ProjectionRunner(settings, store, SharedRecordProjection(), pub, on_commit)
+    bare = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                            fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    await bare.start()
+    tps = [TopicPartition(settings.topics.events, p)
+           for p in range(settings.events_partitions)]
+    bare.assign(tps)
+    ends = await bare.end_offsets(tps)
+    for tp in tps:
+        bare.seek(tp, ends[tp])
+    stop = asyncio.Event()
+
+    async def bare_loop() -> None:
+        while not stop.is_set():
+            for msgs in (await bare.getmany(timeout_ms=100)).values():
+                now = time.perf_counter()
+                for m in msgs:
+                    received.setdefault(dict(m.headers)["ce_id"].decode(), now)
+
+    runner_task = asyncio.create_task(runner.run())
+    bare_task = asyncio.create_task(bare_loop())
+    # warm up: wait until the runner holds its partitions
+    while not runner._consumer or not runner._consumer.assignment():
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    tick = 0.01
+    per_tick = max(1, round(rate * tick))
+    started = time.perf_counter()
+    for i in range(0, len(envs), per_tick):
+        chunk = envs[i:i + per_tick]
+        now = time.perf_counter()
+        for e in chunk:
+            sent[e.id] = now
+        await pub.publish(settings.topics.events, chunk)
+        target = started + (i + per_tick) / rate
+        await asyncio.sleep(max(0.0, target - time.perf_counter()))
+    deadline = time.perf_counter() + 30
+    while len(queryable) < len(envs) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    stop.set()
+    runner.stop()
+    await asyncio.gather(runner_task, bare_task)
+    await bare.stop()
+    await pub.stop()
+    store.dispose()
+    hub_ms = [1000 * (queryable[k] - sent[k]) for k in sent if k in queryable]
+    bare_ms = [1000 * (received[k] - sent[k]) for k in sent if k in received]
+    assert len(hub_ms) == len(envs), f"only {len(hub_ms)} of {len(envs)} became queryable"
+    return hub_ms, bare_ms
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+# --- driver -------------------------------------------------------------------------------
+
+def run_all(console: Console, n: int, only: str | None) -> None:
+    table = Table(title=f"hub bench ({n} events; one machine, same run)")
+    for col in ("figure", "hub", "baseline", "ratio", "target", "ok"):
+        table.add_column(col)
+
+    def row(name: str, hub: float, base: float, unit: str, target: str, ok: bool) -> None:
+        table.add_row(name, f"{hub:,.0f} {unit}", f"{base:,.0f} {unit}",
+                      f"{hub / base:.2f}x" if base else "-", target,
+                      "[green]yes[/green]" if ok else "[red]NO[/red]")
+
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+        workdir = Path(tmp)
+        items = population(n)
+        with EmbeddedBroker(free_port()) as broker:
+            settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
+                                     batch_max_records=2000)
+            ensure_topics(settings)
+            if only in (None, "ingest"):
+                console.print("measuring bare validation ...")
+                base = bare_validation_rate(items)
+                console.print("measuring the gateway ...")
+                gw = asyncio.run(gateway_rate(settings, items, workdir))
+                row("ingest: gateway (Bundles of 100)", gw, base, "res/s", ">= 0.7x",
+                    gw / base >= 0.7)
+                console.print("measuring the inbound ingest stage ...")
+                base = bare_validation_rate(items)
+                ib = asyncio.run(inbound_rate(settings, items))
+                row("ingest: hie.inbound.v1 -> stage", ib, base, "ev/s", ">= 0.7x",
+                    ib / base >= 0.7)
+            if only in (None, "rebuild"):
+                console.print("measuring the rebuild ...")
+                store = open_store(f"sqlite:///{workdir / 'rebuild.db'}")
+                fill_journal(store, envelopes(items))
+                base, base_rows = bare_rebuild_rate(store)
+                ours, our_rows = hub_rebuild_rate(store)
+                assert base_rows == our_rows, (base_rows, our_rows)
+                row("rebuild shared record from journal", ours, base, "ev/s", ">= 0.6x",
+                    ours / base >= 0.6)
+                store.dispose()
+            if only in (None, "latency"):
+                console.print("measuring latency at 500 events/s ...")
+                count = min(n, 5000)
+                hub_ms, bare_ms = asyncio.run(latency(settings, envelopes(items[:count]),
+                                                      workdir))
+                for q in (50, 99):
+                    h, b = pct(hub_ms, q), pct(bare_ms, q)
+                    table.add_row(f"publish -> queryable p{q} @500/s", f"{h:.1f} ms",
+                                  f"{b:.1f} ms (bare consumer)", f"{h / b:.2f}x" if b else "-",
+                                  "p99 < 100 ms" if q == 99 else "-",
+                                  ("[green]yes[/green]" if h < 100 else "[red]NO[/red]")
+                                  if q == 99 else "")
+    console.print(table)

@@ -1,0 +1,57 @@
+"""The contract files in schemas/ agree with the code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from hub.config import Settings
+from hub.envelope import new_event
+from hub.facilities import load_directory, sign
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+ENVELOPE = json.loads((SCHEMAS / "envelope.schema.json").read_text())
+
+
+def as_document(env) -> dict:
+    return {"headers": {k: v.decode() for k, v in env.headers()}, "key": env.key,
+            "value": env.data.decode()}
+
+
+def test_code_built_envelopes_match_the_schema():
+    f = load_directory(None).get("township-1")
+    env = sign(new_event(f.id, "Observation", "obs-1", "township-1.p-1", b"{}"), f.secret)
+    jsonschema.validate(as_document(env), ENVELOPE)
+
+
+@pytest.mark.parametrize("header, value", [
+    ("ce_specversion", "0.3"), ("ce_source", "hospital"), ("ce_type", "Observation"),
+    ("ce_subject", "obs-1"), ("ce_signature", "rsa=abc"),
+])
+def test_schema_refuses_what_the_code_refuses(header, value):
+    f = load_directory(None).get("township-1")
+    doc = as_document(sign(new_event(f.id, "Observation", "obs-1", "k", b"{}"), f.secret))
+    doc["headers"][header] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, ENVELOPE)
+
+
+def test_asyncapi_names_the_configured_topics():
+    doc = yaml.safe_load((SCHEMAS / "asyncapi.yaml").read_text())
+    addresses = {c["address"] for c in doc["channels"].values()}
+    t = Settings().topics
+    assert addresses == {t.inbound, t.events, t.deadletter}
+
+
+def test_consortium_schema_accepts_the_bundled_demo_and_refuses_bad_tiers(tmp_path):
+    assert len(load_directory(None)) == 18
+    bad = tmp_path / "c.yaml"
+    bad.write_text("facilities:\n  - {id: a, name: A, tier: palace, secret: 0123456789abcdef}\n")
+    from hub.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="facilities/0/tier"):
+        load_directory(bad)
