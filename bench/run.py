@@ -28,6 +28,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from rich.console import Console
 from rich.table import Table
 
+from hub.cli import run_loop
 from hub.config import Settings, load_settings
 from hub.demo.population import PopulationSimulator, SimFacility
 from hub.engine.projection import Event
@@ -280,12 +281,12 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                 console.print("measuring bare validation ...")
                 base = bare_validation_rate(items)
                 console.print("measuring the gateway ...")
-                gw = asyncio.run(gateway_rate(settings, items, workdir))
+                gw = run_loop(gateway_rate(settings, items, workdir))
                 row("ingest: gateway (Bundles of 100)", gw, base, "res/s", ">= 0.7x",
                     gw / base >= 0.7)
                 console.print("measuring the inbound ingest stage ...")
                 base = bare_validation_rate(items)
-                ib = asyncio.run(inbound_rate(settings, items))
+                ib = run_loop(inbound_rate(settings, items))
                 row("ingest: hie.inbound.v1 -> stage", ib, base, "ev/s", ">= 0.7x",
                     ib / base >= 0.7)
             if only in (None, "rebuild"):
@@ -301,7 +302,7 @@ def run_all(console: Console, n: int, only: str | None) -> None:
             if only in (None, "latency"):
                 console.print("measuring latency at 500 events/s ...")
                 count = min(n, 5000)
-                hub_ms, bare_ms = asyncio.run(latency(settings, envelopes(items[:count]),
+                hub_ms, bare_ms = run_loop(latency(settings, envelopes(items[:count]),
                                                       workdir))
                 for q in (50, 99):
                     h, b = pct(hub_ms, q), pct(bare_ms, q)

@@ -8,10 +8,11 @@ one patient's events keep their order. ``schemas/envelope.schema.json`` is the s
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hub.errors import EnvelopeError
@@ -59,7 +60,9 @@ class Envelope:
         return self.type.split(".")[2]
 
     def signed(self, signature: str) -> Envelope:
-        return replace(self, signature=signature)
+        # Positional construction: dataclasses.replace() costs more than the HMAC itself.
+        return Envelope(self.id, self.source, self.type, self.subject, self.time, self.key,
+                        self.data, self.content_type, signature, self.extra)
 
     def headers(self) -> list[tuple[str, bytes]]:
         out = [
@@ -142,6 +145,19 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+_ID_PREFIX = uuid.uuid4().hex
+_ID_COUNTER = itertools.count()
+
+
+def new_event_id() -> str:
+    """A unique event id: a random per-process prefix and a counter.
+
+    As unique as a uuid4 per event (the 128-bit prefix is drawn once per process), at a
+    fraction of its cost on the gateway's hot path.
+    """
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
+
+
 def new_event(
     facility_id: str,
     resource_type: str,
@@ -153,7 +169,7 @@ def new_event(
 ) -> Envelope:
     """Build a fresh envelope with a new event id; signing is the caller's next step."""
     return Envelope(
-        id=str(uuid.uuid4()),
+        id=new_event_id(),
         source=f"{SOURCE_PREFIX}{facility_id}",
         type=f"fhir.{resource_type}.{action}.v1",
         subject=f"{resource_type}/{resource_id}",

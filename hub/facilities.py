@@ -46,7 +46,8 @@ def signing_input(env: Envelope) -> bytes:
 
 
 def sign(env: Envelope, secret: str) -> Envelope:
-    mac = hmac.new(secret.encode(), signing_input(env), hashlib.sha256).hexdigest()
+    # hmac.digest is the one-shot C path: several times cheaper than hmac.new per event.
+    mac = hmac.digest(secret.encode(), signing_input(env), "sha256").hex()
     return env.signed(SIGNATURE_SCHEME + mac)
 
 

@@ -22,11 +22,11 @@ class HubContext:
     publisher: Publisher
 
 
-def get_context(request: Request) -> HubContext:
+async def get_context(request: Request) -> HubContext:  # async: no threadpool hop
     return request.app.state.hub
 
 
-def get_facility(request: Request) -> Facility:
+async def get_facility(request: Request) -> Facility:
     auth = request.headers.get("authorization") or ""
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer":

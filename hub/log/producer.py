@@ -7,10 +7,36 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from hub.config import Settings
 from hub.envelope import Envelope
 from hub.errors import BrokerError
+
+
+class CachedPartitioner:
+    """Kafka's default partitioner (murmur2, as Java clients use) with a cache per key.
+
+    aiokafka's murmur2 is pure Python; one patient key recurs across that patient's events,
+    so remembering the answer takes the hash off the gateway's hot path.
+    """
+
+    def __init__(self, size: int = 65536) -> None:
+        self._default = DefaultPartitioner()
+        self._cache: dict[tuple[bytes, int], int] = {}
+        self._size = size
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]
+                 ) -> int:
+        if key is None:
+            return self._default(key, all_partitions, available)
+        k = (key, len(all_partitions))
+        found = self._cache.get(k)
+        if found is None:
+            if len(self._cache) >= self._size:
+                self._cache.clear()
+            found = self._cache[k] = self._default(key, all_partitions, available)
+        return found
 
 
 class Publisher:
@@ -30,6 +56,7 @@ class Publisher:
             max_request_size=16 * 1024 * 1024,
             request_timeout_ms=int(self.settings.publish_timeout_s * 1000),
             client_id="hub",
+            partitioner=CachedPartitioner(),
         )
         try:
             await self._producer.start()
