@@ -55,3 +55,10 @@ def test_consortium_schema_accepts_the_bundled_demo_and_refuses_bad_tiers(tmp_pa
 
     with pytest.raises(ConfigError, match="facilities/0/tier"):
         load_directory(bad)
+
+
+def test_deploy_example_consortium_is_valid():
+    example = SCHEMAS.parent / "deploy" / "consortium.example.yaml"
+    directory = load_directory(example)
+    assert len(directory) == 18
+    assert all(f.secret.startswith("CHANGE-ME") for f in directory)
