@@ -49,7 +49,7 @@ class Hub:
         if self.start_broker:
             s.data_dir.mkdir(parents=True, exist_ok=True)
             self.broker = EmbeddedBroker(s.embedded_broker_port, s.data_dir / "broker.log")
-            await asyncio.to_thread(self.broker.start)
+            self.broker.start()  # main thread on purpose: see EmbeddedBroker's death signal
         try:
             await asyncio.to_thread(ensure_topics, s)
             self.store = await asyncio.to_thread(open_store, s.db_url)
@@ -79,7 +79,9 @@ class Hub:
                                 port=self.settings.api_port, log_level="warning",
                                 lifespan="on", access_log=False)
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # the CLI owns Ctrl-C
+        # The CLI owns Ctrl-C and drains everything in order; uvicorn must not grab the
+        # signal for itself (it would stop the API first and re-raise it afterwards).
+        self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
         # Long-lived start-up objects need no more scanning by the cyclic GC: freezing them
         # makes each collection cheaper on a hot path that allocates per resource.
         gc.freeze()

@@ -158,11 +158,16 @@ async def run_demo(settings: Settings, console: Console, seconds: float | None,
         try:
             with Live(_summary(hub, sim, started), console=console,
                       refresh_per_second=2) as live:
-                while seconds is None or time.monotonic() - started < seconds:
-                    await asyncio.sleep(0.5)
-                    if sim_task.done():
-                        sim_task.result()  # surface a simulator crash
-                    live.update(_summary(hub, sim, started))
+                try:
+                    while seconds is None or time.monotonic() - started < seconds:
+                        await asyncio.sleep(0.5)
+                        if sim_task.done():
+                            sim_task.result()  # surface a simulator crash
+                        live.update(_summary(hub, sim, started))
+                except asyncio.CancelledError:
+                    # Ctrl-C: stop publishing, let the projections drain, then shut down.
+                    asyncio.current_task().uncancel()
+                    console.print("stopping: draining the projections ...")
                 stop.set()
                 await sim_task
                 # Let the projections take in the last events before stopping.

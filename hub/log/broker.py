@@ -7,9 +7,12 @@ remains. Used by ``hub demo``/``hub broker`` and by the contract-test fixture.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +23,17 @@ def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex((host, port)) == 0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the kernel stop the broker if the hub dies without cleaning up (kill -9).
+
+    Its own session protects it from the terminal's Ctrl-C; this keeps that from leaving an
+    orphan. The signal fires when the *thread* that started the broker ends, so start it
+    from the main thread."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PDEATHSIG
 
 
 def free_port() -> int:
@@ -57,6 +71,10 @@ class EmbeddedBroker:
         self._proc = subprocess.Popen(
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl-C reaches the hub, which drains its
+            # consumers and then stops the broker, instead of killing the broker first.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
         deadline = time.monotonic() + timeout
