@@ -12,15 +12,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import httpx
 import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -72,7 +74,19 @@ def bare_validation_rate(items: list[tuple[str, dict]]) -> float:
 
 # --- 1. ingest ----------------------------------------------------------------------------
 
-async def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Path) -> float:
+def _wait_healthy(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway on port {port} did not come up")
+
+
+def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Path) -> float:
     port = free_port()
     env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": settings.bootstrap,
            "HUB_DATABASE_URL": f"sqlite:///{workdir / 'gw.db'}", "HUB_DATA_DIR": str(workdir)}
@@ -93,30 +107,40 @@ async def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdi
                                                 "url": f"{r['resourceType']}/{r['id']}"}}
                     for r in chunk]})))
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
-            for _ in range(200):
-                try:
-                    if (await c.get("/healthz")).status_code == 200:
+        _wait_healthy(port)
+        # A lean client (http.client in threads, bodies prepared in advance): the figure is
+        # the hub's, so the load generator should take as little of the shared CPU as it can.
+        queue = list(bodies)
+        lock = threading.Lock()
+        accepted = 0
+
+        def worker() -> None:
+            nonlocal accepted
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            while True:
+                with lock:
+                    if not queue:
                         break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            queue = list(bodies)
-            accepted = 0
-
-            async def worker() -> None:
-                nonlocal accepted
-                while queue:
                     secret, body = queue.pop()
-                    r = await c.post("/fhir", content=body, headers={
-                        "Authorization": f"Bearer {secret}",
-                        "Content-Type": "application/fhir+json"})
-                    r.raise_for_status()
-                    accepted += sum(e["response"]["status"].startswith("201")
-                                    for e in r.json()["entry"])
+                conn.request("POST", "/fhir", body=body, headers={
+                    "Authorization": f"Bearer {secret}",
+                    "Content-Type": "application/fhir+json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"gateway answered {resp.status}: {payload[:300]!r}")
+                n = payload.count(b'"201 Created"')
+                with lock:
+                    accepted += n
+            conn.close()
 
-            started = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(4)))
-            elapsed = time.perf_counter() - started
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
         assert accepted == len(items), f"gateway accepted {accepted} of {len(items)}"
         return accepted / elapsed
     finally:
@@ -281,7 +305,7 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                 console.print("measuring bare validation ...")
                 base = bare_validation_rate(items)
                 console.print("measuring the gateway ...")
-                gw = run_loop(gateway_rate(settings, items, workdir))
+                gw = gateway_rate(settings, items, workdir)
                 row("ingest: gateway (Bundles of 100)", gw, base, "res/s", ">= 0.7x",
                     gw / base >= 0.7)
                 console.print("measuring the inbound ingest stage ...")

@@ -6,6 +6,7 @@ parsed with orjson and never validated again.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ def parse_json(body: bytes) -> tuple[Any, list[Issue]]:
         return None, [Issue("(body)", f"not valid JSON: {exc}", code="structure")]
 
 
+@functools.lru_cache(maxsize=256)  # bounded: resourceType comes from untrusted input
 def _model_class(resource_type: str):
     try:
         return get_fhir_model_class(resource_type)

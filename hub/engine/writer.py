@@ -41,28 +41,47 @@ def collapse(changes: Sequence[Change]) -> list[Change]:
 
 
 def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Change]) -> None:
-    """Execute ``changes`` inside the caller's transaction, one executemany per shape."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    shapes: dict[tuple, Change] = {}
+    """Execute ``changes`` in order inside the caller's transaction.
+
+    Consecutive changes of the same shape (table, key, guard, columns) go to the driver as
+    one executemany, so a projection whose rows share a shape costs one statement a batch.
+    """
+    run: list[dict[str, Any]] = []
+    head: Change | None = None
+    prev: Change | None = None
     for ch in collapse(changes):
         if isinstance(ch, Upsert):
-            shape = ("u", ch.table, ch.keys, ch.guard, ch.replace, tuple(ch.row))
-            groups.setdefault(shape, []).append(ch.row)
+            if (isinstance(prev, Upsert) and ch.table == prev.table and ch.keys == prev.keys
+                    and ch.guard == prev.guard and ch.replace == prev.replace
+                    and ch.row.keys() == prev.row.keys()):
+                run.append(ch.row)  # the common case: same shape as the row before
+                prev = ch
+                continue
+            row = ch.row
         else:
-            shape = ("i", ch.table, tuple(ch.keys), tuple(ch.counts), tuple(ch.latest))
-            groups.setdefault(shape, []).append({**ch.keys, **ch.counts, **ch.latest})
-        shapes.setdefault(shape, ch)
-    for shape, rows in groups.items():
-        ch = shapes[shape]
-        sql, names = _compiled(conn, tables[ch.table], ch, shape)
-        # Straight to the driver: SQLAlchemy's per-row parameter processing costs more than
-        # the insert itself on the rebuild path; every value here is already a plain type.
-        if names is None:
-            conn.exec_driver_sql(sql, rows)
-        else:
-            pick = itemgetter(*names)
-            conn.exec_driver_sql(sql, [pick(r) for r in rows] if len(names) > 1
-                                 else [(pick(r),) for r in rows])
+            row = {**ch.keys, **ch.counts, **ch.latest}
+        if head is not None:
+            _execute(conn, tables, head, run)
+        head, run, prev = ch, [row], ch
+    if head is not None:
+        _execute(conn, tables, head, run)
+
+
+def _execute(conn: Connection, tables: dict[str, sa.Table], head: Change,
+             rows: list[dict[str, Any]]) -> None:
+    if isinstance(head, Upsert):
+        shape: tuple = ("u", head.table, head.keys, head.guard, head.replace, tuple(head.row))
+    else:
+        shape = ("i", head.table, tuple(head.keys), tuple(head.counts), tuple(head.latest))
+    sql, names = _compiled(conn, tables[head.table], head, shape)
+    # Straight to the driver: SQLAlchemy's per-row parameter processing costs more than the
+    # insert itself on the rebuild path; every value here is already a plain type.
+    if names is None:
+        conn.exec_driver_sql(sql, rows)
+    else:
+        pick = itemgetter(*names)
+        conn.exec_driver_sql(sql, [pick(r) for r in rows] if len(names) > 1
+                             else [(pick(r),) for r in rows])
 
 
 _cache: dict[tuple, tuple[str, tuple[str, ...] | None]] = {}

@@ -45,6 +45,7 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = CachedPartitioner()
 
     async def start(self) -> Publisher:
         self._producer = AIOKafkaProducer(
@@ -56,7 +57,7 @@ class Publisher:
             max_request_size=16 * 1024 * 1024,
             request_timeout_ms=int(self.settings.publish_timeout_s * 1000),
             client_id="hub",
-            partitioner=CachedPartitioner(),
+            partitioner=self._partitioner,
         )
         try:
             await self._producer.start()
@@ -83,14 +84,41 @@ class Publisher:
     async def publish_raw(
         self, topic: str, records: Sequence[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
     ) -> None:
+        """Send records, one batch per partition, and wait until all are acknowledged.
+
+        Batching ourselves (rather than one ``send()`` per record) keeps aiokafka's per-record
+        Python work off the hot path; records keep their order within a partition.
+        """
         if self._producer is None:
             raise BrokerError("publisher is not started")
+        if not records:
+            return
+        producer = self._producer
         try:
-            futures = [
-                await self._producer.send(topic, value=value, key=key, headers=headers)
-                for key, value, headers in records
-            ]
-            if futures:
-                await asyncio.gather(*futures)
+            partitions = sorted(await producer.partitions_for(topic))
+            by_partition: dict[int, list] = {}
+            for rec in records:
+                p = self._partitioner(rec[0], partitions, partitions)
+                by_partition.setdefault(p, []).append(rec)
+            futures = []
+            for p, recs in by_partition.items():
+                batch = producer.create_batch()
+                for key, value, headers in recs:
+                    if batch.append(key=key, value=value, timestamp=None,
+                                    headers=headers) is not None:
+                        continue
+                    batch.close()
+                    if batch.record_count():
+                        futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None,
+                                    headers=headers) is None:
+                        # Larger than a whole batch: aiokafka sizes a batch for it.
+                        futures.append(await producer.send(topic, value=value, key=key,
+                                                           headers=headers, partition=p))
+                batch.close()
+                if batch.record_count():
+                    futures.append(await producer.send_batch(batch, topic, partition=p))
+            await asyncio.gather(*futures)
         except KafkaError as exc:
             raise BrokerError(f"publishing to {topic} failed: {exc}") from exc

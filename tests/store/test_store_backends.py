@@ -79,3 +79,11 @@ def test_driver_errors_are_translated(tmp_path):
         open_store("nosuchdialect://x")
     with pytest.raises(StoreError, match="OperationalError"):
         open_store("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+
+
+def test_changes_of_different_shapes_keep_their_order(tables):
+    with tables.begin() as conn:
+        write(conn, TABLES, [Upsert("t_rows", {"k": "z", "g": "1", "v": 1}, ("k",)),
+                             Upsert("t_rows", {"k": "z", "v": 2}, ("k",)),
+                             Upsert("t_rows", {"k": "z", "g": "3", "v": 3}, ("k",))])
+    assert rows(tables, T) == [("z", "3", 3)]
