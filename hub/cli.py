@@ -260,13 +260,13 @@ def deadletters(
 def demo(
     seconds: Annotated[float | None, typer.Option(help="Stop after N seconds.")] = None,
     rate: Annotated[float, typer.Option(help="Events per second the simulator publishes.")] = 50,
-    db: DbOpt = None, data_dir: DataOpt = None,
+    kafka: KafkaOpt = None, db: DbOpt = None, data_dir: DataOpt = None,
     port: Annotated[int, typer.Option(help="API port.")] = 8080,
 ) -> None:
     """Broker + gateway + ingest + journal + projections + API, and a simulated consortium."""
     from hub.demo.run import run_demo
 
-    settings = _settings(None, db, data_dir, None, api_port=port)
+    settings = _settings(kafka, db, data_dir, None, api_port=port)
     _run(run_demo(settings, console, seconds, rate))
 
 

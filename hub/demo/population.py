@@ -42,8 +42,8 @@ TIER_MIX: dict[str, dict[str, int]] = {
     "county-hospital": {"bp": 12, "hr": 4, "weight": 4, "panel": 55, "imaging": 25},
     "city-hospital": {"bp": 10, "hr": 3, "weight": 3, "panel": 57, "imaging": 27},
 }
-SINGLE_LABS = {"community-centre": ("2339-0", "2093-3", "4548-4"),
-               "township-centre": ("2339-0", "4548-4", "718-7", "2160-0")}
+SINGLE_LABS = {"community-centre": ("15074-8", "14647-2", "4548-4"),
+               "township-centre": ("15074-8", "4548-4", "718-7", "14682-9")}
 # Repeats weight the choice: metabolic panels and CT dominate hospital work.
 _HOSPITAL = {"panel": ("24323-8", "24323-8", "58410-2", "58410-2", "24331-1", "55399-0"),
              "imaging": ("CT", "CT", "CT", "MR", "MR", "CR", "CR", "US", "US")}
@@ -74,21 +74,22 @@ class Analyte:
 
 
 ANALYTES = {a.code: a for a in (
-    Analyte("2339-0", "Glucose", "mmol/L", "mmol/L", 3.9, 6.1, 1, 0.25, 0.03, 2.4),
+    # LOINC codes for the molar units these analytes are reported in here (mmol/L, µmol/L).
+    Analyte("15074-8", "Glucose", "mmol/L", "mmol/L", 3.9, 6.1, 1, 0.25, 0.03, 2.4),
     Analyte("4548-4", "Hemoglobin A1c", "%", "%", 4.0, 6.0, 1, 0.25, 0.0, 1.8),
-    Analyte("2160-0", "Creatinine", "umol/L", "μmol/L", 41, 81, 0, 0.12, 0.03, 3.0, (57, 111)),
+    Analyte("14682-9", "Creatinine", "umol/L", "μmol/L", 41, 81, 0, 0.12, 0.03, 3.0, (57, 111)),
     Analyte("1742-6", "ALT", "U/L", "U/L", 7, 40, 0, 0.12, 0.0, 4.0),
     Analyte("718-7", "Hemoglobin", "g/L", "g/L", 115, 150, 0, 0.04, 0.15, 1.1, (130, 175)),
     Analyte("2823-3", "Potassium", "mmol/L", "mmol/L", 3.5, 5.3, 1, 0.05, 0.06, 1.3),
-    Analyte("2093-3", "Total cholesterol", "mmol/L", "mmol/L", 2.8, 5.2, 2, 0.3, 0.0, 1.6),
+    Analyte("14647-2", "Total cholesterol", "mmol/L", "mmol/L", 2.8, 5.2, 2, 0.3, 0.0, 1.6),
     Analyte("6690-2", "WBC", "10*9/L", "10^9/L", 3.5, 9.5, 1, 0.08, 0.05, 2.0),
     Analyte("777-3", "Platelets", "10*9/L", "10^9/L", 125, 350, 0, 0.04, 0.05, 1.5),
 )}
 PANELS = {
-    "24323-8": ("Comprehensive metabolic panel", ("2339-0", "2160-0", "1742-6", "2823-3")),
+    "24323-8": ("Comprehensive metabolic panel", ("15074-8", "14682-9", "1742-6", "2823-3")),
     "58410-2": ("CBC panel - Blood by Automated count", ("718-7", "6690-2", "777-3")),
-    "24331-1": ("Lipid panel", ("2093-3",)),
-    "55399-0": ("Diabetes tracking panel", ("2339-0", "4548-4")),
+    "24331-1": ("Lipid panel", ("14647-2",)),
+    "55399-0": ("Diabetes tracking panel", ("15074-8", "4548-4")),
 }
 SITES = {"chest": ("51185008", "Thoracic structure"), "head": ("69536005", "Head structure"),
          "abdomen": ("818983003", "Abdomen structure"), "brain": ("12738006", "Brain structure"),
@@ -265,7 +266,8 @@ class PopulationSimulator:
             analyte = ANALYTES[rng.choice(SINGLE_LABS[tier])]
             self._queue.append((fac, self._lab(fac, patient, analyte, self._past(20, 240))))
         elif kind == "capglu":  # fingerstick, read at the bedside
-            self._queue.append((fac, self._lab(fac, patient, ANALYTES["2339-0"], self._past(0, 9))))
+            glucose = ANALYTES["15074-8"]
+            self._queue.append((fac, self._lab(fac, patient, glucose, self._past(0, 9))))
         else:
             self._queue.append((fac, self._vital(fac, patient, kind)))
 

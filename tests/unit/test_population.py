@@ -117,7 +117,7 @@ def test_the_mix_covers_every_resource_type_and_reflects_the_tiers(events):
         assert by_tier[hospital]["DiagnosticReport"] > 0
     village_codes = {r["code"]["coding"][0]["code"] for fid, r in events
                      if TIER_OF[fid] == "village-clinic" and r["resourceType"] == "Observation"}
-    assert village_codes <= {"85354-9", "8867-4", "29463-7", "2339-0"}
+    assert village_codes <= {"85354-9", "8867-4", "29463-7", "15074-8"}
 
 
 def test_same_seed_replays_the_same_stream_and_another_seed_does_not(events):
