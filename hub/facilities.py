@@ -17,6 +17,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from hub.access.rules import ALL, Principal
 from hub.envelope import FACILITY_ID, Envelope
 from hub.errors import AuthError, ConfigError
 
@@ -51,13 +52,32 @@ def sign(env: Envelope, secret: str) -> Envelope:
     return env.signed(SIGNATURE_SCHEME + mac)
 
 
-class FacilityDirectory:
-    """Facilities by id and by credential. Lookups are constant time in the secret."""
+@dataclass(frozen=True, slots=True)
+class App:
+    """A downstream application with a scoped read token."""
 
-    def __init__(self, facilities: list[Facility], consortium: str = "consortium") -> None:
+    id: str
+    name: str
+    token: str
+    projections: frozenset[str]
+    facilities: frozenset[str]
+
+    def __repr__(self) -> str:  # never print the token
+        return f"App(id={self.id!r}, name={self.name!r})"
+
+
+class FacilityDirectory:
+    """Facilities and apps by id and by credential. Lookups hash the token first, so
+    they take the same time whatever the token."""
+
+    def __init__(self, facilities: list[Facility], consortium: str = "consortium",
+                 apps: list[App] | None = None) -> None:
         self.consortium = consortium
         self._by_id = {f.id: f for f in facilities}
         self._by_token = {hashlib.sha256(f.secret.encode()).digest(): f for f in facilities}
+        self.apps = {a.id: a for a in apps or []}
+        self._apps_by_token = {hashlib.sha256(a.token.encode()).digest(): a
+                               for a in apps or []}
 
     def __iter__(self):
         return iter(self._by_id.values())
@@ -76,6 +96,20 @@ class FacilityDirectory:
         if found is None:
             raise AuthError("unknown facility credential")
         return found
+
+    def reader(self, token: str | None) -> Principal:
+        """Who is reading: a member facility (sees every member's patients, as the
+        consortium shares records) or an app limited to its scopes. AuthError if neither."""
+        if not token:
+            raise AuthError("no credential: send 'Authorization: Bearer <token>'")
+        digest = hashlib.sha256(token.encode()).digest()
+        app = self._apps_by_token.get(digest)
+        if app is not None:
+            return Principal("app", app.id, app.facilities, app.projections)
+        facility = self._by_token.get(digest)
+        if facility is None:
+            raise AuthError("unknown credential")
+        return Principal("facility", facility.id, frozenset({ALL}), frozenset({ALL}))
 
     def verify(self, env: Envelope) -> Facility:
         """The facility that signed ``env``; AuthError if unknown, unsigned or forged."""
@@ -121,4 +155,9 @@ def load_directory(path: Path | None) -> FacilityDirectory:
         )
     if len({f.id for f in facilities}) != len(facilities):
         raise ConfigError(f"{origin}: facility ids must be unique")
-    return FacilityDirectory(facilities, doc.get("consortium", "consortium"))
+    apps = [App(a["id"], a["name"], a["token"], frozenset(a["projections"]),
+                frozenset(a["facilities"])) for a in doc.get("apps", [])]
+    unknown = {f for a in apps for f in a.facilities} - {f.id for f in facilities} - {ALL}
+    if unknown:
+        raise ConfigError(f"{origin}: apps name unknown facilities: {sorted(unknown)}")
+    return FacilityDirectory(facilities, doc.get("consortium", "consortium"), apps)

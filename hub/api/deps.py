@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hub.access.rules import Principal
 from hub.config import Settings
 from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
@@ -37,7 +38,15 @@ async def get_facility(request: Request) -> Facility:
     return facility
 
 
+async def get_reader(request: Request) -> Principal:
+    auth = request.headers.get("authorization") or ""
+    scheme, _, token = auth.partition(" ")
+    ctx: HubContext = request.app.state.hub
+    return ctx.directory.reader(token.strip() if scheme.lower() == "bearer" else None)
+
+
 ContextDep = Annotated[HubContext, Depends(get_context)]
 FacilityDep = Annotated[Facility, Depends(get_facility)]
+ReaderDep = Annotated[Principal, Depends(get_reader)]
 
-__all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext"]
+__all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext", "ReaderDep"]

@@ -1,4 +1,8 @@
-"""Read API in FHIR shape: GET /fhir/{type}/{id} and search returning a searchset Bundle."""
+"""Read API in FHIR shape: GET /fhir/{type}/{id} and search returning a searchset Bundle.
+
+Every read of patient data is checked against the reader's scopes and leaves an AuditEvent
+(committed before the answer is sent); a refused read leaves one too, with outcome 4.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,25 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from hub.api.deps import ContextDep, FacilityDep
+from hub.access import audit_store
+from hub.access.rules import (
+    AuditRecord,
+    Principal,
+    audit_event,
+    audit_id,
+    may_read_patient,
+    may_read_projection,
+    readable_facilities,
+)
+from hub.api.deps import ContextDep, HubContext, ReaderDep
 from hub.api.outcome import FhirResponse, error
+from hub.envelope import now_rfc3339
 from hub.record.read import get_resource, search
 
 router = APIRouter(prefix="/fhir", tags=["read"])
 MAX_COUNT = 500
+PROJECTION = "shared_record"
+AUDIT_SCOPE = "audit"
 
 
 def _patient_key(value: str) -> str:
@@ -20,40 +37,19 @@ def _patient_key(value: str) -> str:
     return value.rstrip("/").split("/")[-1]
 
 
-@router.get("/{rtype}/{rid}")
-def read(rtype: str, rid: str, ctx: ContextDep, facility: FacilityDep) -> FhirResponse:
-    found = get_resource(ctx.store, rtype, rid)
-    if found is None:
-        return error(404, f"{rtype}/{rid} is not in the shared record", "not-found")
-    if found.deleted:
-        return error(410, f"{rtype}/{rid} was deleted", "deleted")
-    return FhirResponse(found.resource)
+def _audit(ctx: HubContext, who: Principal, interaction: str, what: str,
+           patients: set[str], outcome: str = "0") -> None:
+    now = now_rfc3339()
+    audit_store.record(ctx.store, [AuditRecord(audit_id(), now, who.kind, who.id, interaction,
+                                               what, p, outcome) for p in sorted(patients)])
 
 
-@router.get("/{rtype}")
-def search_type(
-    rtype: str,
-    request: Request,
-    ctx: ContextDep,
-    facility: FacilityDep,
-    patient: Annotated[str | None, Query()] = None,
-    subject: Annotated[str | None, Query()] = None,
-    id_: Annotated[str | None, Query(alias="_id")] = None,
-    count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 50,
-    offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
-) -> FhirResponse:
-    who = patient or subject
-    if rtype == "Patient" and who:
-        id_, who = _patient_key(who), None
-    known = {"patient", "subject", "_id", "_count", "_offset", "_format"}
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
-        return error(400, f"unsupported search parameter(s): {', '.join(unknown)}; this "
-                     f"endpoint supports patient, subject, _id, _count, _offset",
-                     "not-supported")
-    total, page = search(ctx.store, rtype, _patient_key(who) if who else None, id_, count,
-                         offset)
-    base = str(request.url.remove_query_params(["_offset"])).split("?")[0]
+def _forbidden(message: str) -> FhirResponse:
+    return error(403, message, "forbidden")
+
+
+def _links(request: Request, offset: int, count: int, total: int) -> list[dict]:
+    base = str(request.url).split("?")[0]
     params = {k: v for k, v in request.query_params.items() if k != "_offset"}
     links = [{"relation": "self", "url": str(request.url)}]
     if offset + count < total and count:
@@ -62,12 +58,90 @@ def search_type(
     if offset > 0:
         links.append({"relation": "previous", "url":
                       f"{base}?{urlencode({**params, '_offset': max(0, offset - count)})}"})
+    return links
+
+
+@router.get("/AuditEvent")
+def audit_trail(
+    request: Request,
+    ctx: ContextDep,
+    reader: ReaderDep,
+    patient: Annotated[str | None, Query()] = None,
+    count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 50,
+    offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
+) -> FhirResponse:
+    """A patient's audit trail: who read their data, when, and what."""
+    if not patient:
+        return error(400, "AuditEvent search needs patient=Patient/<facility>.<id>", "required")
+    key = _patient_key(patient)
+    if not (may_read_projection(reader, AUDIT_SCOPE) and may_read_patient(reader, key)):
+        _audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key}, "4")
+        return _forbidden(f"{reader.kind} {reader.id} may not read the audit trail of {key}")
+    total, records = audit_store.trail(ctx.store, key, count, offset)
+    _audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key})
+    base_url = str(request.base_url).rstrip("/")
+    return FhirResponse({
+        "resourceType": "Bundle", "type": "searchset", "total": total,
+        "link": _links(request, offset, count, total),
+        "entry": [{"fullUrl": f"{base_url}/fhir/AuditEvent/{r.id}", "resource": audit_event(r),
+                   "search": {"mode": "match"}} for r in records],
+    })
+
+
+@router.get("/{rtype}/{rid}")
+def read(rtype: str, rid: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
+    if not may_read_projection(reader, PROJECTION):
+        return _forbidden(f"{reader.kind} {reader.id} has no access to {PROJECTION}")
+    found = get_resource(ctx.store, rtype, rid)
+    if found is None:
+        return error(404, f"{rtype}/{rid} is not in the shared record", "not-found")
+    if not may_read_patient(reader, found.patient_key):
+        _audit(ctx, reader, "read", f"{rtype}/{rid}", {found.patient_key}, "4")
+        return _forbidden(f"{reader.kind} {reader.id} may not read patients of "
+                          f"{found.patient_key.partition('.')[0]}")
+    if found.deleted:
+        return error(410, f"{rtype}/{rid} was deleted", "deleted")
+    _audit(ctx, reader, "read", f"{rtype}/{rid}", {found.patient_key})
+    return FhirResponse(found.resource)
+
+
+@router.get("/{rtype}")
+def search_type(
+    rtype: str,
+    request: Request,
+    ctx: ContextDep,
+    reader: ReaderDep,
+    patient: Annotated[str | None, Query()] = None,
+    subject: Annotated[str | None, Query()] = None,
+    id_: Annotated[str | None, Query(alias="_id")] = None,
+    count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 50,
+    offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
+) -> FhirResponse:
+    known = {"patient", "subject", "_id", "_count", "_offset", "_format"}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        return error(400, f"unsupported search parameter(s): {', '.join(unknown)}; this "
+                     f"endpoint supports patient, subject, _id, _count, _offset",
+                     "not-supported")
+    if not may_read_projection(reader, PROJECTION):
+        return _forbidden(f"{reader.kind} {reader.id} has no access to {PROJECTION}")
+    who = patient or subject
+    if rtype == "Patient" and who:
+        id_, who = _patient_key(who), None
+    key = _patient_key(who) if who else None
+    what = f"{rtype}?{request.url.query}"
+    if key is not None and not may_read_patient(reader, key):
+        _audit(ctx, reader, "search-type", what, {key}, "4")
+        return _forbidden(f"{reader.kind} {reader.id} may not read patients of "
+                          f"{key.partition('.')[0]}")
+    total, page = search(ctx.store, rtype, key, id_, count, offset, readable_facilities(reader))
+    _audit(ctx, reader, "search-type", what, {k for _, k in page})
     base_url = str(request.base_url).rstrip("/")
     return FhirResponse({
         "resourceType": "Bundle",
         "type": "searchset",
         "total": total,
-        "link": links,
+        "link": _links(request, offset, count, total),
         "entry": [{"fullUrl": f"{base_url}/fhir/{r['resourceType']}/{r['id']}", "resource": r,
-                   "search": {"mode": "match"}} for r in page],
+                   "search": {"mode": "match"}} for r, _ in page],
     })

@@ -18,6 +18,7 @@ _table = SharedRecordProjection().tables(sa.MetaData())["record_resources"]
 class Found:
     resource: dict | None
     deleted: bool
+    patient_key: str
 
 
 _shown = (_table.c.body, _table.c.id, _table.c.last_updated)
@@ -30,11 +31,11 @@ def _present(row) -> dict:
 
 def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
     with store.connect() as conn:
-        row = conn.execute(sa.select(*_shown, _table.c.deleted).where(
+        row = conn.execute(sa.select(*_shown, _table.c.deleted, _table.c.patient_key).where(
             _table.c.resource_type == resource_type, _table.c.id == rid)).first()
     if row is None:
         return None
-    return Found(_present(row) if row.body else None, bool(row.deleted))
+    return Found(_present(row) if row.body else None, bool(row.deleted), row.patient_key)
 
 
 def current_patient_key(store: Store, resource_type: str, rid: str) -> str | None:
@@ -45,18 +46,24 @@ def current_patient_key(store: Store, resource_type: str, rid: str) -> str | Non
 
 
 def search(store: Store, resource_type: str, patient_key: str | None, rid: str | None,
-           count: int, offset: int) -> tuple[int, list[dict]]:
-    """(total, page) of live resources of a type, optionally for one patient, newest first."""
+           count: int, offset: int, facilities: frozenset[str] | None = None
+           ) -> tuple[int, list[tuple[dict, str]]]:
+    """(total, page of (resource, patient key)) of live resources of a type, newest first,
+    optionally for one patient and only for patients of ``facilities``."""
     where = [_table.c.resource_type == resource_type, _table.c.deleted.is_(False)]
     if patient_key is not None:
         where.append(_table.c.patient_key == patient_key)
     if rid is not None:
         where.append(_table.c.id == rid)
+    if facilities is not None:
+        where.append(sa.or_(sa.false(), *(
+            sa.or_(_table.c.patient_key == f, _table.c.patient_key.startswith(f"{f}."))
+            for f in sorted(facilities))))
     with store.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(_table).where(*where)
                              ).scalar_one()
         rows = conn.execute(
-            sa.select(*_shown).where(*where)
+            sa.select(*_shown, _table.c.patient_key).where(*where)
             .order_by(_table.c.last_updated.desc(), _table.c.id).limit(count).offset(offset)
         ).all()
-    return total, [_present(r) for r in rows]
+    return total, [(_present(r), r.patient_key) for r in rows]

@@ -59,3 +59,17 @@ journal = sa.Table(
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
 )
+
+# Every read of patient data: who, what, when, which patient, allowed or refused.
+audit = sa.Table(
+    "hub_audit",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("recorded", sa.String(40), nullable=False),
+    sa.Column("agent_kind", sa.String(20), nullable=False),
+    sa.Column("agent_id", sa.String(100), nullable=False),
+    sa.Column("interaction", sa.String(20), nullable=False),
+    sa.Column("what", sa.Text, nullable=False),
+    sa.Column("patient_key", sa.String(200), nullable=False, index=True),
+    sa.Column("outcome", sa.String(2), nullable=False),
+)

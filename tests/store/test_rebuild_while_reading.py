@@ -41,7 +41,7 @@ def test_reads_keep_answering_during_rebuilds(store):
             try:
                 found = get_resource(store, "Observation", "township-1.o7")
                 total, page = search(store, "Observation", "township-1.p7", None, 10, 0)
-                if found is None or total != 1 or page[0]["id"] != "township-1.o7":
+                if found is None or total != 1 or page[0][0]["id"] != "township-1.o7":
                     failures.append(f"wrong answer: {found} {total}")
                 reads += 1
             except Exception as exc:  # any error is a failure of the swap

@@ -1,0 +1,32 @@
+"""The audit trail in SQL. A read's AuditEvents are committed before its answer is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from hub.access.rules import AuditRecord
+from hub.store.db import Store
+from hub.store.schema import audit
+
+
+def record(store: Store, records: Iterable[AuditRecord]) -> None:
+    rows = [{"id": r.id, "recorded": r.recorded, "agent_kind": r.agent_kind,
+             "agent_id": r.agent_id, "interaction": r.interaction, "what": r.what,
+             "patient_key": r.patient_key, "outcome": r.outcome} for r in records]
+    if rows:
+        with store.begin() as conn:
+            conn.execute(sa.insert(audit), rows)
+
+
+def trail(store: Store, patient_key: str, count: int, offset: int
+          ) -> tuple[int, list[AuditRecord]]:
+    where = audit.c.patient_key == patient_key
+    with store.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(audit).where(where)
+                             ).scalar_one()
+        rows = conn.execute(sa.select(audit).where(where)
+                            .order_by(audit.c.recorded.desc(), audit.c.id.desc())
+                            .limit(count).offset(offset)).all()
+    return total, [AuditRecord(*r) for r in rows]

@@ -1,0 +1,100 @@
+"""Pure access rules: principals, scopes, and the AuditEvent a read leaves behind."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass
+
+ALL = "*"
+_AUDIT_PREFIX = uuid.uuid4().hex[:12]
+_AUDIT_COUNTER = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated reader: a member facility, or a registered downstream app.
+
+    ``facilities`` are the facilities whose patients it may read (``*`` for all);
+    ``projections`` the projections it may query (``*`` for all).
+    """
+
+    kind: str  # "facility" or "app"
+    id: str
+    facilities: frozenset[str]
+    projections: frozenset[str]
+
+    @property
+    def system(self) -> str:
+        return f"urn:hie:{self.kind}"
+
+
+def patient_facility(patient_key: str) -> str:
+    """The facility a patient key belongs to (``township-1.p-7`` -> ``township-1``)."""
+    return patient_key.partition(".")[0]
+
+
+def may_read_projection(p: Principal, projection: str) -> bool:
+    return ALL in p.projections or projection in p.projections
+
+
+def may_read_patient(p: Principal, patient_key: str) -> bool:
+    return ALL in p.facilities or patient_facility(patient_key) in p.facilities
+
+
+def readable_facilities(p: Principal) -> frozenset[str] | None:
+    """None when unrestricted, else the facilities whose patients ``p`` may see."""
+    return None if ALL in p.facilities else p.facilities
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One access to one patient's data, as the hub records it."""
+
+    id: str
+    recorded: str
+    agent_kind: str
+    agent_id: str
+    interaction: str  # read | search-type
+    what: str  # e.g. Observation/township-1.o7, or the search
+    patient_key: str
+    outcome: str  # 0 success, 4 refused
+
+
+def audit_id() -> str:
+    return f"{_AUDIT_PREFIX}-{next(_AUDIT_COUNTER):x}"
+
+
+def audit_event(r: AuditRecord) -> dict:
+    """The FHIR R4B AuditEvent for an access record."""
+    entity = [{"what": {"reference": f"Patient/{r.patient_key}"},
+               "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                        "code": "1", "display": "Person"},
+               "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role",
+                        "code": "1", "display": "Patient"}}]
+    if r.what.count("/") == 1 and "?" not in r.what:
+        entity.append({"what": {"reference": r.what}})
+    else:
+        entity.append({"query": _b64(r.what), "description": r.what})
+    return {
+        "resourceType": "AuditEvent",
+        "id": r.id,
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110",
+                 "display": "Patient Record"},
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction",
+                     "code": r.interaction}],
+        "action": "R" if r.interaction == "read" else "E",
+        "recorded": r.recorded,
+        "outcome": r.outcome,
+        "agent": [{"who": {"identifier": {"system": f"urn:hie:{r.agent_kind}",
+                                          "value": r.agent_id}},
+                   "requestor": True}],
+        "source": {"observer": {"display": "hie-hub"}},
+        "entity": entity,
+    }
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
