@@ -218,7 +218,7 @@ def topics(kafka: KafkaOpt = None) -> None:
 
 @app.command("facilities")
 def list_facilities(facilities: FacilitiesOpt = None) -> None:
-    """List the consortium's member facilities."""
+    """List the consortium's member facilities and registered apps."""
     from hub.facilities import load_directory
 
     try:
@@ -232,6 +232,14 @@ def list_facilities(facilities: FacilitiesOpt = None) -> None:
     for f in directory:
         table.add_row(f.id, f.name, f.tier, f.group or "")
     console.print(table)
+    if directory.apps:
+        apps = Table(title="apps (scoped read tokens)")
+        for col in ("id", "name", "projections", "patients of"):
+            apps.add_column(col)
+        for a in directory.apps.values():
+            apps.add_row(a.id, a.name, ", ".join(sorted(a.projections)),
+                         ", ".join(sorted(a.facilities)))
+        console.print(apps)
 
 
 @app.command()
