@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_port: int = 8080
     max_body_bytes: int = 8 * 1024 * 1024
 
+    validation_workers: int = Field(
+        default=0, ge=0, description="Worker processes for parsing and validation at the "
+        "edge (gateway and ingest stage); 0 validates in the serving process.")
     batch_max_records: int = 2000
     fetch_max_wait_ms: int = 20
     max_retries: int = 3

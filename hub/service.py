@@ -19,6 +19,7 @@ from hub.api.deps import HubContext
 from hub.config import Settings
 from hub.engine.runner import ProjectionRunner
 from hub.facilities import FacilityDirectory, load_directory
+from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
@@ -39,6 +40,7 @@ class Hub:
         self.store: Store | None = None
         self.directory: FacilityDirectory | None = None
         self.publisher: Publisher | None = None
+        self.checks: EdgeChecks | None = None
         self.runners: list[ProjectionRunner] = []
         self.ingest: IngestStage | None = None
         self._server: uvicorn.Server | None = None
@@ -54,6 +56,7 @@ class Hub:
             await asyncio.to_thread(ensure_topics, s)
             self.store = await asyncio.to_thread(open_store, s.db_url)
             self.directory = load_directory(s.facilities_file)
+            self.checks = EdgeChecks(s, self.directory)
             self.publisher = await Publisher(s).start()
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -64,6 +67,8 @@ class Hub:
         await self.stop()
         if self.publisher is not None:
             await self.publisher.stop()
+        if self.checks is not None:
+            await asyncio.to_thread(self.checks.close)
         if self.store is not None:
             self.store.dispose()
         if self.broker is not None:
@@ -71,8 +76,9 @@ class Hub:
 
     @property
     def context(self) -> HubContext:
-        assert self.store and self.directory and self.publisher
-        return HubContext(self.settings, self.store, self.directory, self.publisher)
+        assert self.store and self.directory and self.publisher and self.checks
+        return HubContext(self.settings, self.store, self.directory, self.publisher,
+                          self.checks)
 
     def start_api(self) -> asyncio.Task:
         config = uvicorn.Config(create_app(self.context), host=self.settings.api_host,
@@ -99,7 +105,7 @@ class Hub:
 
     def start_ingest(self) -> asyncio.Task:
         assert self.directory and self.publisher
-        self.ingest = IngestStage(self.settings, self.directory, self.publisher)
+        self.ingest = IngestStage(self.settings, self.directory, self.publisher, self.checks)
         task = asyncio.create_task(self.ingest.run(), name="ingest")
         self._tasks.append(task)
         return task

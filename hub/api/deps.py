@@ -11,6 +11,7 @@ from hub.access.rules import Principal
 from hub.config import Settings
 from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
+from hub.ingest.checks import EdgeChecks
 from hub.log.producer import Publisher
 from hub.store.db import Store
 
@@ -21,6 +22,7 @@ class HubContext:
     store: Store
     directory: FacilityDirectory
     publisher: Publisher
+    checks: EdgeChecks
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

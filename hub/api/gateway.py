@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 
 from hub.api.deps import ContextDep, FacilityDep, HubContext
@@ -19,7 +18,6 @@ from hub.envelope import Envelope
 from hub.errors import BrokerError
 from hub.facilities import Facility
 from hub.fhir import Issue, operation_outcome, parse_json
-from hub.ingest.bundle import plan_bundle
 from hub.ingest.prepare import Prepared, prepare_delete, prepare_upsert
 from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from hub.record.read import current_patient_key
@@ -108,17 +106,11 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
     body = await read_body(ctx, facility, request)
     if isinstance(body, FhirResponse):
         return body
-    bundle, issues = parse_json(body)
-    if issues:
-        return await _reject(ctx, facility, 400, issues, body, "invalid-json")
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        rt = bundle.get("resourceType") if isinstance(bundle, dict) else None
-        return await _reject(ctx, facility, 400, [Issue(
-            "resourceType", f"POST /fhir takes a Bundle, got {rt!r}; post single resources "
-            "to /fhir/{type}")], body, "not-a-bundle")
-    plan = plan_bundle(facility, bundle)
-    if plan.bundle_issues:
-        return await _reject(ctx, facility, 400, plan.bundle_issues, body, "invalid-bundle")
+    planned = await ctx.checks.plan_body(facility, body)
+    if planned.issues:
+        return await _reject(ctx, facility, 400, planned.issues, body, planned.reason)
+    plan = planned.plan
+    assert plan is not None
     if plan.all_or_nothing and not all(p.ok for p in plan.entries):
         return await _reject(ctx, facility, 400, plan.all_issues(), body, "invalid-transaction")
     good = [p for p in plan.entries if p.ok]
@@ -130,8 +122,8 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
         if p.ok:
             out_entries.append({"response": _created(facility, p)})
         else:
-            entry_bytes = orjson.dumps(bundle["entry"][i])
-            await _reject(ctx, facility, 400, p.issues, entry_bytes, "invalid-entry")
+            await _reject(ctx, facility, 400, p.issues, planned.refused_entries[i],
+                          "invalid-entry")
             out_entries.append({"response": {"status": "400 Bad Request",
                                              "outcome": operation_outcome(p.issues)}})
     rtype = {"transaction": "transaction-response"}.get(plan.bundle_type, "batch-response")

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from hub.facilities import Facility
-from hub.fhir import Issue
+from hub.fhir import Issue, parse_json
 from hub.ingest.prepare import Prepared, prepare_upsert
 
 ACCEPTED_TYPES = ("transaction", "batch", "collection")
@@ -66,3 +68,45 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any]) -> BundlePlan:
         return BundlePlan(btype, bundle_issues=[Issue("Bundle.entry", "the Bundle has no entries",
                                                       "required")])
     return BundlePlan(btype, [_entry(facility, i, e) for i, e in enumerate(entries)])
+
+
+@dataclass
+class BodyPlan:
+    """What to do with a POSTed body: refuse it whole (``issues``), or follow ``plan``.
+
+    Built where the CPU work happens (possibly a worker process), so it carries only what
+    the gateway needs afterwards: envelopes, issues, a summary of each accepted resource and
+    the bytes of each refused entry for the dead-letter topic.
+    """
+
+    issues: list[Issue] = field(default_factory=list)
+    reason: str = ""
+    plan: BundlePlan | None = None
+    refused_entries: dict[int, bytes] = field(default_factory=dict)
+
+
+def _summary(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource.get("meta") or {}
+    return {"resourceType": resource["resourceType"], "id": resource["id"],
+            "meta": {k: meta[k] for k in ("versionId", "lastUpdated") if k in meta}}
+
+
+def plan_body(facility: Facility, body: bytes) -> BodyPlan:
+    """Parse, validate and prepare a POST /fhir body (a Bundle) from ``facility``."""
+    bundle, issues = parse_json(body)
+    if issues:
+        return BodyPlan(issues, "invalid-json")
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        rt = bundle.get("resourceType") if isinstance(bundle, dict) else None
+        return BodyPlan([Issue("resourceType", f"POST /fhir takes a Bundle, got {rt!r}; post "
+                               "single resources to /fhir/{type}")], "not-a-bundle")
+    plan = plan_bundle(facility, bundle)
+    if plan.bundle_issues:
+        return BodyPlan(plan.bundle_issues, "invalid-bundle")
+    refused = {}
+    for i, p in enumerate(plan.entries):
+        if p.ok:
+            plan.entries[i] = Prepared(p.envelope, [], _summary(p.resource))
+        else:
+            refused[i] = orjson.dumps(bundle["entry"][i])
+    return BodyPlan(plan=plan, refused_entries=refused)

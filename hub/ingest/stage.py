@@ -15,16 +15,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 
 from hub.config import Settings
 from hub.engine.deadletter import Record, dead_letter
 from hub.engine.faults import crashpoint
-from hub.envelope import Envelope
-from hub.errors import AuthError, EnvelopeError
 from hub.facilities import FacilityDirectory
-from hub.fhir import Issue, operation_outcome, parse_json, patient_key, validate
+from hub.fhir import operation_outcome
+from hub.ingest.checks import EdgeChecks
 from hub.log.producer import Publisher
 from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 
@@ -39,42 +37,14 @@ class IngestStats:
     last_batch_at: float = 0.0   # benchmark's busy window, free of group-join waits
 
 
-def check_inbound(directory: FacilityDirectory, headers, key: bytes | None, value: bytes | None
-                  ) -> tuple[Envelope | None, str, list[Issue]]:
-    """(envelope, '', []) when the record may enter the log, else (None, reason, issues)."""
-    try:
-        env = Envelope.from_record(headers, key, value)
-    except EnvelopeError as exc:
-        return None, "bad-envelope", [Issue("(headers)", str(exc), "structure")]
-    try:
-        directory.verify(env)
-    except AuthError as exc:
-        return None, "bad-credential", [Issue("ce_signature", str(exc), "security")]
-    if env.action == "delete":
-        return env, "", []
-    resource, issues = parse_json(env.data)
-    if issues:
-        return None, "invalid-json", issues
-    issues = validate(resource, env.resource_type)
-    if issues:
-        return None, "invalid-resource", issues
-    if resource.get("id") != env.resource_id:
-        return None, "subject-mismatch", [Issue(
-            f"{env.resource_type}.id", f"resource id {resource.get('id')!r} does not match "
-            f"ce_subject {env.subject!r}")]
-    expected_key = patient_key(env.facility_id, resource)
-    if env.key != expected_key:
-        return None, "key-mismatch", [Issue("(key)", f"Kafka key must be the patient key "
-                                      f"{expected_key!r}, got {env.key!r}")]
-    return env, "", []
-
-
 class IngestStage:
-    def __init__(self, settings: Settings, directory: FacilityDirectory, publisher: Publisher
-                 ) -> None:
+    def __init__(self, settings: Settings, directory: FacilityDirectory, publisher: Publisher,
+                 checks: EdgeChecks | None = None) -> None:
         self.settings = settings
         self.directory = directory
         self.publisher = publisher
+        self.checks = checks or EdgeChecks(settings.model_copy(
+            update={"validation_workers": 0}), directory)
         self.stats = IngestStats()
         self._stop = asyncio.Event()
 
@@ -113,27 +83,21 @@ class IngestStage:
     async def _handle(self, batch: dict) -> None:
         good: list[Record] = []
         bad: list[Record] = []
-        for tp, msgs in batch.items():
-            for m in msgs:
-                env, reason, issues = check_inbound(self.directory, m.headers, m.key, m.value)
-                if env is not None:
-                    good.append((m.key, m.value or b"", list(m.headers)))
-                    EVENTS_ACCEPTED.labels("inbound", env.facility_id).inc()
-                else:
-                    bad.append(dead_letter("ingest", f"{reason}: {issues[0].diagnostics}",
-                                           m.value or b"", m.key, list(m.headers or ()),
-                                           operation_outcome(issues),
-                                           (tp.topic, tp.partition, m.offset)))
-                    EVENTS_REJECTED.labels("inbound", reason).inc()
+        flat = [(tp, m) for tp, msgs in batch.items() for m in msgs]
+        verdicts = await self.checks.check_inbound([(m.headers, m.key, m.value)
+                                                    for _, m in flat])
+        for (tp, m), v in zip(flat, verdicts, strict=True):
+            if v.facility is not None:
+                good.append((m.key, m.value or b"", list(m.headers)))
+                EVENTS_ACCEPTED.labels("inbound", v.facility).inc()
+            else:
+                bad.append(dead_letter("ingest", f"{v.reason}: {v.issues[0].diagnostics}",
+                                       m.value or b"", m.key, list(m.headers or ()),
+                                       operation_outcome(v.issues),
+                                       (tp.topic, tp.partition, m.offset)))
+                EVENTS_REJECTED.labels("inbound", v.reason).inc()
         t = self.settings.topics
         await asyncio.gather(self.publisher.publish_raw(t.events, good),
                              self.publisher.publish_raw(t.deadletter, bad))
         self.stats.accepted += len(good)
         self.stats.rejected += len(bad)
-
-
-def outcome_of(dead: Record) -> dict | None:
-    for name, value in dead[2]:
-        if name == "hub_error_outcome":
-            return orjson.loads(value)
-    return None

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from adapters.sdk import FacilityPublisher, build_envelope
 from hub.envelope import Envelope
 from hub.facilities import load_directory, sign
+from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
 from hub.log.inspect import read_deadletters
 from hub.log.producer import Publisher
@@ -36,8 +37,9 @@ async def events_in(settings) -> list[Envelope]:
     return out
 
 
-async def test_only_verified_valid_events_enter_the_log(make_settings):
-    settings = make_settings()
+@pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
+async def test_only_verified_valid_events_enter_the_log(make_settings, workers):
+    settings = make_settings(validation_workers=workers)
     good = [patient("p1"), observation("o1", pid="p1")]
     sdk = FacilityPublisher(settings.bootstrap, VILLAGE, SECRET, topic=settings.topics.inbound)
     for r in good:
@@ -61,10 +63,13 @@ async def test_only_verified_valid_events_enter_the_log(make_settings):
 
     pub = await Publisher(settings).start()
     try:
-        stage = IngestStage(settings, load_directory(None), pub)
+        directory = load_directory(None)
+        checks = EdgeChecks(settings, directory)
+        stage = IngestStage(settings, directory, pub, checks)
         stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
     finally:
         await pub.stop()
+        checks.close()
     assert (stats.accepted, stats.rejected) == (2, 7)
 
     accepted = await events_in(settings)

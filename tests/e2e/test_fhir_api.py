@@ -44,8 +44,9 @@ async def test_fhir_client_writes_and_searches(make_settings):
             patient="township-1.p1").fetch_all()) == 7
 
 
-async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings):
-    settings = make_settings(max_body_bytes=8 * 1024 * 1024)
+@pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
+async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings, workers):
+    settings = make_settings(max_body_bytes=8 * 1024 * 1024, validation_workers=workers)
     async with running_hub(settings) as (_, base):
         async with httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP), timeout=60) as c:
             assert (await c.put("/fhir/Patient/keep", json=patient("keep"))).status_code == 201

@@ -1,0 +1,74 @@
+"""Where the edge's CPU work runs: inline, or in a pool of worker processes.
+
+Validation is the costliest step of ingest and pure Python, so one process tops out at one
+core. With ``HUB_VALIDATION_WORKERS=N`` the gateway and the ingest stage hand parsing,
+validation and signing to N worker processes and keep only HTTP, Kafka and bookkeeping on
+the event loop. The results are the same either way; only where they are computed differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hub.config import Settings
+from hub.facilities import Facility, FacilityDirectory, load_directory
+from hub.ingest.bundle import BodyPlan, plan_body
+from hub.ingest.verdict import Verdict, check_inbound
+
+InboundRecord = tuple[Any, bytes | None, bytes | None]  # headers, key, value
+
+_directory: FacilityDirectory | None = None
+
+
+def _init(facilities_file: Path | None) -> None:
+    global _directory
+    _directory = load_directory(facilities_file)
+
+
+def _plan(facility_id: str, body: bytes) -> BodyPlan:
+    assert _directory is not None
+    return plan_body(_directory.get(facility_id), body)  # type: ignore[arg-type]
+
+
+def _check(records: list[InboundRecord]) -> list[Verdict]:
+    assert _directory is not None
+    return [check_inbound(_directory, h, k, v) for h, k, v in records]
+
+
+class EdgeChecks:
+    """Runs ``plan_body`` and ``check_inbound`` inline or on worker processes."""
+
+    def __init__(self, settings: Settings, directory: FacilityDirectory) -> None:
+        self.directory = directory
+        self.workers = settings.validation_workers
+        self._pool: ProcessPoolExecutor | None = None
+        if self.workers > 0:
+            # spawn, not fork: the parent runs threads (Kafka clients, the SQL pool).
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init, initargs=(settings.facilities_file,))
+
+    async def plan_body(self, facility: Facility, body: bytes) -> BodyPlan:
+        if self._pool is None:
+            return plan_body(facility, body)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _plan, facility.id, body)
+
+    async def check_inbound(self, records: list[InboundRecord]) -> list[Verdict]:
+        if self._pool is None:
+            return [check_inbound(self.directory, h, k, v) for h, k, v in records]
+        loop = asyncio.get_running_loop()
+        size = max(1, -(-len(records) // self.workers))
+        parts = await asyncio.gather(*(
+            loop.run_in_executor(self._pool, _check, records[i:i + size])
+            for i in range(0, len(records), size)))
+        return [v for part in parts for v in part]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,47 @@
+"""The checks a record on ``hie.inbound.v1`` must pass before it may enter the log."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from hub.envelope import Envelope
+from hub.errors import AuthError, EnvelopeError
+from hub.facilities import FacilityDirectory
+from hub.fhir import Issue, parse_json, patient_key, validate
+
+
+class Verdict(NamedTuple):
+    """``facility`` set when the record may enter the log; else ``reason`` and ``issues``."""
+
+    facility: str | None
+    reason: str = ""
+    issues: tuple[Issue, ...] = ()
+
+
+def check_inbound(directory: FacilityDirectory, headers, key: bytes | None,
+                  value: bytes | None) -> Verdict:
+    try:
+        env = Envelope.from_record(headers, key, value)
+    except EnvelopeError as exc:
+        return Verdict(None, "bad-envelope", (Issue("(headers)", str(exc), "structure"),))
+    try:
+        directory.verify(env)
+    except AuthError as exc:
+        return Verdict(None, "bad-credential", (Issue("ce_signature", str(exc), "security"),))
+    if env.action == "delete":
+        return Verdict(env.facility_id)
+    resource, issues = parse_json(env.data)
+    if issues:
+        return Verdict(None, "invalid-json", tuple(issues))
+    issues = validate(resource, env.resource_type)
+    if issues:
+        return Verdict(None, "invalid-resource", tuple(issues))
+    if resource.get("id") != env.resource_id:
+        return Verdict(None, "subject-mismatch", (Issue(
+            f"{env.resource_type}.id", f"resource id {resource.get('id')!r} does not match "
+            f"ce_subject {env.subject!r}"),))
+    expected_key = patient_key(env.facility_id, resource)
+    if env.key != expected_key:
+        return Verdict(None, "key-mismatch", (Issue(
+            "(key)", f"Kafka key must be the patient key {expected_key!r}, got {env.key!r}"),))
+    return Verdict(env.facility_id)
