@@ -20,6 +20,7 @@ from hub.errors import EnvelopeError
 SPECVERSION = "1.0"
 FHIR_JSON = "application/fhir+json"
 SOURCE_PREFIX = "urn:hie:facility:"
+_PREFIX_LEN = len(SOURCE_PREFIX)
 ACTIONS = ("upsert", "delete")
 
 FACILITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -28,24 +29,17 @@ SUBJECT_PATTERN = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time")
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One event. ``data`` is the resource JSON exactly as accepted (empty for a delete)."""
+class Addressed:
+    """What an event's CloudEvents attributes say about it: who sent it, about what."""
 
-    id: str
+    __slots__ = ()
     source: str
     type: str
     subject: str
-    time: str
-    key: str
-    data: bytes
-    content_type: str = FHIR_JSON
-    signature: str | None = None
-    extra: tuple[tuple[str, bytes], ...] = field(default=())
 
     @property
     def facility_id(self) -> str:
-        return self.source.removeprefix(SOURCE_PREFIX)
+        return self.source[_PREFIX_LEN:]
 
     @property
     def resource_type(self) -> str:
@@ -58,6 +52,26 @@ class Envelope:
     @property
     def action(self) -> str:
         return self.type.split(".")[2]
+
+    @property
+    def is_delete(self) -> bool:
+        return self.type.endswith(".delete.v1")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope(Addressed):
+    """One event. ``data`` is the resource JSON exactly as accepted (empty for a delete)."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: str
+    key: str
+    data: bytes
+    content_type: str = FHIR_JSON
+    signature: str | None = None
+    extra: tuple[tuple[str, bytes], ...] = field(default=())
 
     def signed(self, signature: str) -> Envelope:
         # Positional construction: dataclasses.replace() costs more than the HMAC itself.

@@ -130,22 +130,24 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
     return FhirResponse({"resourceType": "Bundle", "type": rtype, "entry": out_entries})
 
 
-@router.post("/{rtype}")
-async def create(rtype: str, request: Request, ctx: ContextDep, facility: FacilityDep
-                 ) -> FhirResponse:
+async def _from_body(ctx: HubContext, facility: Facility, request: Request, rtype: str,
+                     rid: str | None) -> FhirResponse:
     body = await read_body(ctx, facility, request)
     if isinstance(body, FhirResponse):
         return body
-    return await _single(ctx, facility, body, rtype, None)
+    return await _single(ctx, facility, body, rtype, rid)
+
+
+@router.post("/{rtype}")
+async def create(rtype: str, request: Request, ctx: ContextDep, facility: FacilityDep
+                 ) -> FhirResponse:
+    return await _from_body(ctx, facility, request, rtype, None)
 
 
 @router.put("/{rtype}/{rid}")
 async def update(rtype: str, rid: str, request: Request, ctx: ContextDep, facility: FacilityDep
                  ) -> FhirResponse:
-    body = await read_body(ctx, facility, request)
-    if isinstance(body, FhirResponse):
-        return body
-    return await _single(ctx, facility, body, rtype, rid)
+    return await _from_body(ctx, facility, request, rtype, rid)
 
 
 @router.delete("/{rtype}/{rid}")

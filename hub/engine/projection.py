@@ -14,13 +14,11 @@ from typing import Any, Protocol
 import orjson
 import sqlalchemy as sa
 
-from hub.envelope import SOURCE_PREFIX, Envelope
-
-_PREFIX_LEN = len(SOURCE_PREFIX)
+from hub.envelope import Addressed, Envelope
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Event(Addressed):
     """An accepted event and where it sits in the log (or the journal, when replaying)."""
 
     id: str
@@ -41,22 +39,6 @@ class Event:
                       topic_id: str = "") -> Event:
         return cls(env.id, env.source, env.type, env.subject, env.time, env.key, env.data,
                    topic, partition, offset, env.signature, topic_id)
-
-    @property
-    def facility_id(self) -> str:
-        return self.source[_PREFIX_LEN:]
-
-    @property
-    def resource_type(self) -> str:
-        return self.subject.split("/", 1)[0]
-
-    @property
-    def resource_id(self) -> str:
-        return self.subject.split("/", 1)[1]
-
-    @property
-    def is_delete(self) -> bool:
-        return self.type.endswith(".delete.v1")
 
     def resource(self) -> dict[str, Any]:
         """The resource, parsed fast: it was validated once at the edge."""
