@@ -101,6 +101,9 @@ class ProjectionRunner:
         self._epoch = 0
         self._topic_id = ""
         self._next: dict[int, int] = {}
+        # A rebalance may land while a batch is being committed; reading the stored positions
+        # then would seek back to before that batch. The lock makes the listener wait.
+        self._batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self.tables: dict[str, sa.Table] = {}
         self.dedupe = getattr(projection, "dedupe_by_event_id", True)
@@ -132,7 +135,12 @@ class ProjectionRunner:
                 records = await self._consumer.getmany(
                     timeout_ms=200, max_records=self.settings.batch_max_records)
                 if records:
-                    await self._process(records)
+                    async with self._batch_lock:
+                        done = await self._process(records)
+                    if done:
+                        # Outside the lock: a commit may wait on a rebalance whose listener
+                        # waits on the lock.
+                        await self._commit_kafka(done)
                 elif until_caught_up and await self._caught_up():
                     break
         finally:
@@ -161,6 +169,10 @@ class ProjectionRunner:
         return lag == 0
 
     async def _seek_to_stored(self, assigned) -> None:
+        async with self._batch_lock:
+            await self._seek_unlocked(assigned)
+
+    async def _seek_unlocked(self, assigned) -> None:
         assert self._consumer is not None
         state, stored = await asyncio.to_thread(self._load_positions)
         self._epoch = state
@@ -179,7 +191,8 @@ class ProjectionRunner:
             pos = tracking.load_positions(conn, self.consumer_name, self.topic, self._topic_id)
         return (st[1] if st else 0), pos
 
-    async def _process(self, records: dict) -> None:
+    async def _process(self, records: dict) -> dict[int, int] | None:
+        """Apply one fetched batch; the offsets to commit to Kafka, or None."""
         events: list[Event] = []
         bad: list[Record] = []
         last: dict[int, int] = {}
@@ -202,7 +215,7 @@ class ProjectionRunner:
                 events.append(
                     Event.from_envelope(env, tp.topic, tp.partition, m.offset, self._topic_id))
         if not last:
-            return
+            return None
         if bad:
             await self.publisher.publish_raw(self.settings.topics.deadletter, bad)
             self.stats.deadlettered += len(bad)
@@ -210,8 +223,8 @@ class ProjectionRunner:
         try:
             await self._commit_with_retries(events, last)
         except _Reseek:
-            await self._seek_to_stored(self._consumer.assignment())
-            return
+            await self._seek_unlocked(self._consumer.assignment())
+            return None
         for p, o in last.items():
             self._next[p] = o + 1
         BATCH_SECONDS.labels(self.projection.name).observe(time.perf_counter() - started)
@@ -220,6 +233,10 @@ class ProjectionRunner:
         self.stats.last_commit = time.time()
         if self.on_commit is not None:
             self.on_commit(events, self.stats.last_commit)
+        return last
+
+    async def _commit_kafka(self, last: dict[int, int]) -> None:
+        assert self._consumer is not None
         try:
             await self._consumer.commit(
                 {TopicPartition(self.topic, p): OffsetAndMetadata(o + 1, "") for p, o in

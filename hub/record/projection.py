@@ -15,7 +15,7 @@ TABLE = "record_resources"
 
 class SharedRecordProjection:
     name = "shared_record"
-    version = 1
+    version = 2  # 2: status, last_updated and deleted columns dropped (all derivable)
     # Idempotent by construction: a re-delivered event carries the same order key, which is
     # not greater than itself, so the guarded upsert is a no-op. No applied-id ledger needed.
     dedupe_by_event_id = False
@@ -28,10 +28,7 @@ class SharedRecordProjection:
             sa.Column("id", sa.String(200), primary_key=True),
             sa.Column("patient_key", sa.String(200), nullable=False),
             sa.Column("order_key", sa.String(320), nullable=False),
-            sa.Column("last_updated", sa.String(40), nullable=False),
-            sa.Column("status", sa.String(40)),
-            sa.Column("deleted", sa.Boolean, nullable=False),
-            sa.Column("body", sa.Text),
+            sa.Column("body", sa.Text),  # NULL: the resource was deleted (a tombstone)
         )
         sa.Index(f"ix_{t.name}_patient", t.c.patient_key, t.c.resource_type)
         return {TABLE: t}
@@ -44,20 +41,19 @@ class SharedRecordProjection:
             rtype, rid = e.subject.split("/", 1)
             if e.type.endswith(".delete.v1"):
                 when = utc_instant(e.time)
-                status, body, okey = None, None, order_key({}, e.time, when)
+                body, okey = None, order_key({}, e.time, when)
             else:
                 res = orjson.loads(e.data)
                 when = utc_instant((res.get("meta") or {}).get("lastUpdated") or e.time)
                 # Stored as received; hub-wide ids are applied on read (rules.present).
-                status, body, okey = res.get("status"), e.data.decode(), order_key(
-                    res, e.time, when)
+                body, okey = e.data.decode(), order_key(res, e.time, when)
             out.append(Upsert(TABLE, {
                 "resource_type": rtype, "id": f"{e.facility_id}.{rid}",
                 "patient_key": e.key,
                 # Ties (same lastUpdated and versionId, different content: a sender's bug)
                 # go to the greater event id, so the result never depends on arrival order.
                 # The suffix also records which event the row came from.
-                "order_key": f"{okey}|{e.id}", "last_updated": when, "status": status,
-                "deleted": body is None, "body": body,
+                # It starts with the UTC update time: the read API sorts on it, newest first.
+                "order_key": f"{okey}|{e.id}", "body": body,
             }, keys, "order_key"))
         return out

@@ -21,28 +21,31 @@ class Found:
     patient_key: str
 
 
-_shown = (_table.c.body, _table.c.id, _table.c.last_updated)
+_shown = (_table.c.body, _table.c.id, _table.c.order_key)
 
 
 def _present(row) -> dict:
     facility = row.id.partition(".")[0]
-    return present(row.body, facility, f"{SOURCE_PREFIX}{facility}", row.last_updated)
+    # order_key begins with the update instant: "<UTC ISO instant>|<version>|<event id>"
+    last_updated = row.order_key.partition("|")[0]
+    return present(row.body, facility, f"{SOURCE_PREFIX}{facility}", last_updated)
 
 
 def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
     with store.connect() as conn:
-        row = conn.execute(sa.select(*_shown, _table.c.deleted, _table.c.patient_key).where(
+        row = conn.execute(sa.select(*_shown, _table.c.patient_key).where(
             _table.c.resource_type == resource_type, _table.c.id == rid)).first()
     if row is None:
         return None
-    return Found(_present(row) if row.body else None, bool(row.deleted), row.patient_key)
+    deleted = row.body is None
+    return Found(None if deleted else _present(row), deleted, row.patient_key)
 
 
 def current_patient_key(store: Store, resource_type: str, rid: str) -> str | None:
     with store.connect() as conn:
         return conn.execute(sa.select(_table.c.patient_key).where(
             _table.c.resource_type == resource_type, _table.c.id == rid,
-            _table.c.deleted.is_(False))).scalar()
+            _table.c.body.is_not(None))).scalar()
 
 
 def search(store: Store, resource_type: str, patient_key: str | None, rid: str | None,
@@ -50,7 +53,7 @@ def search(store: Store, resource_type: str, patient_key: str | None, rid: str |
            ) -> tuple[int, list[tuple[dict, str]]]:
     """(total, page of (resource, patient key)) of live resources of a type, newest first,
     optionally for one patient and only for patients of ``facilities``."""
-    where = [_table.c.resource_type == resource_type, _table.c.deleted.is_(False)]
+    where = [_table.c.resource_type == resource_type, _table.c.body.is_not(None)]
     if patient_key is not None:
         where.append(_table.c.patient_key == patient_key)
     if rid is not None:
@@ -64,6 +67,6 @@ def search(store: Store, resource_type: str, patient_key: str | None, rid: str |
                              ).scalar_one()
         rows = conn.execute(
             sa.select(*_shown, _table.c.patient_key).where(*where)
-            .order_by(_table.c.last_updated.desc(), _table.c.id).limit(count).offset(offset)
+            .order_by(_table.c.order_key.desc(), _table.c.id).limit(count).offset(offset)
         ).all()
     return total, [(_present(r), r.patient_key) for r in rows]
