@@ -315,6 +315,18 @@ def run_all(console: Console, n: int, only: str | None) -> None:
             settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
                                      batch_max_records=2000)
             ensure_topics(settings)
+            # The rebuild first: `hub rebuild` runs in a fresh process, and the ingest phases
+            # leave this one's heap larger and more fragmented, which would penalise it.
+            if only in (None, "rebuild"):
+                console.print("measuring the rebuild ...")
+                store = open_store(f"sqlite:///{workdir / 'rebuild.db'}")
+                fill_journal(store, envelopes(items))
+                base, base_rows = bare_rebuild_rate(store)
+                ours, our_rows = hub_rebuild_rate(store)
+                assert base_rows == our_rows, (base_rows, our_rows)
+                row("rebuild shared record from journal", ours, base, "ev/s", ">= 0.6x",
+                    ours / base >= 0.6)
+                store.dispose()
             if only in (None, "ingest"):
                 pool = max(2, os.cpu_count() or 2)
                 for workers in (0, pool):
@@ -329,16 +341,6 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                     ib = run_loop(inbound_rate(settings, items, workers))
                     row(f"ingest: hie.inbound.v1 -> stage ({how})", ib, base, "ev/s",
                         ">= 0.7x", ib / base >= 0.7)
-            if only in (None, "rebuild"):
-                console.print("measuring the rebuild ...")
-                store = open_store(f"sqlite:///{workdir / 'rebuild.db'}")
-                fill_journal(store, envelopes(items))
-                base, base_rows = bare_rebuild_rate(store)
-                ours, our_rows = hub_rebuild_rate(store)
-                assert base_rows == our_rows, (base_rows, our_rows)
-                row("rebuild shared record from journal", ours, base, "ev/s", ">= 0.6x",
-                    ours / base >= 0.6)
-                store.dispose()
             if only in (None, "latency"):
                 console.print("measuring latency at 500 events/s ...")
                 count = min(n, 5000)

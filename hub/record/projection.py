@@ -8,7 +8,8 @@ import orjson
 import sqlalchemy as sa
 
 from hub.engine.projection import Change, Event, Upsert
-from hub.record.rules import order_key, utc_instant
+from hub.envelope import SOURCE_PREFIX
+from hub.record.rules import version_order
 
 TABLE = "record_resources"
 
@@ -37,23 +38,22 @@ class SharedRecordProjection:
         # The rebuild's hot loop: plain locals, one split, no per-event helper objects.
         out: list[Change] = []
         keys = ("resource_type", "id")
+        prefix = len(SOURCE_PREFIX)
         for e in events:
             rtype, rid = e.subject.split("/", 1)
             if e.type.endswith(".delete.v1"):
-                when = utc_instant(e.time)
-                body, okey = None, order_key({}, e.time, when)
+                body, okey = None, version_order(None, None, e.time)
             else:
-                res = orjson.loads(e.data)
-                when = utc_instant((res.get("meta") or {}).get("lastUpdated") or e.time)
+                meta = orjson.loads(e.data).get("meta") or {}
                 # Stored as received; hub-wide ids are applied on read (rules.present).
-                body, okey = e.data.decode(), order_key(res, e.time, when)
+                body = e.data.decode()
+                okey = version_order(meta.get("lastUpdated"), meta.get("versionId"), e.time)
             out.append(Upsert(TABLE, {
-                "resource_type": rtype, "id": f"{e.facility_id}.{rid}",
+                "resource_type": rtype, "id": f"{e.source[prefix:]}.{rid}",
                 "patient_key": e.key,
-                # Ties (same lastUpdated and versionId, different content: a sender's bug)
+                # Starts with the UTC update time (the read API sorts on it, newest first);
+                # ties (same lastUpdated and versionId, different content: a sender's bug)
                 # go to the greater event id, so the result never depends on arrival order.
-                # The suffix also records which event the row came from.
-                # It starts with the UTC update time: the read API sorts on it, newest first.
                 "order_key": f"{okey}|{e.id}", "body": body,
             }, keys, "order_key"))
         return out

@@ -58,14 +58,18 @@ def utc_instant(value: str) -> str:
     return dt.isoformat(timespec="microseconds")[:26] + "Z"
 
 
-def order_key(resource: dict[str, Any], event_time: str, when: str | None = None) -> str:
+def order_key(resource: dict[str, Any], event_time: str) -> str:
     """A string that sorts versions of one resource oldest to newest.
 
     ``meta.lastUpdated`` first (the event time where a sender left it out), then
     ``meta.versionId`` when numeric; a late-arriving older version sorts lower and loses.
-    ``when`` is that instant already normalised, if the caller has it.
     """
     meta = resource.get("meta") or {}
-    when = when or utc_instant(meta.get("lastUpdated") or event_time)
-    version = str(meta.get("versionId") or "0")
+    return version_order(meta.get("lastUpdated"), meta.get("versionId"), event_time)
+
+
+def version_order(last_updated: str | None, version_id: Any, event_time: str) -> str:
+    """:func:`order_key` from its parts (the projection's hot loop has them at hand)."""
+    when = utc_instant(last_updated or event_time)
+    version = str(version_id or "0")
     return f"{when}|{int(version):012d}" if version.isdigit() else f"{when}|{version}"
