@@ -18,9 +18,10 @@ from hub.envelope import Envelope
 from hub.errors import BrokerError
 from hub.facilities import Facility
 from hub.fhir import Issue, operation_outcome, parse_json
-from hub.ingest.prepare import Prepared, prepare_delete, prepare_upsert
+from hub.ingest.prepare import Prepared, local_id, prepare_delete, prepare_upsert
 from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from hub.record.read import current_patient_key
+from hub.record.rules import hub_id
 
 router = APIRouter(prefix="/fhir", tags=["ingest"])
 
@@ -76,8 +77,8 @@ async def _append(ctx: HubContext, facility: Facility, envelopes: list[Envelope]
 
 def _created(facility: Facility, p: Prepared) -> dict[str, Any]:
     assert p.envelope is not None and p.resource is not None
-    hub_id = f"{facility.id}.{p.resource['id']}"
-    return {"status": "201 Created", "location": f"{p.resource['resourceType']}/{hub_id}",
+    location = f"{p.resource['resourceType']}/{hub_id(facility.id, p.resource['id'])}"
+    return {"status": "201 Created", "location": location,
             "etag": f'W/"{(p.resource.get("meta") or {}).get("versionId", "1")}"',
             "lastModified": p.resource["meta"]["lastUpdated"]}
 
@@ -152,8 +153,9 @@ async def update(rtype: str, rid: str, request: Request, ctx: ContextDep, facili
 
 @router.delete("/{rtype}/{rid}")
 async def delete(rtype: str, rid: str, ctx: ContextDep, facility: FacilityDep) -> FhirResponse:
-    local = rid.removeprefix(f"{facility.id}.")
-    key = current_patient_key(ctx.store, rtype, f"{facility.id}.{local}")
+    local = local_id(facility, rid)
+    # A sync query on the event loop: one primary-key lookup, cheaper than a thread hop.
+    key = current_patient_key(ctx.store, rtype, hub_id(facility.id, local))
     if key is None:
         return error(404, f"{rtype}/{rid} is not in the shared record for {facility.id}",
                      "not-found")

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -64,7 +64,6 @@ class RunnerStats:
     caught_up: bool = False
     last_commit: float = 0.0
     lag: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class _Listener(ConsumerRebalanceListener):

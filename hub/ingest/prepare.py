@@ -77,5 +77,5 @@ def prepare_upsert(
 
 def prepare_delete(facility: Facility, resource_type: str, rid: str, key: str) -> Envelope:
     env = new_event(facility.id, resource_type, local_id(facility, rid), key, b"",
-                    action="delete")
+                    action="delete")  # rid may be the facility's hub id or its own
     return sign(env, facility.secret)

@@ -25,12 +25,11 @@ def _admin(bootstrap: str, timeout: float) -> KafkaAdminClient:
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout}s: {last}")
 
 
-def ensure_topics(settings: Settings, extra: dict[str, int] | None = None,
-                  timeout: float = 30.0) -> None:
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
     """Create the hub's topics if missing; existing topics are left as they are."""
     t = settings.topics
     wanted = {t.inbound: settings.events_partitions, t.events: settings.events_partitions,
-              t.deadletter: 1, **(extra or {})}
+              t.deadletter: 1}
     admin = _admin(settings.bootstrap, timeout)
     try:
         existing = set(admin.list_topics())

@@ -16,11 +16,6 @@ def hub_id(facility_id: str, local_id: str) -> str:
     return f"{facility_id}.{local_id}"
 
 
-def split_hub_id(value: str) -> tuple[str, str] | None:
-    facility, sep, local = value.partition(".")
-    return (facility, local) if sep and facility and local else None
-
-
 _REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
 
 
