@@ -273,8 +273,20 @@ def demo(
 ) -> None:
     """Broker + gateway + ingest + journal + projections + API, and a simulated consortium."""
     from hub.demo.run import run_demo
+    from hub.log.broker import free_port, port_in_use
 
     settings = _settings(kafka, db, data_dir, None, api_port=port)
+    # A demo should just run: if something already listens on a default port, take a free
+    # one and say so (the panel printed at start shows the ports in use).
+    moved = {}
+    if port_in_use(settings.api_port):
+        moved["api_port"] = free_port()
+    if settings.embedded and port_in_use(settings.embedded_broker_port):
+        moved["embedded_broker_port"] = free_port()
+    for name, new in moved.items():
+        console.print(f"[yellow]{name.replace('_', ' ')} {getattr(settings, name)} is taken; "
+                      f"using {new}[/yellow]")
+    settings = settings.model_copy(update=moved)
     _run(run_demo(settings, console, seconds, rate))
 
 

@@ -19,6 +19,10 @@ from pathlib import Path
 from hub.errors import BrokerError
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    return _port_open(host, port)
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)

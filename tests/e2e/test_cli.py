@@ -95,3 +95,21 @@ def test_projection_version_change_rebuilds_from_the_journal(store):
     with store.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM activity_counts")).scalar_one() == 0
         assert tracking.projection_state(conn, "activity")[0] == proj.version + 1
+
+
+def test_demo_moves_off_a_taken_port(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        env = os.environ.copy()
+        env.update({"HUB_EMBEDDED_BROKER_PORT": str(free_port()),
+                    "HUB_DATA_DIR": str(tmp_path)})
+        env.pop("HUB_KAFKA_BOOTSTRAP", None)
+        done = hub("demo", "--seconds", "4", "--port", str(taken), env=env, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert f"api port {taken} is taken; using" in out
+    assert "demo stopped cleanly" in out
