@@ -51,16 +51,25 @@ async def read_body(ctx: HubContext, facility: Facility, request: Request
     return b"".join(chunks)
 
 
+async def _dead_letter(ctx: HubContext, facility: Facility | None,
+                       refused: list[tuple[bytes, str, list[Issue]]]) -> None:
+    """Dead-letter refused inputs (body, reason, issues) in one publish, so nothing is lost.
+
+    If the broker is down the caller still learns what was wrong; the outage shows elsewhere.
+    """
+    headers = [("hub_facility", facility.id.encode())] if facility else []
+    with contextlib.suppress(BrokerError):
+        await ctx.publisher.publish_raw(ctx.settings.topics.deadletter, [
+            dead_letter("gateway", reason, body, None, headers, operation_outcome(issues))
+            for body, reason, issues in refused])
+    for _, reason, _ in refused:
+        EVENTS_REJECTED.labels("gateway", reason).inc()
+
+
 async def _reject(ctx: HubContext, facility: Facility | None, status: int, issues: list[Issue],
                   body: bytes, reason: str) -> FhirResponse:
-    """Dead-letter what was refused (so nothing is lost), then answer with the outcome."""
-    outcome = operation_outcome(issues)
-    headers = [("hub_facility", facility.id.encode())] if facility else []
-    # If the broker is down the caller still learns what was wrong; the outage shows elsewhere.
-    with contextlib.suppress(BrokerError):
-        await ctx.publisher.publish_raw(ctx.settings.topics.deadletter, [dead_letter(
-            "gateway", reason, body, None, headers, outcome)])
-    EVENTS_REJECTED.labels("gateway", reason).inc()
+    """Dead-letter what was refused, then answer with the outcome."""
+    await _dead_letter(ctx, facility, [(body, reason, issues)])
     return outcome_response(status, issues)
 
 
@@ -119,14 +128,16 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
     if failed:
         return failed
     out_entries = []
+    refused = []
     for i, p in enumerate(plan.entries):
         if p.ok:
             out_entries.append({"response": _created(facility, p)})
         else:
-            await _reject(ctx, facility, 400, p.issues, planned.refused_entries[i],
-                          "invalid-entry")
+            refused.append((planned.refused_entries[i], "invalid-entry", p.issues))
             out_entries.append({"response": {"status": "400 Bad Request",
                                              "outcome": operation_outcome(p.issues)}})
+    if refused:
+        await _dead_letter(ctx, facility, refused)
     rtype = {"transaction": "transaction-response"}.get(plan.bundle_type, "batch-response")
     return FhirResponse({"resourceType": "Bundle", "type": rtype, "entry": out_entries})
 
