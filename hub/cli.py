@@ -13,12 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from hub.cli_facility import facility_app
 from hub.config import Settings, load_settings
 from hub.errors import HubError
 
 app = typer.Typer(help="Health-information exchange hub for a regional medical consortium.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
+app.add_typer(facility_app, name="facility")
 
 KafkaOpt = Annotated[str | None, typer.Option(
     "--kafka", envvar="HUB_KAFKA_BOOTSTRAP",
@@ -117,6 +119,7 @@ def serve(
     async def main() -> None:
         async with Hub(settings) as hub:
             hub.start_api()
+            hub.start_registry_watch()
             if ingest:
                 hub.start_ingest()
             if projections:
@@ -214,32 +217,6 @@ def topics(kafka: KafkaOpt = None) -> None:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     console.print(f"topics ready on {settings.bootstrap}")
-
-
-@app.command("facilities")
-def list_facilities(facilities: FacilitiesOpt = None) -> None:
-    """List the consortium's member facilities and registered apps."""
-    from hub.facilities import load_directory
-
-    try:
-        directory = load_directory(load_settings(facilities_file=facilities).facilities_file)
-    except HubError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    table = Table(title=directory.consortium)
-    for col in ("id", "name", "tier", "group"):
-        table.add_column(col)
-    for f in directory:
-        table.add_row(f.id, f.name, f.tier, f.group or "")
-    console.print(table)
-    if directory.apps:
-        apps = Table(title="apps (scoped read tokens)")
-        for col in ("id", "name", "projections", "patients of"):
-            apps.add_column(col)
-        for a in directory.apps.values():
-            apps.add_row(a.id, a.name, ", ".join(sorted(a.projections)),
-                         ", ".join(sorted(a.facilities)))
-        console.print(apps)
 
 
 @app.command()

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     facilities_file: Path | None = Field(
         default=None, description="Consortium YAML; empty means the bundled demo consortium."
     )
+    signing_key_file: Path | None = Field(
+        default=None, description="The hub's Ed25519 private key (PEM), which the gateway "
+        "signs accepted events with; empty means hub-signing-key.pem in data_dir, generated "
+        "on first start. Replicas of one hub share it.")
+    registry_poll_seconds: float = Field(
+        default=2.0, gt=0, description="How often the hub looks for changes to the "
+        "consortium file and publishes them as Organization events.")
 
     api_host: str = "127.0.0.1"
     api_port: int = 8080
@@ -81,6 +88,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'hub.db').resolve()}"
+
+    @property
+    def hub_key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "hub-signing-key.pem"
 
 
 def load_settings(**overrides: object) -> Settings:

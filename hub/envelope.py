@@ -21,6 +21,8 @@ SPECVERSION = "1.0"
 FHIR_JSON = "application/fhir+json"
 SOURCE_PREFIX = "urn:hie:facility:"
 _PREFIX_LEN = len(SOURCE_PREFIX)
+HUB_SOURCE = "urn:hie:hub"  # events the hub itself authors: registry, patient index
+HUB_ID = "hub"
 ACTIONS = ("upsert", "delete")
 
 FACILITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -39,7 +41,8 @@ class Addressed:
 
     @property
     def facility_id(self) -> str:
-        return self.source[_PREFIX_LEN:]
+        """The publishing facility's id; ``hub`` for events the hub authored."""
+        return HUB_ID if self.source == HUB_SOURCE else self.source[_PREFIX_LEN:]
 
     @property
     def resource_type(self) -> str:
@@ -133,7 +136,8 @@ class Envelope(Addressed):
 
 def check(env: Envelope) -> None:
     """Raise EnvelopeError unless every attribute has the form the contract requires."""
-    if not env.source.startswith(SOURCE_PREFIX) or not FACILITY_ID.match(env.facility_id):
+    if env.source != HUB_SOURCE and (
+            not env.source.startswith(SOURCE_PREFIX) or not FACILITY_ID.match(env.facility_id)):
         raise EnvelopeError(f"ce_source must be {SOURCE_PREFIX}<facility-id>, got {env.source!r}")
     m = TYPE_PATTERN.match(env.type)
     if not m:

@@ -16,7 +16,15 @@ class EnvelopeError(HubError):
 
 
 class AuthError(HubError):
-    """The caller is unknown, or its credential or signature does not match."""
+    """The caller is unknown, or its credential or signature does not match.
+
+    ``reason`` is a short code (``unknown-facility``, ``bad-signature``, ``source-mismatch``,
+    ``key-retired``, ``key-revoked``, ``unsigned``...) that dead letters and metrics carry.
+    """
+
+    def __init__(self, message: str, reason: str = "bad-credential") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ValidationFailed(HubError):

@@ -1,55 +1,52 @@
-"""Who may publish: the consortium's member facilities and their credentials.
+"""Who is who at runtime: member facilities, their credentials and keys, and apps.
 
-A minimal registry read from a YAML file (``schemas/consortium.schema.json``). Each facility
-has a secret that is both its gateway bearer token and the HMAC key that signs envelopes it
-writes straight to ``hie.inbound.v1``. The HTTP gateway signs for the facility it
-authenticated, so every event in the log carries a verifiable signature.
+Built from the consortium file (``hub.registry.consortium_file``). A facility has a gateway
+bearer token (a credential, kept out of the log) and Ed25519 public keys (in the registry
+and the log). The directory verifies event signatures and authenticates HTTP callers; it can
+be refreshed in place when the registry changes, so every holder sees the new state.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
-from importlib import resources
+from datetime import UTC, datetime
 from pathlib import Path
 
-import jsonschema
-import yaml
-
 from hub.access.rules import ALL, Principal
-from hub.envelope import FACILITY_ID, Envelope
-from hub.errors import AuthError, ConfigError
+from hub.envelope import Addressed
+from hub.errors import AuthError
+from hub.registry.model import TIERS, FacilityRecord
+from hub.signing import HUB_OWNER, key_owner, load_public_key, parse_signature, signature_valid
 
-TIERS = (
-    "village-clinic", "township-centre", "community-centre", "county-hospital", "city-hospital",
-)
-SIGNATURE_SCHEME = "hmac-sha256="
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "consortium.schema.json"
+__all__ = ["TIERS", "App", "Facility", "FacilityDirectory", "load_directory"]
 
 
 @dataclass(frozen=True, slots=True)
 class Facility:
-    id: str
-    name: str
-    tier: str
-    secret: str
-    group: str | None = None
+    """A member facility: its registry record and its gateway token."""
 
-    def __repr__(self) -> str:  # never print the secret
+    record: FacilityRecord
+    token: str
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def tier(self) -> str:
+        return self.record.tier
+
+    @property
+    def group(self) -> str | None:
+        return self.record.group
+
+    def __repr__(self) -> str:  # never print the token
         return f"Facility(id={self.id!r}, name={self.name!r}, tier={self.tier!r})"
-
-
-def signing_input(env: Envelope) -> bytes:
-    """The bytes a signature covers: every attribute that routes or identifies the event."""
-    head = "\n".join((env.id, env.source, env.type, env.subject, env.time, env.key))
-    return head.encode() + b"\n" + env.data
-
-
-def sign(env: Envelope, secret: str) -> Envelope:
-    # hmac.digest is the one-shot C path: several times cheaper than hmac.new per event.
-    mac = hmac.digest(secret.encode(), signing_input(env), "sha256").hex()
-    return env.signed(SIGNATURE_SCHEME + mac)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,18 +63,34 @@ class App:
         return f"App(id={self.id!r}, name={self.name!r})"
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
 class FacilityDirectory:
     """Facilities and apps by id and by credential. Lookups hash the token first, so
     they take the same time whatever the token."""
 
     def __init__(self, facilities: list[Facility], consortium: str = "consortium",
-                 apps: list[App] | None = None) -> None:
+                 apps: list[App] | None = None, hub: FacilityRecord | None = None) -> None:
+        self._set(facilities, consortium, apps or [], hub)
+
+    def _set(self, facilities: list[Facility], consortium: str, apps: list[App],
+             hub: FacilityRecord | None) -> None:
         self.consortium = consortium
+        self.hub = hub
         self._by_id = {f.id: f for f in facilities}
-        self._by_token = {hashlib.sha256(f.secret.encode()).digest(): f for f in facilities}
-        self.apps = {a.id: a for a in apps or []}
-        self._apps_by_token = {hashlib.sha256(a.token.encode()).digest(): a
-                               for a in apps or []}
+        self._by_token = {_digest(f.token): f for f in facilities}
+        self.apps = {a.id: a for a in apps}
+        self._apps_by_token = {_digest(a.token): a for a in apps}
+        # Parsed public keys by key id: parsing costs more than verifying.
+        records = [f.record for f in facilities] + ([hub] if hub else [])
+        self._keys = {k.kid: (r, k, load_public_key(k.public_key))
+                      for r in records for k in r.keys}
+
+    def refresh(self, other: FacilityDirectory) -> None:
+        """Take ``other``'s contents, so every holder of this object sees the change."""
+        self._set(list(other), other.consortium, list(other.apps.values()), other.hub)
 
     def __iter__(self):
         return iter(self._by_id.values())
@@ -88,12 +101,15 @@ class FacilityDirectory:
     def get(self, facility_id: str) -> Facility | None:
         return self._by_id.get(facility_id)
 
+    def records(self) -> list[FacilityRecord]:
+        return [f.record for f in self] + ([self.hub] if self.hub else [])
+
     def authenticate(self, token: str | None) -> Facility:
         """Facility owning this bearer token, or AuthError."""
         if not token:
             raise AuthError("no credential: send 'Authorization: Bearer <facility token>'")
-        found = self._by_token.get(hashlib.sha256(token.encode()).digest())
-        if found is None:
+        found = self._by_token.get(_digest(token))
+        if found is None or not found.record.active:
             raise AuthError("unknown facility credential")
         return found
 
@@ -102,62 +118,58 @@ class FacilityDirectory:
         consortium shares records) or an app limited to its scopes. AuthError if neither."""
         if not token:
             raise AuthError("no credential: send 'Authorization: Bearer <token>'")
-        digest = hashlib.sha256(token.encode()).digest()
+        digest = _digest(token)
         app = self._apps_by_token.get(digest)
         if app is not None:
             return Principal("app", app.id, app.facilities, app.projections)
         facility = self._by_token.get(digest)
-        if facility is None:
+        if facility is None or not facility.record.active:
             raise AuthError("unknown credential")
         return Principal("facility", facility.id, frozenset({ALL}), frozenset({ALL}))
 
-    def verify(self, env: Envelope) -> Facility:
-        """The facility that signed ``env``; AuthError if unknown, unsigned or forged."""
-        facility = self._by_id.get(env.facility_id)
-        if facility is None:
-            raise AuthError(f"unknown facility {env.facility_id!r} in ce_source")
-        if not env.signature or not env.signature.startswith(SIGNATURE_SCHEME):
-            raise AuthError(f"event {env.id} is not signed (ce_signature {SIGNATURE_SCHEME}...)")
-        expected = sign(env, facility.secret).signature or ""
-        if not hmac.compare_digest(expected, env.signature):
-            raise AuthError(f"bad signature on event {env.id} for facility {facility.id}")
-        return facility
+    def verify(self, env: Addressed, at: datetime | None = None, now: datetime | None = None,
+               allow_hub: bool = False) -> str:
+        """The key id that validly signed ``env``; AuthError with a reason code otherwise.
+
+        ``at`` is when the event was published (its log timestamp): a key retired by a
+        rotation still covers events published before the rotation, so events in flight
+        during a rotation are not lost. A revoked key is judged at ``now`` instead: after a
+        compromise, a forger could backdate timestamps. Checking an archived event, pass
+        ``now=at``. ``allow_hub`` also accepts the hub's own signature (events the gateway
+        accepted), which the inbound topic must never accept."""
+        facility_id = env.facility_id
+        if facility_id not in self._by_id and not (allow_hub and facility_id == HUB_OWNER):
+            raise AuthError(f"unknown facility {facility_id!r} in ce_source",
+                            reason="unknown-facility")
+        member = self._by_id.get(facility_id)
+        if member is not None and not member.record.active:
+            raise AuthError(f"facility {facility_id!r} has left the consortium",
+                            reason="inactive-facility")
+        kid, sig = parse_signature(env.signature)  # type: ignore[attr-defined]
+        owner = key_owner(kid)
+        if owner != facility_id and not (allow_hub and owner == HUB_OWNER):
+            raise AuthError(f"signed with {owner!r}'s key {kid!r} but ce_source names "
+                            f"{facility_id!r}: nobody speaks for another facility",
+                            reason="source-mismatch")
+        entry = self._keys.get(kid)
+        if entry is None:
+            raise AuthError(f"key {kid!r} is not in the registry", reason="unknown-key")
+        _, key, public = entry
+        if not signature_valid(public, env, sig):
+            raise AuthError(f"bad signature on event {env.id} with key {kid!r}",  # type: ignore[attr-defined]
+                            reason="bad-signature")
+        real_now = datetime.now(UTC)
+        status = key.status_at(at or real_now)
+        if key.revoked is not None and (now or real_now) >= key.revoked:
+            status = "revoked"
+        if status != "active":
+            raise AuthError(f"key {kid!r} is {status}: sign with the facility's current key",
+                            reason=f"key-{status}")
+        return kid
 
 
 def load_directory(path: Path | None) -> FacilityDirectory:
     """Read and check a consortium file; the bundled demo consortium when ``path`` is None."""
-    if path is None:
-        text = resources.files("hub.data").joinpath("demo-consortium.yaml").read_text("utf-8")
-        origin = "bundled demo-consortium.yaml"
-    else:
-        try:
-            text = Path(path).read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read facilities file {path}: {exc}") from exc
-        origin = str(path)
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin} is not valid YAML: {exc}") from exc
-    schema = yaml.safe_load(SCHEMA_PATH.read_text("utf-8")) if SCHEMA_PATH.exists() else None
-    if schema is not None:
-        try:
-            jsonschema.validate(doc, schema)
-        except jsonschema.ValidationError as exc:
-            where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
-            raise ConfigError(f"{origin}: {where}: {exc.message}") from exc
-    facilities = []
-    for item in doc.get("facilities", []):
-        if not FACILITY_ID.match(item["id"]) or item["tier"] not in TIERS:
-            raise ConfigError(f"{origin}: facility {item.get('id')!r} has a bad id or tier")
-        facilities.append(
-            Facility(item["id"], item["name"], item["tier"], item["secret"], item.get("group"))
-        )
-    if len({f.id for f in facilities}) != len(facilities):
-        raise ConfigError(f"{origin}: facility ids must be unique")
-    apps = [App(a["id"], a["name"], a["token"], frozenset(a["projections"]),
-                frozenset(a["facilities"])) for a in doc.get("apps", [])]
-    unknown = {f for a in apps for f in a.facilities} - {f.id for f in facilities} - {ALL}
-    if unknown:
-        raise ConfigError(f"{origin}: apps name unknown facilities: {sorted(unknown)}")
-    return FacilityDirectory(facilities, doc.get("consortium", "consortium"), apps)
+    from hub.registry.consortium_file import read_consortium
+
+    return read_consortium(path).directory()

@@ -6,11 +6,12 @@ from hub.activity.projection import ActivityProjection
 from hub.engine.projection import Projection
 from hub.journal import JournalProjection
 from hub.record.projection import SharedRecordProjection
+from hub.registry.projection import RegistryProjection
 
 
 def all_projections() -> dict[str, Projection]:
     return {p.name: p for p in (JournalProjection(), SharedRecordProjection(),
-                                ActivityProjection())}
+                                ActivityProjection(), RegistryProjection())}
 
 
 def rebuildable() -> dict[str, Projection]:

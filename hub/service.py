@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -18,16 +19,28 @@ from hub.api.app import create_app
 from hub.api.deps import HubContext
 from hub.config import Settings
 from hub.engine.runner import ProjectionRunner
-from hub.facilities import FacilityDirectory, load_directory
+from hub.errors import HubError
+from hub.facilities import FacilityDirectory
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.projections import all_projections
+from hub.registry.consortium_file import Consortium, read_consortium
+from hub.registry.sync import hub_record, mark_published, organization_event, pending
+from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
 from hub.store.db import Store, open_store
 
 log = logging.getLogger(__name__)
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size
 
 
 class Hub:
@@ -39,12 +52,14 @@ class Hub:
         self.broker: EmbeddedBroker | None = None
         self.store: Store | None = None
         self.directory: FacilityDirectory | None = None
+        self.signer: Signer | None = None
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.runners: list[ProjectionRunner] = []
         self.ingest: IngestStage | None = None
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
 
     async def __aenter__(self) -> Hub:
         s = self.settings
@@ -55,9 +70,14 @@ class Hub:
         try:
             await asyncio.to_thread(ensure_topics, s)
             self.store = await asyncio.to_thread(open_store, s.db_url)
-            self.directory = load_directory(s.facilities_file)
+            self.signer = load_or_create_hub_key(s.hub_key_path)
+            use_hub_signer(self.signer)
+            consortium = read_consortium(s.facilities_file)
+            self.directory = consortium.directory(
+                await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name))
             self.checks = EdgeChecks(s, self.directory)
             self.publisher = await Publisher(s).start()
+            await self.sync_registry(consortium)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -103,9 +123,61 @@ class Hub:
                 raise TimeoutError("the API did not start")
             await asyncio.sleep(0.05)
 
+    async def sync_registry(self, consortium: Consortium) -> int:
+        """Publish an Organization event for each registry entry that changed; make the
+        directory (gateway, ingest, workers) use the new entries. Returns the count."""
+        assert self.store and self.signer and self.publisher and self.directory
+        hub = await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name)
+        records = [f.record for f in consortium.facilities] + [hub]
+        changed = await asyncio.to_thread(pending, self.store, records)
+        if changed:
+            await self.publisher.publish(self.settings.topics.events,
+                                         [organization_event(r, self.signer) for r in changed])
+            await asyncio.to_thread(mark_published, self.store, changed)
+            log.info("registry: published %d Organization event(s): %s", len(changed),
+                     ", ".join(r.id for r in changed))
+        fresh = consortium.directory(hub)
+        if {f.record for f in fresh} != {f.record for f in self.directory} or \
+                fresh.apps != self.directory.apps:
+            self.directory.refresh(fresh)
+            if self.checks is not None:
+                await asyncio.to_thread(self.checks.reload)
+        else:
+            self.directory.refresh(fresh)
+        return len(changed)
+
+    def start_registry_watch(self) -> asyncio.Task:
+        """Follow the consortium file: each change is published and takes effect."""
+        task = asyncio.create_task(self._watch_registry(), name="registry-watch")
+        self._tasks.append(task)
+        return task
+
+    async def _watch_registry(self) -> None:
+        path = self.settings.facilities_file
+        if path is None:
+            return  # the bundled demo file cannot change
+        seen = _stamp(path)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(),
+                                       self.settings.registry_poll_seconds)
+            stamp = _stamp(path)
+            if stamp == seen:
+                continue
+            seen = stamp
+            try:
+                consortium = read_consortium(path)
+            except HubError as exc:
+                log.error("consortium file changed but is not usable; keeping the registry "
+                          "as it was: %s", exc)
+                continue
+            await self.sync_registry(consortium)
+
     def start_ingest(self) -> asyncio.Task:
         assert self.directory and self.publisher
-        self.ingest = IngestStage(self.settings, self.directory, self.publisher, self.checks)
+        assert self.store
+        self.ingest = IngestStage(self.settings, self.directory, self.publisher, self.store,
+                                  self.checks)
         task = asyncio.create_task(self.ingest.run(), name="ingest")
         self._tasks.append(task)
         return task
@@ -125,6 +197,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Drain: runners finish their batch, the API stops accepting, then tasks end."""
+        self._stopping.set()
         if self._server is not None:
             self._server.should_exit = True
         if self.ingest is not None:

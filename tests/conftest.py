@@ -9,9 +9,17 @@ import pytest
 
 from hub.config import Settings, Topics
 from hub.log.topics import ensure_topics
+from hub.signing import demo_signer, use_hub_signer
 from hub.store.db import open_store
 from tests.support.kafka import kafka_endpoint
 from tests.support.stores import drop_schema, postgres_schema_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hub_signer():
+    """The gateway signs with the hub's key; code under test outside a running Hub (which
+    loads its own) signs with the demo hub key."""
+    use_hub_signer(demo_signer("hub"))
 
 
 @pytest.fixture(scope="session")

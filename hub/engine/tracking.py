@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from hub.engine.writer import _insert
+from hub.engine.writer import dialect_insert
 from hub.store.schema import applied, positions, projections
 
 
@@ -31,7 +31,7 @@ def save_positions(
 ) -> None:
     if not offsets:
         return
-    ins = _insert(conn, positions)
+    ins = dialect_insert(conn, positions)
     stmt = ins.on_conflict_do_update(
         index_elements=["consumer", "topic", "topic_id", "partition"],
         set_={"offset": ins.excluded.offset},
@@ -75,7 +75,7 @@ def projection_state(conn: Connection, name: str) -> tuple[int, int] | None:
 
 def set_projection_state(conn: Connection, name: str, version: int, epoch: int,
                          rebuilt_at: str | None = None) -> None:
-    ins = _insert(conn, projections)
+    ins = dialect_insert(conn, projections)
     conn.execute(
         ins.on_conflict_do_update(
             index_elements=["name"],

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from hub.engine.projection import Change, Increment, Upsert
 
 
-def _insert(conn: Connection, table: sa.Table):
+def dialect_insert(conn: Connection, table: sa.Table):
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
@@ -102,7 +102,7 @@ def _compiled(conn: Connection, table: sa.Table, ch: Change, shape: tuple
 
 
 def _statement(conn: Connection, table: sa.Table, ch: Change):
-    ins = _insert(conn, table)
+    ins = dialect_insert(conn, table)
     if isinstance(ch, Upsert):
         update = {c: ins.excluded[c] for c in ch.row if c not in ch.keys}
         where = (ins.excluded[ch.guard] > table.c[ch.guard]) if ch.guard else None

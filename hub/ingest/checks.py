@@ -18,15 +18,17 @@ from hub.config import Settings
 from hub.facilities import Facility, FacilityDirectory, load_directory
 from hub.ingest.bundle import BodyPlan, plan_body
 from hub.ingest.verdict import Verdict, check_inbound
+from hub.signing import load_or_create_hub_key, use_hub_signer
 
-InboundRecord = tuple[Any, bytes | None, bytes | None]  # headers, key, value
+InboundRecord = tuple[Any, bytes | None, bytes | None, int | None]  # headers, key, value, ts
 
 _directory: FacilityDirectory | None = None
 
 
-def _init(facilities_file: Path | None) -> None:
+def _init(facilities_file: Path | None, hub_key_file: Path) -> None:
     global _directory
     _directory = load_directory(facilities_file)
+    use_hub_signer(load_or_create_hub_key(hub_key_file))
 
 
 def _plan(facility_id: str, body: bytes) -> BodyPlan:
@@ -36,7 +38,7 @@ def _plan(facility_id: str, body: bytes) -> BodyPlan:
 
 def _check(records: list[InboundRecord]) -> list[Verdict]:
     assert _directory is not None
-    return [check_inbound(_directory, h, k, v) for h, k, v in records]
+    return [check_inbound(_directory, *r) for r in records]
 
 
 class EdgeChecks:
@@ -44,13 +46,25 @@ class EdgeChecks:
 
     def __init__(self, settings: Settings, directory: FacilityDirectory) -> None:
         self.directory = directory
+        self.settings = settings
         self.workers = settings.validation_workers
         self._pool: ProcessPoolExecutor | None = None
+        self._start_pool()
+
+    def _start_pool(self) -> None:
         if self.workers > 0:
             # spawn, not fork: the parent runs threads (Kafka clients, the SQL pool).
             self._pool = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init, initargs=(settings.facilities_file,))
+                initializer=_init, initargs=(self.settings.facilities_file,
+                                             self.settings.hub_key_path))
+
+    def reload(self) -> None:
+        """The registry changed: workers re-read it (in-flight work finishes first)."""
+        if self._pool is not None:
+            old, self._pool = self._pool, None
+            old.shutdown(wait=True)
+            self._start_pool()
 
     async def plan_body(self, facility: Facility, body: bytes) -> BodyPlan:
         if self._pool is None:
@@ -60,7 +74,7 @@ class EdgeChecks:
 
     async def check_inbound(self, records: list[InboundRecord]) -> list[Verdict]:
         if self._pool is None:
-            return [check_inbound(self.directory, h, k, v) for h, k, v in records]
+            return [check_inbound(self.directory, *r) for r in records]
         loop = asyncio.get_running_loop()
         size = max(1, -(-len(records) // self.workers))
         parts = await asyncio.gather(*(

@@ -12,8 +12,9 @@ from typing import Any
 import orjson
 
 from hub.envelope import Envelope, new_event, now_rfc3339
-from hub.facilities import Facility, sign
+from hub.facilities import Facility
 from hub.fhir import Issue, patient_key, validate
+from hub.signing import hub_signer
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,8 @@ def prepare_upsert(
     url_id: str | None = None,
     assign_id: bool = False,
 ) -> Prepared:
-    """Validate ``resource`` from ``facility`` and wrap it in a signed upsert envelope.
+    """Validate ``resource`` from ``facility`` and wrap it in an upsert envelope signed by
+    the hub (which authenticated the facility).
 
     ``url_id`` is the id a PUT names (it must match the body's); ``assign_id`` lets a POST
     without an id get a fresh one, as a FHIR server does on create.
@@ -72,10 +74,10 @@ def prepare_upsert(
         res["meta"] = meta
     key = patient_key(facility.id, res)
     env = new_event(facility.id, res["resourceType"], res["id"], key, orjson.dumps(res))
-    return Prepared(sign(env, facility.secret), [], res)
+    return Prepared(hub_signer().sign(env), [], res)
 
 
 def prepare_delete(facility: Facility, resource_type: str, rid: str, key: str) -> Envelope:
     env = new_event(facility.id, resource_type, local_id(facility, rid), key, b"",
                     action="delete")  # rid may be the facility's hub id or its own
-    return sign(env, facility.secret)
+    return hub_signer().sign(env)

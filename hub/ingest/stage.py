@@ -5,7 +5,9 @@ what passes the same checks as the HTTP gateway is appended to the events topic,
 dead-lettered with an OperationOutcome. Per batch, in order: check every record, publish the
 valid ones and the dead letters and wait for the broker's acks, then commit the inbound
 offsets. A crash before that commit re-reads the batch and appends some events twice, with
-the same event ids, which every consumer of the log skips (exactly-once effect).
+the same event ids, which every consumer of the log skips (exactly-once effect). An event
+id already let in from a *different* inbound record is a replay and is dead-lettered
+(``hub.ingest.replay``).
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from hub.config import Settings
 from hub.engine.deadletter import Record, dead_letter
 from hub.engine.faults import crashpoint
 from hub.facilities import FacilityDirectory
-from hub.fhir import operation_outcome
+from hub.fhir import Issue, operation_outcome
 from hub.ingest.checks import EdgeChecks
+from hub.ingest.replay import replays
+from hub.ingest.verdict import Verdict
 from hub.log.producer import Publisher
+from hub.log.topics import topic_identity
 from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
+from hub.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +45,10 @@ class IngestStats:
 
 class IngestStage:
     def __init__(self, settings: Settings, directory: FacilityDirectory, publisher: Publisher,
-                 checks: EdgeChecks | None = None) -> None:
+                 store: Store, checks: EdgeChecks | None = None) -> None:
         self.settings = settings
+        self.store = store
+        self._topic_id = ""
         self.directory = directory
         self.publisher = publisher
         self.checks = checks or EdgeChecks(settings.model_copy(
@@ -61,6 +69,8 @@ class IngestStage:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(500, self.settings.session_timeout_ms // 5))
         await consumer.start()
+        self._topic_id, _ = await asyncio.to_thread(topic_identity, self.settings.bootstrap,
+                                                    t.inbound)
         try:
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200,
@@ -84,9 +94,19 @@ class IngestStage:
         good: list[Record] = []
         bad: list[Record] = []
         flat = [(tp, m) for tp, msgs in batch.items() for m in msgs]
-        verdicts = await self.checks.check_inbound([(m.headers, m.key, m.value)
+        verdicts = await self.checks.check_inbound([(m.headers, m.key, m.value, m.timestamp)
                                                     for _, m in flat])
+        claims = [(v.event_id, self._topic_id, tp.partition, m.offset)
+                  for (tp, m), v in zip(flat, verdicts, strict=True) if v.facility is not None]
+        replayed = {claims[i][0:4] for i in await asyncio.to_thread(replays, self.store,
+                                                                     claims)}
         for (tp, m), v in zip(flat, verdicts, strict=True):
+            if v.facility is not None and (v.event_id, self._topic_id, tp.partition,
+                                           m.offset) in replayed:
+                v = Verdict(None, "replayed", (Issue(
+                    "ce_id", f"event id {v.event_id!r} was already accepted from another "
+                    "inbound record: a replay (use a new id for a new event)", "duplicate"),),
+                    v.event_id)
             if v.facility is not None:
                 good.append((m.key, m.value or b"", list(m.headers)))
                 EVENTS_ACCEPTED.labels("inbound", v.facility).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from hub.envelope import Envelope
@@ -11,23 +12,33 @@ from hub.fhir import Issue, parse_json, patient_key, validate
 
 
 class Verdict(NamedTuple):
-    """``facility`` set when the record may enter the log; else ``reason`` and ``issues``."""
+    """``facility`` set when the record may enter the log; else ``reason`` and ``issues``.
+    ``event_id`` is set whenever the envelope could be read (the stage checks replays)."""
 
     facility: str | None
     reason: str = ""
     issues: tuple[Issue, ...] = ()
+    event_id: str = ""
 
 
 def check_inbound(directory: FacilityDirectory, headers, key: bytes | None,
-                  value: bytes | None) -> Verdict:
+                  value: bytes | None, timestamp_ms: int | None = None) -> Verdict:
+    """``timestamp_ms`` is the inbound record's Kafka timestamp (when it was published)."""
     try:
         env = Envelope.from_record(headers, key, value)
     except EnvelopeError as exc:
         return Verdict(None, "bad-envelope", (Issue("(headers)", str(exc), "structure"),))
     try:
-        directory.verify(env)
+        at = datetime.fromtimestamp(timestamp_ms / 1000, UTC) if timestamp_ms else None
+        directory.verify(env, at=at)
     except AuthError as exc:
-        return Verdict(None, "bad-credential", (Issue("ce_signature", str(exc), "security"),))
+        return Verdict(None, exc.reason, (Issue("ce_signature", str(exc), "security"),),
+                       env.id)
+    verdict = _check_resource(env)
+    return verdict._replace(event_id=env.id)
+
+
+def _check_resource(env: Envelope) -> Verdict:
     if env.action == "delete":
         return Verdict(env.facility_id)
     resource, issues = parse_json(env.data)

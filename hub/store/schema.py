@@ -73,3 +73,25 @@ audit = sa.Table(
     sa.Column("patient_key", sa.String(200), nullable=False, index=True),
     sa.Column("outcome", sa.String(2), nullable=False),
 )
+
+# Event ids the ingest stage has let into the log, and where each came from on the inbound
+# topic. The same id again from the same place is a re-delivery after a crash (re-append:
+# consumers skip it); from another place it is a replay (dead-lettered).
+inbound_seen = sa.Table(
+    "hub_inbound_seen",
+    metadata,
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("topic_id", sa.String(64), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+)
+
+# What this hub last published to the log for each registry entry (digest of the
+# Organization), so a restart publishes only what changed in the consortium file.
+registry_sync = sa.Table(
+    "hub_registry_sync",
+    metadata,
+    sa.Column("facility_id", sa.String(64), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("published", sa.String(40), nullable=False),
+)

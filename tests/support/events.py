@@ -6,19 +6,16 @@ import orjson
 
 from hub.config import Settings
 from hub.envelope import Envelope, new_event
-from hub.facilities import load_directory, sign
 from hub.fhir import patient_key
 from hub.log.producer import Publisher
-
-DIRECTORY = load_directory(None)
+from hub.signing import demo_signer
 
 
 def envelope(resource: dict, facility: str = "township-1", action: str = "upsert") -> Envelope:
-    f = DIRECTORY.get(facility)
     data = b"" if action == "delete" else orjson.dumps(resource)
     env = new_event(facility, resource["resourceType"], resource["id"],
                     patient_key(facility, resource), data, action=action)
-    return sign(env, f.secret)
+    return demo_signer(facility).sign(env)
 
 
 async def publish(settings: Settings, envelopes: list[Envelope], topic: str | None = None

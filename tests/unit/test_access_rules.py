@@ -44,7 +44,7 @@ def test_audit_events_are_valid_fhir(interaction, what):
 def test_apps_must_name_known_facilities(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text(
-        "facilities:\n  - {id: a, name: A, tier: village-clinic, secret: 0123456789abcdef}\n"
+        "facilities:\n  - {id: a, name: A, tier: village-clinic, token: 0123456789abcdef}\n"
         "apps:\n  - {id: x, name: X, token: 0123456789abcdefg, projections: ['*'],"
         " facilities: [nowhere]}\n")
     with pytest.raises(ConfigError, match="unknown facilities"):

@@ -1,12 +1,15 @@
 import dataclasses
+from datetime import UTC, datetime
 
 import pytest
 
 from hub.envelope import new_event
 from hub.errors import AuthError
-from hub.facilities import load_directory, sign
+from hub.facilities import FacilityDirectory, load_directory
 from hub.ingest.bundle import plan_bundle
 from hub.ingest.prepare import prepare_upsert
+from hub.registry.model import HUB_TIER, FacilityRecord, SigningKey
+from hub.signing import demo_signer
 from tests.support.resources import bundle, observation, patient
 
 directory = load_directory(None)
@@ -22,17 +25,21 @@ def test_demo_consortium_shape():
 
 
 def test_signature_verifies_and_detects_tampering():
-    env = sign(new_event("township-1", "Patient", "p1", "township-1.p1", b"{}"),
-               township.secret)
-    assert directory.verify(env) is township
+    env = demo_signer("township-1").sign(
+        new_event("township-1", "Patient", "p1", "township-1.p1", b"{}"))
+    assert directory.verify(env) == "township-1#1"
     for change in ({"data": b'{"x":1}'}, {"key": "township-1.p2"},
-                   {"subject": "Patient/p2"}, {"source": "urn:hie:facility:township-2"}):
-        with pytest.raises(AuthError):
+                   {"subject": "Patient/p2"}, {"id": "other"}, {"time": "2026-01-01T00:00:00Z"}):
+        with pytest.raises(AuthError, match="bad signature") as caught:
             directory.verify(dataclasses.replace(env, **change))
+        assert caught.value.reason == "bad-signature"
     with pytest.raises(AuthError, match="not signed"):
         directory.verify(dataclasses.replace(env, signature=None))
     with pytest.raises(AuthError, match="unknown facility"):
         directory.verify(dataclasses.replace(env, source="urn:hie:facility:nowhere"))
+    with pytest.raises(AuthError, match="nobody speaks for another") as caught:
+        directory.verify(dataclasses.replace(env, source="urn:hie:facility:township-2"))
+    assert caught.value.reason == "source-mismatch"
 
 
 def test_authenticate():
@@ -47,7 +54,13 @@ def test_prepare_stamps_and_signs():
     p = prepare_upsert(township, {**patient(), "id": None}, "Patient", assign_id=True)
     assert p.ok and p.resource["id"] and p.resource["meta"]["lastUpdated"]
     assert p.envelope.key == f"township-1.{p.resource['id']}"
-    assert directory.verify(p.envelope) is township
+    # The gateway signs with the hub's key: valid for the log, never for the inbound topic.
+    hub = FacilityRecord("hub", "demo", HUB_TIER, keys=(
+        SigningKey("hub#1", demo_signer("hub").public_key, datetime(2026, 1, 1, tzinfo=UTC)),))
+    with_hub = FacilityDirectory(list(directory), hub=hub)
+    assert with_hub.verify(p.envelope, allow_hub=True) == "hub#1"
+    with pytest.raises(AuthError, match="nobody speaks for another"):
+        with_hub.verify(p.envelope)
     mismatch = prepare_upsert(township, patient("p1"), "Patient", url_id="p2")
     assert not mismatch.ok and "does not match the URL id" in mismatch.issues[0].diagnostics
     own_hub_id = prepare_upsert(township, patient("township-1.p1"), "Patient",

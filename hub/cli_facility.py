@@ -1,0 +1,304 @@
+"""``hub facility ...``: edit the consortium file, and ask the registry in the log.
+
+Edits go to the consortium file; the running hub notices within
+``HUB_REGISTRY_POLL_SECONDS`` and publishes each change as an Organization event (a hub that
+is not running publishes it when it starts). Questions "as of" a moment are answered from
+the registry projection, i.e. from the log.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hub.config import load_settings
+from hub.errors import ConfigError, HubError
+from hub.registry.consortium_file import (
+    BUNDLED,
+    Consortium,
+    read_consortium,
+    write_consortium,
+)
+from hub.registry.model import SERVICES, TIERS, FacilityRecord, Qualification, SigningKey
+from hub.signing import generate_key, load_public_key, public_key_text, write_private_key
+
+facility_app = typer.Typer(help="The consortium registry: member facilities, their tier, "
+                           "reading centres, EQA passes and signing keys.",
+                           no_args_is_help=True)
+console = Console()
+
+FileOpt = Annotated[Path | None, typer.Option(
+    "--facilities", envvar="HUB_FACILITIES_FILE",
+    help="Consortium YAML to read or edit. Default for reading: the bundled demo consortium.")]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="HUB_DATA_DIR")]
+DbOpt = Annotated[str | None, typer.Option("--db", envvar="HUB_DATABASE_URL")]
+AsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="Answer from the log: the registry as of this RFC 3339 time "
+    "(e.g. 2026-11-01T00:00:00Z), or 'now' for the latest the hub has published.")]
+PublicKeyOpt = Annotated[str | None, typer.Option(
+    "--public-key", help="The facility's Ed25519 public key (raw, base64), if it made its "
+    "own key pair. Otherwise a pair is generated and the private key written to --key-out.")]
+KeyOutOpt = Annotated[Path | None, typer.Option(
+    "--key-out", help="Where to write a generated private key (PEM, mode 0600). Default: "
+    "keys/<kid>.pem beside the consortium file. Hand it to the facility; keep no copy.")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(1)
+
+
+def _editable(path: Path | None) -> tuple[Path, Consortium]:
+    if path is None:
+        raise _fail(ConfigError(
+            f"no consortium file to edit (the bundled {BUNDLED} is read-only): pass "
+            "--facilities FILE or set HUB_FACILITIES_FILE; `hub facility init FILE` "
+            "starts one"))
+    try:
+        return path, read_consortium(path)
+    except HubError as exc:
+        raise _fail(exc) from exc
+
+
+def _save(path: Path, c: Consortium, what: str) -> None:
+    try:
+        write_consortium(c, path)
+    except HubError as exc:
+        raise _fail(exc) from exc
+    console.print(f"[green]{what}[/green] in {path}. A running hub publishes it as an "
+                  "Organization event within seconds; a stopped hub does so when it starts.")
+
+
+def _new_key(rec: FacilityRecord, public_key: str | None, key_out: Path | None,
+             beside: Path) -> str:
+    """The public key to register: the one given, or a fresh pair's (private half saved)."""
+    if public_key:
+        try:
+            load_public_key(public_key)
+        except ConfigError as exc:
+            raise _fail(exc) from exc
+        return public_key
+    key = generate_key()
+    kid = rec.next_kid()
+    out = key_out or beside.parent / "keys" / f"{kid.replace('#', '-')}.pem"
+    try:
+        write_private_key(out, key)
+    except FileExistsError as exc:
+        raise _fail(ConfigError(f"{out} exists; choose another --key-out")) from exc
+    console.print(f"private key for [bold]{kid}[/bold] written to {out} (give it to the "
+                  "facility's integrator, then delete this copy)")
+    return public_key_text(key)
+
+
+@facility_app.command("init")
+def init(path: Annotated[Path, typer.Argument(help="Consortium file to create.")],
+         name: Annotated[str, typer.Option(help="Consortium name.")] = "consortium",
+         demo: Annotated[bool, typer.Option(
+             help="Start from the demo consortium (18 facilities, DEMO keys and tokens).")
+         ] = False) -> None:
+    """Create a consortium file to edit with the other commands."""
+    if path.exists():
+        raise _fail(ConfigError(f"{path} exists; not overwriting it"))
+    c = read_consortium(None) if demo else Consortium(name, origin=str(path))
+    if not demo:
+        c.name = name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save(path, c, f"consortium {c.name!r} created")
+
+
+@facility_app.command("list")
+def list_facilities(facilities: FileOpt = None, as_of: AsOfOpt = None,
+                    data_dir: DataOpt = None, db: DbOpt = None) -> None:
+    """Member facilities (from the file, or from the log with --as-of) and apps."""
+    try:
+        c = read_consortium(facilities)
+        records = [f.record for f in c.facilities] if as_of is None else \
+            sorted(_from_log(as_of, data_dir, db).values(), key=lambda r: r.id)
+    except HubError as exc:
+        raise _fail(exc) from exc
+    title = c.name if as_of is None else f"{c.name} — registry in the log as of {as_of}"
+    table = Table(title=title)
+    for col in ("id", "name", "tier", "group", "reads imaging/ECG/pathology at", "EQA today",
+                "current key"):
+        table.add_column(col)
+    today = date.today()
+    for r in records:
+        centres = "/".join(r.reading_centre(s) or "-" for s in SERVICES)
+        eqa = ", ".join(sorted({q.category for q in r.eqa if q.covers(today)})) or "-"
+        key = r.current_key()
+        table.add_row(r.id, r.name + ("" if r.active else " (left)"), r.tier, r.group or "",
+                      centres, eqa, key.kid if key else "-")
+    console.print(table)
+    if as_of is None and c.apps:
+        apps = Table(title="apps (scoped read tokens)")
+        for col in ("id", "name", "projections", "patients of"):
+            apps.add_column(col)
+        for a in c.apps:
+            apps.add_row(a.id, a.name, ", ".join(sorted(a.projections)),
+                         ", ".join(sorted(a.facilities)))
+        console.print(apps)
+
+
+def _from_log(as_of: str, data_dir: Path | None, db: str | None) -> dict[str, FacilityRecord]:
+    from hub.registry import read
+    from hub.store.db import open_store
+
+    settings = load_settings(data_dir=data_dir, database_url=db)
+    store = open_store(settings.db_url)
+    try:
+        if as_of == "now":
+            return read.current(store)
+        try:
+            datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ConfigError(f"--as-of {as_of!r} is not an RFC 3339 time") from exc
+        return read.as_of(store, as_of)
+    finally:
+        store.dispose()
+
+
+@facility_app.command("show")
+def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
+         history: Annotated[bool, typer.Option(
+             help="Also list every registry change of this facility in the log.")] = False,
+         data_dir: DataOpt = None, db: DbOpt = None) -> None:
+    """One facility in full: reading centres, EQA windows, keys and their status."""
+    try:
+        if as_of is None:
+            rec = read_consortium(facilities).get(facility_id).record
+        else:
+            found = _from_log(as_of, data_dir, db).get(facility_id)
+            if found is None:
+                raise ConfigError(f"{facility_id!r} is not in the registry as of {as_of}")
+            rec = found
+    except HubError as exc:
+        raise _fail(exc) from exc
+    console.print(f"[bold]{rec.id}[/bold] {rec.name} — {rec.tier}, group {rec.group or '-'}"
+                  + ("" if rec.active else " [red](left the consortium)[/red]"))
+    for s in SERVICES:
+        console.print(f"  reads {s} at: {rec.reading_centre(s) or '-'}")
+    eqa = Table(title="EQA passes")
+    for col in ("category", "valid from", "valid to", "today"):
+        eqa.add_column(col)
+    for q in rec.eqa:
+        eqa.add_row(q.category, q.valid_from.isoformat(), q.valid_to.isoformat(),
+                    "valid" if q.covers(date.today()) else "not valid")
+    console.print(eqa)
+    keys = Table(title="signing keys")
+    for col in ("kid", "created", "retired", "revoked", "status now"):
+        keys.add_column(col)
+    now = datetime.now(UTC)
+    for k in rec.keys:
+        keys.add_row(k.kid, _t(k.created), _t(k.retired), _t(k.revoked), k.status_at(now))
+    console.print(keys)
+    if history:
+        from hub.registry import read
+        from hub.store.db import open_store
+
+        store = open_store(load_settings(data_dir=data_dir, database_url=db).db_url)
+        try:
+            rows = read.history(store, facility_id)
+        finally:
+            store.dispose()
+        h = Table(title="registry changes in the log")
+        for col in ("valid from", "event", "tier", "EQA", "keys"):
+            h.add_column(col)
+        for vf, eid, r in rows:
+            h.add_row(vf, eid, r.tier, ", ".join(f"{q.category}≤{q.valid_to}" for q in r.eqa),
+                      ", ".join(f"{k.kid}:{k.status_at(now)}" for k in r.keys))
+        console.print(h)
+
+
+def _t(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z") if value else ""
+
+
+@facility_app.command("add")
+def add(
+    facility_id: str,
+    name: Annotated[str, typer.Option(help="Display name.")],
+    tier: Annotated[str, typer.Option(help=f"One of: {', '.join(TIERS)}.")],
+    group: Annotated[str | None, typer.Option(
+        help="Medical community / medical group it belongs to.")] = None,
+    imaging: Annotated[str | None, typer.Option(help="Reading centre for imaging.")] = None,
+    ecg: Annotated[str | None, typer.Option(help="Reading centre for ECG.")] = None,
+    pathology: Annotated[str | None, typer.Option(help="Reading centre for pathology.")
+                         ] = None,
+    public_key: PublicKeyOpt = None, key_out: KeyOutOpt = None, facilities: FileOpt = None,
+) -> None:
+    """Register a member facility: a gateway token and a signing key are issued."""
+    from hub.facilities import Facility
+
+    path, c = _editable(facilities)
+    if any(f.id == facility_id for f in c.facilities):
+        raise _fail(ConfigError(f"{facility_id!r} is already registered"))
+    if tier not in TIERS:
+        raise _fail(ConfigError(f"tier must be one of {', '.join(TIERS)}; got {tier!r}"))
+    centres = {s: v for s, v in (("imaging", imaging), ("ecg", ecg), ("pathology", pathology))
+               if v}
+    rec = FacilityRecord(facility_id, name, tier, group, tuple(sorted(centres.items())))
+    now = datetime.now(UTC)
+    pub = _new_key(rec, public_key, key_out, path)
+    rec = FacilityRecord(rec.id, rec.name, rec.tier, rec.group, rec.reading_centres,
+                         keys=(SigningKey(rec.next_kid(), pub, now),))
+    token = secrets.token_urlsafe(32)
+    try:
+        c.put(Facility(rec, token))
+    except HubError as exc:
+        raise _fail(exc) from exc
+    _save(path, c, f"{facility_id} registered")
+    console.print(f"gateway token for {facility_id} (shown once; it is also in the file): "
+                  f"[bold]{token}[/bold]")
+
+
+@facility_app.command("rotate-key")
+def rotate_key(
+    facility_id: str, public_key: PublicKeyOpt = None, key_out: KeyOutOpt = None,
+    revoke: Annotated[bool, typer.Option(
+        help="The old key is compromised: revoke it (events signed with it are refused from "
+             "now on, whatever their timestamp) instead of retiring it.")] = False,
+    facilities: FileOpt = None,
+) -> None:
+    """Give a facility a new signing key. The old one is retired (or revoked) now; it stays
+    in the registry so events it signed before stay verifiable."""
+    from hub.facilities import Facility
+
+    path, c = _editable(facilities)
+    try:
+        f = c.get(facility_id)
+    except HubError as exc:
+        raise _fail(exc) from exc
+    pub = _new_key(f.record, public_key, key_out, path)
+    rec = f.record.with_rotated_key(pub, datetime.now(UTC), revoke_old=revoke)
+    c.put(Facility(rec, f.token))
+    _save(path, c, f"{facility_id} now signs with {rec.keys[-1].kid}")
+
+
+@facility_app.command("set-eqa")
+def set_eqa(
+    facility_id: str,
+    category: Annotated[str, typer.Argument(help="lab, imaging, ecg, pathology, ...")],
+    valid_from: Annotated[str, typer.Option("--from", help="First valid day, YYYY-MM-DD.")],
+    valid_to: Annotated[str, typer.Option("--to", help="Last valid day (inclusive).")],
+    facilities: FileOpt = None,
+) -> None:
+    """Record an EQA (external quality assessment) pass for one test category. To record a
+    lapse, set --to to the last day it was valid."""
+    from hub.facilities import Facility
+
+    path, c = _editable(facilities)
+    try:
+        f = c.get(facility_id)
+        q = Qualification(category, date.fromisoformat(valid_from), date.fromisoformat(valid_to))
+        if q.valid_to < q.valid_from:
+            raise ConfigError("--to is before --from")
+    except (HubError, ValueError) as exc:
+        raise _fail(exc) from exc
+    c.put(Facility(f.record.with_eqa(q), f.token))
+    _save(path, c, f"{facility_id} EQA {category} valid {valid_from}..{valid_to}")

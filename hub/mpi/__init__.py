@@ -1,0 +1,1 @@
+"""Master patient index: link facility Patient records of one resident to one consortium person."""

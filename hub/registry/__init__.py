@@ -1,0 +1,1 @@
+"""The consortium registry: member facilities, their tiers, reading centres, EQA and keys."""
