@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -152,6 +153,9 @@ def _from_log(as_of: str, data_dir: Path | None, db: str | None) -> dict[str, Fa
     settings = load_settings(data_dir=data_dir, database_url=db)
     store = open_store(settings.db_url)
     try:
+        if not sa.inspect(store.engine).has_table("registry_history"):
+            raise ConfigError(f"no registry in the store {settings.db_url} yet: start the hub "
+                              "once (it publishes the consortium file to the log)")
         if as_of == "now":
             return read.current(store)
         try:

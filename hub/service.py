@@ -18,6 +18,7 @@ import uvicorn
 from hub.api.app import create_app
 from hub.api.deps import HubContext
 from hub.config import Settings
+from hub.engine.rebuild import ensure_built
 from hub.engine.runner import ProjectionRunner
 from hub.errors import HubError
 from hub.facilities import FacilityDirectory
@@ -28,6 +29,7 @@ from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.projections import all_projections
 from hub.registry.consortium_file import Consortium, read_consortium
+from hub.registry.projection import RegistryProjection
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
 from hub.store.db import Store, open_store
@@ -73,6 +75,9 @@ class Hub:
             self.signer = load_or_create_hub_key(s.hub_key_path)
             use_hub_signer(self.signer)
             consortium = read_consortium(s.facilities_file)
+            # The registry's tables before the runners start: the hub's own entry is read
+            # from them (a fresh store rebuilds them from the journal here).
+            await asyncio.to_thread(ensure_built, self.store, RegistryProjection())
             self.directory = consortium.directory(
                 await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name))
             self.checks = EdgeChecks(s, self.directory)

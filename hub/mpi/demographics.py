@@ -140,8 +140,13 @@ def _dicts(value: Any) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
+def _use(element: dict) -> str | None:
+    use = element.get("use")
+    return use if isinstance(use, str) else None
+
+
 def _name(names: Any) -> str | None:
-    ranked = sorted(_dicts(names), key=lambda n: _NAME_USE_RANK.get(n.get("use"), 6))
+    ranked = sorted(_dicts(names), key=lambda n: _NAME_USE_RANK.get(_use(n), 6))
     for n in ranked:
         text = n.get("text")
         if not isinstance(text, str) or not text.strip():
@@ -181,9 +186,9 @@ def _phone(telecom: Any) -> str | None:
 
 
 def _address(addresses: Any) -> str | None:
-    ranked = sorted(_dicts(addresses), key=lambda a: {"home": 0, "old": 9}.get(a.get("use"), 1))
+    ranked = sorted(_dicts(addresses), key=lambda a: {"home": 0, "old": 9}.get(_use(a), 1))
     for a in ranked:
-        if a.get("use") == "old":
+        if _use(a) == "old":
             break
         text = a.get("text")
         if not isinstance(text, str) or not text.strip():

@@ -38,7 +38,7 @@ class Match:
 
 @dataclass(frozen=True)
 class Thresholds:
-    link: float = 14.0
+    link: float = 15.0
     review: float = 8.0
 
     def __post_init__(self) -> None:
@@ -53,8 +53,11 @@ ID_WEIGHT = 30.0
 # are the homonyms every register is full of, so they weigh less.
 NAME_EQUAL_LONG, NAME_EQUAL_SHORT = 10.0, 7.0
 NAME_PINYIN_EQUAL = 5.0  # an input-method homophone slip: 张伟 keyed as 章伟
-NAME_ONE_CHAR_LONG = 1.0  # 王秀英 / 王秀荚: a typo, or a sibling sharing a generation character
-NAME_ONE_CHAR_SHORT = -3.0  # 张伟 / 张磊: the whole given name differs
+# One character apart is as often a twin (张子轩 / 张子涵: same birth date, address and phone)
+# as a typo, so it must not reach the link threshold even when everything else agrees; the
+# typo then goes to review.
+NAME_ONE_CHAR_LONG = -4.0
+NAME_ONE_CHAR_SHORT = -5.0  # 张伟 / 张磊: the whole given name differs
 NAME_DIFFERS = -8.0
 BIRTH_EQUAL, BIRTH_SWAPPED, BIRTH_ONE_PART, BIRTH_DIFFERS = 10.0, 6.0, -5.0, -12.0
 SEX_EQUAL, SEX_DIFFERS = 1.0, -8.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
@@ -12,15 +14,18 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.sdk import FacilityPublisher, build_envelope
 from hub.envelope import Envelope
-from hub.facilities import load_directory, sign
+from hub.facilities import Facility, load_directory
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
 from hub.log.inspect import read_deadletters
 from hub.log.producer import Publisher
+from hub.registry.consortium_file import read_consortium, write_consortium
+from hub.signing import Signer, demo_private_key, demo_signer
+from hub.store.db import open_store
 from tests.support.resources import observation, patient
 
 pytestmark = [pytest.mark.contract]
-VILLAGE, SECRET = "village-1", "demo-secret-village-1"
+VILLAGE = "village-1"
 
 
 async def events_in(settings) -> list[Envelope]:
@@ -37,52 +42,104 @@ async def events_in(settings) -> list[Envelope]:
     return out
 
 
+def consortium_with_rotations(tmp_path) -> Path:
+    """The demo consortium, where village-2 rotated its key an hour ago and village-3's old
+    key was revoked (compromised) an hour ago."""
+    c = read_consortium(None)
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    for fid, revoke in (("village-2", False), ("village-3", True)):
+        f = c.get(fid)
+        c.put(Facility(f.record.with_rotated_key(demo_signer(fid, 2).public_key, hour_ago,
+                                                 revoke_old=revoke), f.token))
+    path = tmp_path / "consortium.yaml"
+    write_consortium(c, path)
+    return path
+
+
 @pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
-async def test_only_verified_valid_events_enter_the_log(make_settings, workers):
-    settings = make_settings(validation_workers=workers)
-    good = [patient("p1"), observation("o1", pid="p1")]
-    sdk = FacilityPublisher(settings.bootstrap, VILLAGE, SECRET, topic=settings.topics.inbound)
-    for r in good:
-        sdk.publish(r)
+async def test_only_verified_valid_events_enter_the_log(make_settings, tmp_path, workers):
+    settings = make_settings(validation_workers=workers,
+                             facilities_file=consortium_with_rotations(tmp_path))
+    village = demo_signer(VILLAGE)
+    p1, o1 = build_envelope(village, patient("p1")), build_envelope(village, observation(
+        "o1", pid="p1"))
+    sdk = FacilityPublisher(settings.bootstrap, village, topic=settings.topics.inbound)
+    for env in (p1, o1):
+        sdk.publish_raw(env.key.encode(), env.data, env.headers())
     sdk.publish({"resourceType": "Observation", "id": "o2", "subject":
                  {"reference": "Patient/p1"}})  # invalid: no status, code, effective
-    forged = build_envelope(VILLAGE, "demo-secret-village-2", patient("p9"))
-    stranger = build_envelope("nowhere", SECRET, patient("p8"))
-    impostor = dataclasses.replace(build_envelope(VILLAGE, SECRET, patient("p7")),
-                                   source="urn:hie:facility:township-1")
-    wrong_key = dataclasses.replace(build_envelope(VILLAGE, SECRET, patient("p6")),
-                                    key="village-1.someone-else")
-    wrong_key = sign(wrong_key, SECRET)
-    mismatch = build_envelope(VILLAGE, SECRET, {**patient("p5")})
-    mismatch = sign(dataclasses.replace(mismatch, subject="Patient/p4"), SECRET)
-    for env in (forged, stranger, impostor, wrong_key, mismatch):
+    forged = build_envelope(Signer("village-1#1", demo_private_key("village-2")), patient("p9"))
+    stranger = build_envelope(demo_signer("nowhere"), patient("p8"))
+    impostor = build_envelope(village, patient("p7"), facility_id="township-1")
+    retired = build_envelope(demo_signer("village-2", 1), patient("p10"))
+    revoked = build_envelope(demo_signer("village-3", 1), patient("p11"))
+    rotated = build_envelope(demo_signer("village-2", 2), patient("p12"))  # the new key: ok
+    wrong_key = village.sign(dataclasses.replace(build_envelope(village, patient("p6")),
+                                                 key="village-1.someone-else"))
+    mismatch = build_envelope(village, {**patient("p5")})
+    mismatch = village.sign(dataclasses.replace(mismatch, subject="Patient/p4"))
+    for env in (forged, stranger, impostor, retired, revoked, rotated, wrong_key, mismatch,
+                p1):  # p1 again, as another record: a replay
         sdk.publish_raw(env.key.encode(), env.data, env.headers())
     sdk.publish_raw(b"k", b"{}", [("ce_id", b"x")])  # not a CloudEvent at all
     sdk.flush()
     sdk.close()
 
     pub = await Publisher(settings).start()
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
-        directory = load_directory(None)
+        directory = load_directory(settings.facilities_file)
         checks = EdgeChecks(settings, directory)
-        stage = IngestStage(settings, directory, pub, checks)
+        stage = IngestStage(settings, directory, pub, store, checks)
         stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
     finally:
         await pub.stop()
         checks.close()
-    assert (stats.accepted, stats.rejected) == (2, 7)
+        store.dispose()
+    assert (stats.accepted, stats.rejected) == (3, 10)
 
     accepted = await events_in(settings)
-    assert [e.subject for e in accepted] == ["Patient/p1", "Observation/o1"]
-    assert all(e.key == "village-1.p1" and e.signature for e in accepted)
-    assert orjson.loads(accepted[1].data)["status"] == "final"
+    assert sorted(e.subject for e in accepted) == ["Observation/o1", "Patient/p1",
+                                                   "Patient/p12"]
+    assert all(e.signature for e in accepted)
+    assert orjson.loads(next(e for e in accepted if e.subject == "Observation/o1").data
+                        )["status"] == "final"
 
     dead = {d["reason"].split(":")[0]: d for d in await read_deadletters(settings, 20)}
-    assert set(dead) == {"invalid-resource", "bad-credential", "key-mismatch",
-                         "subject-mismatch", "bad-envelope"}
+    assert set(dead) == {"invalid-resource", "bad-signature", "unknown-facility",
+                         "source-mismatch", "key-retired", "key-revoked", "replayed",
+                         "key-mismatch", "subject-mismatch", "bad-envelope"}
     reasons = " | ".join(d["reason"] for d in await read_deadletters(settings, 20))
     assert "bad signature" in reasons and "unknown facility 'nowhere'" in reasons
     assert "missing CloudEvents header(s)" in reasons
+    assert f"event id {p1.id!r} was already accepted" in dead["replayed"]["reason"]
     oo = orjson.loads(dead["invalid-resource"]["outcome"])
     assert {e for i in oo["issue"] for e in i["expression"]} >= {"Observation.status",
                                                                  "Observation.code"}
+    assert oo["issue"][0]["severity"] == "error"
+
+
+async def test_a_redelivered_record_is_not_a_replay(make_settings, tmp_path):
+    """After a crash before the inbound commit the same records come again: they must be
+    appended again (the first append may be lost), not dead-lettered as replays."""
+    settings = make_settings()
+    village = demo_signer(VILLAGE)
+    env = build_envelope(village, patient("p1"))
+    sdk = FacilityPublisher(settings.bootstrap, village, topic=settings.topics.inbound)
+    sdk.publish_raw(env.key.encode(), env.data, env.headers())
+    sdk.flush()
+    sdk.close()
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
+    pub = await Publisher(settings).start()
+    try:
+        directory = load_directory(None)
+        for _ in range(2):  # two stages with fresh groups read the same record twice
+            run = settings.model_copy(update={"group_prefix": settings.group_prefix + "x"})
+            stage = IngestStage(run, directory, pub, store)
+            stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
+            assert (stats.accepted, stats.rejected) == (1, 0)
+            settings = run
+    finally:
+        await pub.stop()
+        store.dispose()
+    assert [e.id for e in await events_in(settings)] == [env.id, env.id]

@@ -18,6 +18,7 @@ async def running_hub(settings: Settings):
     settings = settings.model_copy(update={"api_port": free_port()})
     async with Hub(settings, start_broker=False) as hub:
         hub.start_api()
+        hub.start_registry_watch()
         hub.start_ingest()
         hub.start_projections()
         await hub.api_ready()
