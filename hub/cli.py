@@ -193,6 +193,9 @@ def rebuild(
                                  f"{', '.join(catalogue)}")
     settings = _settings(None, db, data_dir, None)
     try:
+        from hub.identity import load_or_create_secret, use_identity_secret
+
+        use_identity_secret(load_or_create_secret(settings.identity_secret_path))
         store = open_store(settings.db_url)
         total = journal_size(store)
         with Progress("[progress.description]{task.description}", BarColumn(),

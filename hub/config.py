@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         default=None, description="The hub's Ed25519 private key (PEM), which the gateway "
         "signs accepted events with; empty means hub-signing-key.pem in data_dir, generated "
         "on first start. Replicas of one hub share it.")
+    identity_secret_file: Path | None = Field(
+        default=None, description="Hex secret for the keyed hashes of national IDs and "
+        "health cards (master patient index, shared record); empty means identity-secret in "
+        "data_dir, generated on first start. Replicas of one hub share it.")
+    mpi_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often the patient index looks for new or changed "
+        "Patient records to match when it has nothing to do.")
     registry_poll_seconds: float = Field(
         default=2.0, gt=0, description="How often the hub looks for changes to the "
         "consortium file and publishes them as Organization events.")
@@ -88,6 +95,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'hub.db').resolve()}"
+
+    @property
+    def identity_secret_path(self) -> Path:
+        return self.identity_secret_file or self.data_dir / "identity-secret"
 
     @property
     def hub_key_path(self) -> Path:

@@ -22,11 +22,14 @@ from hub.engine.rebuild import ensure_built
 from hub.engine.runner import ProjectionRunner
 from hub.errors import HubError
 from hub.facilities import FacilityDirectory
+from hub.identity import load_or_create_secret, use_identity_secret
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
+from hub.mpi.projection import MpiProjection
+from hub.mpi.service import MpiService
 from hub.projections import all_projections
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.projection import RegistryProjection
@@ -55,6 +58,7 @@ class Hub:
         self.store: Store | None = None
         self.directory: FacilityDirectory | None = None
         self.signer: Signer | None = None
+        self.mpi: MpiService | None = None
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.runners: list[ProjectionRunner] = []
@@ -62,6 +66,7 @@ class Hub:
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
+        self._api_context: HubContext | None = None
 
     async def __aenter__(self) -> Hub:
         s = self.settings
@@ -74,10 +79,12 @@ class Hub:
             self.store = await asyncio.to_thread(open_store, s.db_url)
             self.signer = load_or_create_hub_key(s.hub_key_path)
             use_hub_signer(self.signer)
+            use_identity_secret(load_or_create_secret(s.identity_secret_path))
             consortium = read_consortium(s.facilities_file)
             # The registry's tables before the runners start: the hub's own entry is read
             # from them (a fresh store rebuilds them from the journal here).
             await asyncio.to_thread(ensure_built, self.store, RegistryProjection())
+            await asyncio.to_thread(ensure_built, self.store, MpiProjection())
             self.directory = consortium.directory(
                 await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name))
             self.checks = EdgeChecks(s, self.directory)
@@ -102,8 +109,10 @@ class Hub:
     @property
     def context(self) -> HubContext:
         assert self.store and self.directory and self.publisher and self.checks
-        return HubContext(self.settings, self.store, self.directory, self.publisher,
-                          self.checks)
+        if self._api_context is None:
+            self._api_context = HubContext(self.settings, self.store, self.directory,
+                                           self.publisher, self.checks, self.mpi)
+        return self._api_context
 
     def start_api(self) -> asyncio.Task:
         config = uvicorn.Config(create_app(self.context), host=self.settings.api_host,
@@ -198,7 +207,24 @@ class Hub:
             task = asyncio.create_task(runner.run(until_caught_up), name=f"projection:{name}")
             self._tasks.append(task)
             tasks.append(task)
+            if name == "mpi" and not until_caught_up:
+                tasks.append(self._start_mpi(runner))
         return tasks
+
+    def _start_mpi(self, runner: ProjectionRunner) -> asyncio.Task:
+        """The patient index decides where its projection runs: it reads what that folds."""
+        assert self.store and self.publisher and self.signer
+
+        async def caught_up() -> bool:
+            return runner._consumer is not None and await runner._caught_up()
+
+        self.mpi = MpiService(self.settings, self.store, self.publisher, self.signer,
+                              caught_up)
+        if self._api_context is not None:
+            self._api_context.mpi = self.mpi
+        task = asyncio.create_task(self.mpi.run(), name="mpi")
+        self._tasks.append(task)
+        return task
 
     async def stop(self) -> None:
         """Drain: runners finish their batch, the API stops accepting, then tasks end."""
@@ -207,6 +233,8 @@ class Hub:
             self._server.should_exit = True
         if self.ingest is not None:
             self.ingest.stop()
+        if self.mpi is not None:
+            self.mpi.stop()
         for r in self.runners:
             r.stop()
         tasks, self._tasks = self._tasks, []

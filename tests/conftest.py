@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import Settings, Topics
+from hub.identity import use_identity_secret
 from hub.log.topics import ensure_topics
 from hub.signing import demo_signer, use_hub_signer
 from hub.store.db import open_store
@@ -20,6 +21,7 @@ def hub_signer():
     """The gateway signs with the hub's key; code under test outside a running Hub (which
     loads its own) signs with the demo hub key."""
     use_hub_signer(demo_signer("hub"))
+    use_identity_secret(b"test-identity-secret-0123456789")
 
 
 @pytest.fixture(scope="session")

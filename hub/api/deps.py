@@ -13,6 +13,7 @@ from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.checks import EdgeChecks
 from hub.log.producer import Publisher
+from hub.mpi.service import MpiService
 from hub.store.db import Store
 
 
@@ -23,6 +24,7 @@ class HubContext:
     directory: FacilityDirectory
     publisher: Publisher
     checks: EdgeChecks
+    mpi: MpiService | None = None  # set where the patient index runs (with the projections)
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

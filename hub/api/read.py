@@ -24,6 +24,7 @@ from hub.access.rules import (
 from hub.api.deps import ContextDep, HubContext, ReaderDep
 from hub.api.outcome import FhirResponse, error
 from hub.envelope import now_rfc3339
+from hub.mpi.service import linked_records
 from hub.record.read import get_resource, search
 
 router = APIRouter(prefix="/fhir", tags=["read"])
@@ -134,7 +135,11 @@ def search_type(
         _audit(ctx, reader, "search-type", what, {key}, "4")
         return _forbidden(f"{reader.kind} {reader.id} may not read patients of "
                           f"{key.partition('.')[0]}")
-    total, page = search(ctx.store, rtype, key, id_, count, offset, readable_facilities(reader))
+    # The patient's records at every member facility, as the patient index links them:
+    # after a merge the survivor's searches include the merged records, after an unlink not.
+    keys = linked_records(ctx.store, key) if key is not None else None
+    total, page = search(ctx.store, rtype, keys, id_, count, offset,
+                         readable_facilities(reader))
     _audit(ctx, reader, "search-type", what, {k for _, k in page})
     base_url = str(request.base_url).rstrip("/")
     return FhirResponse({

@@ -205,8 +205,9 @@ def resolve(record: Demographics, candidates: Iterable[tuple[Demographics, str]]
             thresholds: Thresholds = DEFAULT) -> Resolution:
     """Pick the person ``record`` belongs to among ``(record, person id)`` candidates.
 
-    The result does not depend on candidate order: every choice is the maximum of
-    (score, then smallest person id, then smallest record key).
+    Identifier links come first, then identifier conflicts, then the best probabilistic
+    match. The result does not depend on candidate order: each choice takes the highest
+    score, ties going to the smallest person id, then the smallest record key.
     """
     by_person: dict[str, list[tuple[Match, bool, str]]] = {}
     for cand, person in candidates:
@@ -219,7 +220,6 @@ def resolve(record: Demographics, candidates: Iterable[tuple[Demographics, str]]
     conflicts: list[tuple[float, str, str, Match]] = []
     probable: list[tuple[float, str, str, Match]] = []
     for person, matches in by_person.items():
-        best = min(matches, key=_rank)
         conflict = [t for t in matches if t[0].decision is Decision.CONFLICT]
         if conflict:
             # Whatever else agrees, a resident whose ID disagrees on sex or birth date needs
@@ -227,13 +227,18 @@ def resolve(record: Demographics, candidates: Iterable[tuple[Demographics, str]]
             m, _, key = min(conflict, key=_rank)
             conflicts.append((m.score, person, key, m))
             continue
+        if any(by_id and m.decision is Decision.DISTINCT for m, by_id, _ in matches):
+            # Some record of this person carries a different national ID or card: however
+            # well the rest agrees (even a shared card next to a different ID), these are two
+            # residents, or a mix-up that linking would only spread.
+            continue
         links = [t for t in matches if t[1] and t[0].decision is Decision.LINK]
         if links:
             m, _, key = min(links, key=_rank)
             det_links.append((m.score, person, key, m))
-        elif not any(by_id for _, by_id, _ in matches):
+        else:
+            best = min(matches, key=_rank)
             probable.append((best[0].score, person, best[2], best[0]))
-        # else: some record of this person carries a different national ID or card.
 
     for kind, pool in ((Decision.LINK, det_links), (Decision.CONFLICT, conflicts)):
         if pool:

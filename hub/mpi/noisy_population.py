@@ -142,6 +142,7 @@ class _Generator:
         self.rng = random.Random(seed)
         self.persons: list[_Person] = []
         self.counters: Counter[str] = Counter()
+        self.issued: set[str] = set()
 
     def phone(self) -> str:
         return self.rng.choice(MOBILE_PREFIXES) + f"{self.rng.randrange(10**8):08d}"
@@ -181,8 +182,11 @@ class _Generator:
         age = START.year - birth.year
         family, given = name or (hh.family, self.given(sex, birth))
         region = hh.district[0] if rng.random() < 0.85 else rng.choice(MIGRANT_REGIONS)
-        seq = rng.randrange(1, 500) * 2 + (sex == "male")  # odd 17th digit for men
-        body = f"{region}{birth:%Y%m%d}{seq:03d}"
+        body = ""
+        while not body or body in self.issued:  # the police issue each number once
+            seq = rng.randrange(1, 500) * 2 + (sex == "male")  # odd 17th digit for men
+            body = f"{region}{birth:%Y%m%d}{seq:03d}"
+        self.issued.add(body)
         card = (f"{region}{rng.randrange(10**12):012d}"
                 if rng.random() < HEALTH_CARD_HOLDERS else None)
         # Children and many elderly give the family number; working-age adults their own.

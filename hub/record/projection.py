@@ -8,7 +8,8 @@ import orjson
 import sqlalchemy as sa
 
 from hub.engine.projection import Change, Event, Upsert
-from hub.envelope import SOURCE_PREFIX
+from hub.envelope import HUB_SOURCE, SOURCE_PREFIX
+from hub.identity import redact_identifiers
 from hub.record.rules import version_order
 
 TABLE = "record_resources"
@@ -16,7 +17,7 @@ TABLE = "record_resources"
 
 class SharedRecordProjection:
     name = "shared_record"
-    version = 2  # 2: status, last_updated and deleted columns dropped (all derivable)
+    version = 3  # 2: status, last_updated, deleted columns dropped; 3: national IDs hashed
     # Idempotent by construction: a re-delivered event carries the same order key, which is
     # not greater than itself, so the guarded upsert is a no-op. No applied-id ledger needed.
     dedupe_by_event_id = False
@@ -40,13 +41,18 @@ class SharedRecordProjection:
         keys = ("resource_type", "id")
         prefix = len(SOURCE_PREFIX)
         for e in events:
+            if e.source == HUB_SOURCE:
+                continue  # the hub's own records (registry, patient index) live elsewhere
             rtype, rid = e.subject.split("/", 1)
             if e.type.endswith(".delete.v1"):
                 body, okey = None, version_order(None, None, e.time)
             else:
-                meta = orjson.loads(e.data).get("meta") or {}
-                # Stored as received; hub-wide ids are applied on read (rules.present).
-                body = e.data.decode()
+                res = orjson.loads(e.data)
+                meta = res.get("meta") or {}
+                # Stored as received (hub-wide ids are applied on read, rules.present), but
+                # for national IDs and health cards, which no projection keeps in clear.
+                body = e.data.decode() if rtype != "Patient" else \
+                    orjson.dumps(redact_identifiers(res)).decode()
                 okey = version_order(meta.get("lastUpdated"), meta.get("versionId"), e.time)
             out.append(Upsert(TABLE, {
                 "resource_type": rtype, "id": f"{e.source[prefix:]}.{rid}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -48,14 +49,15 @@ def current_patient_key(store: Store, resource_type: str, rid: str) -> str | Non
             _table.c.body.is_not(None))).scalar()
 
 
-def search(store: Store, resource_type: str, patient_key: str | None, rid: str | None,
-           count: int, offset: int, facilities: frozenset[str] | None = None
+def search(store: Store, resource_type: str, patient_keys: Sequence[str] | None,
+           rid: str | None, count: int, offset: int, facilities: frozenset[str] | None = None
            ) -> tuple[int, list[tuple[dict, str]]]:
     """(total, page of (resource, patient key)) of live resources of a type, newest first,
-    optionally for one patient and only for patients of ``facilities``."""
+    optionally for some patients (one person's facility records) and only for patients of
+    ``facilities``."""
     where = [_table.c.resource_type == resource_type, _table.c.body.is_not(None)]
-    if patient_key is not None:
-        where.append(_table.c.patient_key == patient_key)
+    if patient_keys is not None:
+        where.append(_table.c.patient_key.in_(list(patient_keys)))
     if rid is not None:
         where.append(_table.c.id == rid)
     if facilities is not None:
