@@ -318,7 +318,7 @@ def run_all(console: Console, n: int, only: str | None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
-        items = population(n)
+        items = population(n) if only != "mpi" else []
         with EmbeddedBroker(free_port()) as broker:
             settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
                                      batch_max_records=2000)
@@ -364,4 +364,9 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                                   "p99 < 100 ms" if q == 99 else "-",
                                   ("[green]yes[/green]" if h < 100 else "[red]NO[/red]")
                                   if q == 99 else "")
-    console.print(table, width=150)
+    if only != "mpi":
+        console.print(table, width=150)
+    if only in (None, "mpi"):
+        from bench.mpi_quality import main as mpi_quality
+
+        mpi_quality([])

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from hub.cli_facility import facility_app
+from hub.cli_mpi import mpi_app
 from hub.config import Settings, load_settings
 from hub.errors import HubError
 
@@ -21,6 +22,7 @@ app = typer.Typer(help="Health-information exchange hub for a regional medical c
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
 app.add_typer(facility_app, name="facility")
+app.add_typer(mpi_app, name="mpi")
 
 KafkaOpt = Annotated[str | None, typer.Option(
     "--kafka", envvar="HUB_KAFKA_BOOTSTRAP",
@@ -274,7 +276,7 @@ def demo(
 def bench(
     events: Annotated[int, typer.Option(help="Events per measurement.")] = 20000,
     only: Annotated[str | None, typer.Option(
-        help="One of: ingest, rebuild, latency.")] = None,
+        help="One of: ingest, rebuild, latency, mpi.")] = None,
 ) -> None:
     """Measure the issue's figures, each beside its same-run baseline."""
     from bench.run import run_all

@@ -124,17 +124,18 @@ def list_facilities(facilities: FileOpt = None, as_of: AsOfOpt = None,
     except HubError as exc:
         raise _fail(exc) from exc
     title = c.name if as_of is None else f"{c.name} — registry in the log as of {as_of}"
-    table = Table(title=title)
-    for col in ("id", "name", "tier", "group", "reads imaging/ECG/pathology at", "EQA today",
-                "current key"):
-        table.add_column(col)
+    table = Table(title=title, caption="`hub facility show <id>` for groups, EQA windows "
+                  "and keys")
+    table.add_column("id", no_wrap=True)
+    table.add_column("tier", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("imaging / ECG / pathology read at")
+    table.add_column("EQA today")
     today = date.today()
     for r in records:
-        centres = "/".join(r.reading_centre(s) or "-" for s in SERVICES)
-        eqa = ", ".join(sorted({q.category for q in r.eqa if q.covers(today)})) or "-"
-        key = r.current_key()
-        table.add_row(r.id, r.name + ("" if r.active else " (left)"), r.tier, r.group or "",
-                      centres, eqa, key.kid if key else "-")
+        centres = " / ".join(r.reading_centre(s) or "-" for s in SERVICES)
+        eqa = " ".join(sorted({q.category for q in r.eqa if q.covers(today)})) or "-"
+        table.add_row(r.id, r.tier, r.name + ("" if r.active else " (left)"), centres, eqa)
     console.print(table)
     if as_of is None and c.apps:
         apps = Table(title="apps (scoped read tokens)")

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import hashlib
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -57,11 +58,13 @@ def load_public_key(text: str) -> Ed25519PublicKey:
 class Signer:
     """Signs envelopes with one private key under one key id."""
 
-    __slots__ = ("_key", "kid")
+    __slots__ = ("_key", "created", "kid")
 
-    def __init__(self, kid: str, key: Ed25519PrivateKey) -> None:
+    def __init__(self, kid: str, key: Ed25519PrivateKey, created: datetime | None = None
+                 ) -> None:
         self.kid = kid
         self._key = key
+        self.created = created or datetime(2026, 1, 1, tzinfo=UTC)
 
     @property
     def public_key(self) -> str:
@@ -165,4 +168,7 @@ def load_or_create_hub_key(path: Path) -> Signer:
         with contextlib.suppress(FileExistsError):
             write_private_key(path, generate_key())
     key = read_private_key(path)
-    return Signer(hub_kid(key), key)
+    # The key file's age is the key's: stable across restarts, so the hub's registry entry
+    # does not look changed each time the hub starts.
+    created = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
+    return Signer(hub_kid(key), key, created)

@@ -8,13 +8,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from hub.engine.projection import Change, Event, Increment
+from hub.envelope import HUB_SOURCE
 
 TABLE = "activity_counts"
 
 
 class ActivityProjection:
     name = "activity"
-    version = 1
+    version = 2  # 2: the hub's own events (registry, patient index) are not counted
 
     def tables(self, metadata: sa.MetaData, suffix: str = "") -> dict[str, sa.Table]:
         t = sa.Table(
@@ -32,5 +33,5 @@ class ActivityProjection:
         return [
             Increment(TABLE, {"facility": e.facility_id, "resource_type": e.resource_type},
                       {"events": 1, "deletes": int(e.is_delete)}, {"last_time": e.time})
-            for e in events
+            for e in events if e.source != HUB_SOURCE  # facilities' activity, not the hub's
         ]

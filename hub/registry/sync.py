@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
 
 import orjson
 import sqlalchemy as sa
@@ -46,7 +45,7 @@ def hub_record(store: Store, signer: Signer, consortium: str) -> FacilityRecord:
     known = read.current(store).get(HUB_ID)
     keys = known.keys if known else ()
     if all(k.kid != signer.kid for k in keys):
-        keys = (*keys, SigningKey(signer.kid, signer.public_key, datetime.now(UTC)))
+        keys = (*keys, SigningKey(signer.kid, signer.public_key, signer.created))
     return FacilityRecord(HUB_ID, consortium, HUB_TIER, keys=keys)
 
 

@@ -9,7 +9,9 @@ import asyncio
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from hub.cli import app
 from hub.demo.population import gb11643_check
 from hub.engine.rebuild import rebuild
 from hub.mpi.projection import MpiProjection
@@ -107,7 +109,12 @@ async def test_index_links_reviews_and_follows_decisions(make_settings):
         ok = await county.post(f"/mpi/reviews/{review['id']}/confirm")
         assert ok.status_code == 200, ok.text
         assert set(ok.json()["records"]) == same | {"community-1.p5"}
-        assert (await county.post(f"/mpi/reviews/{conflict['id']}/reject")).status_code == 200
+        # The operator's way: `hub mpi` against the running hub.
+        token = ("--url", base, "--token", "demo-secret-county-1")
+        listed = await asyncio.to_thread(cli, "mpi", "reviews", *token)
+        assert "village-1.p4" in listed and "conflict" in listed
+        rejected = await asyncio.to_thread(cli, "mpi", "reject", conflict["id"], *token)
+        assert "village-1.p4 belongs with: village-1.p4" in rejected
         again = await county.post(f"/mpi/reviews/{conflict['id']}/reject")
         assert again.status_code == 409 and "already rejected" in again.text
         assert await queued() == []
@@ -146,6 +153,13 @@ async def test_index_links_reviews_and_follows_decisions(make_settings):
         hub.mpi.stop()
         await asyncio.to_thread(rebuild, store, MpiProjection())
         assert await views(county, store) == live
+
+
+def cli(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False,
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 async def _has(fetch, n: int) -> bool:

@@ -40,7 +40,7 @@ def test_reads_keep_answering_during_rebuilds(store):
         while not done.is_set():
             try:
                 found = get_resource(store, "Observation", "township-1.o7")
-                total, page = search(store, "Observation", "township-1.p7", None, 10, 0)
+                total, page = search(store, "Observation", ["township-1.p7"], None, 10, 0)
                 if found is None or total != 1 or page[0][0]["id"] != "township-1.o7":
                     failures.append(f"wrong answer: {found} {total}")
                 reads += 1
