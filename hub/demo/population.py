@@ -22,6 +22,7 @@ OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 REPORT_CATEGORY = "http://terminology.hl7.org/CodeSystem/v2-0074"
 NATIONAL_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
+REFERRED_SHARE = 0.25  # new patients who are already known at another member facility
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 DICOM_ROOT = "1.2.826.0.1.3680043.8.498."  # UUID-derived root: free to use, no registration
 START = datetime(2026, 11, 1, 8, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -280,6 +281,11 @@ class PopulationSimulator:
 
     def _patient(self, fac: _Facility) -> dict:
         rng = self._rng
+        # Residents move between tiers (referred up, sent back down): some new patients are
+        # people another member already knows, so the patient index has links to make.
+        known = [f for f in self._facilities if f is not fac and f.patients]
+        if known and rng.random() < REFERRED_SHARE:
+            return self._referred(fac, rng.choice(known))
         gender = rng.choice(("male", "female"))
         age = 1 + round(94 * rng.betavariate(2.0, 1.3))  # consortium patients skew old
         # Any birthday from a year before START.date() - age years up to that day itself.
@@ -309,6 +315,24 @@ class PopulationSimulator:
                          "city": city, "district": district, "state": "浙江省",
                          "country": "CN"}],
         })
+        return res
+
+    def _referred(self, fac: _Facility, origin: _Facility) -> dict:
+        """A resident of ``origin`` registered anew at ``fac``: its own id and MRN, the same
+        person; the clerk may not have taken the national ID (as often happens)."""
+        rng = self._rng
+        src = origin.patients[rng.choice(list(origin.patients))]
+        pid = fac.next_id("p")
+        identifiers = [{"use": "usual", "type": {"coding": [_coding(
+            "http://terminology.hl7.org/CodeSystem/v2-0203", "MR", "Medical record number")]},
+            "system": f"urn:hie:facility:{fac.spec.id}:mrn", "value": f"MRN{int(pid[2:]):05d}"}]
+        identifiers += [dict(i) for i in src["identifier"]
+                        if i.get("system") == NATIONAL_ID_SYSTEM and rng.random() < 0.75]
+        res = {"resourceType": "Patient", "id": pid, "meta": {"versionId": "1"},
+               "identifier": identifiers}
+        for k in ("name", "gender", "birthDate", "address", "telecom"):
+            if k in src:
+                res[k] = copy.deepcopy(src[k])
         return res
 
     def _observation(self, fac: _Facility, patient: dict, code: str, display: str,

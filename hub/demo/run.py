@@ -25,6 +25,7 @@ from hub.config import Settings
 from hub.demo.population import PopulationSimulator, SimFacility
 from hub.engine.rebuild import ensure_built
 from hub.facilities import Facility
+from hub.mpi.projection import MpiProjection
 from hub.projections import all_projections
 from hub.service import Hub
 from hub.signing import demo_signer
@@ -116,6 +117,13 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
             tier = sim._tiers.get(fid, "?")
             per_tier[tier] = per_tier.get(tier, 0) + int(n)
         journaled = conn.execute(sa.select(sa.func.count()).select_from(journal)).scalar_one()
+        mpi = MpiProjection().tables(sa.MetaData())
+        records = conn.execute(sa.select(sa.func.count()).select_from(mpi["mpi_link"])
+                               ).scalar_one()
+        persons = conn.execute(sa.select(sa.func.count(sa.distinct(
+            mpi["mpi_link"].c.person_id)))).scalar_one()
+        reviews = conn.execute(sa.select(sa.func.count()).select_from(mpi["mpi_review"])
+                               .where(mpi["mpi_review"].c.status == "requested")).scalar_one()
     t = Table(title="accepted events by type", expand=False)
     t.add_column("resource type")
     t.add_column("events", justify="right")
@@ -134,6 +142,9 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
         f"(deliberately invalid: {sim.spoiled})",
         f"journal {journaled} events   " + "   ".join(
             f"{r.projection.name}: {r.stats.applied} applied" for r in hub.runners),
+        f"patient index: {records} facility records of {persons} residents, {reviews} open "
+        f"reviews (hub mpi reviews --url http://{hub.settings.api_host}:"
+        f"{hub.settings.api_port} --token demo-secret-city-1)",
     ]
     return Group(Panel("\n".join(lines), title="hub demo"), t, tiers)
 
