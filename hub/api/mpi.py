@@ -18,7 +18,7 @@ from hub.api.outcome import FhirResponse, error
 from hub.api.read import _audit
 from hub.mpi.ledger import review_of
 from hub.mpi.projection import REVIEWS, MpiProjection
-from hub.mpi.service import MpiError, MpiService, linked_records
+from hub.mpi.service import MpiError, MpiService, NotLeader, linked_records
 
 router = APIRouter(prefix="/mpi", tags=["patient index"])
 _REVIEWS = MpiProjection().tables(sa.MetaData())[REVIEWS]
@@ -75,6 +75,8 @@ async def _decide(ctx: HubContext, reader: Principal, call) -> FhirResponse:
         result = await call(service, f"facility:{reader.id}")
     except MpiError as exc:
         return error(409, str(exc), "conflict")
+    except NotLeader as exc:
+        return error(503, str(exc), "transient")
     return FhirResponse(result)
 
 

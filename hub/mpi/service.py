@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -28,14 +31,21 @@ from hub.mpi.ledger import Ledger, fold_into, person_records
 from hub.mpi.matching import CandidateIndex, Decision, resolve
 from hub.mpi.projection import DECIDED, LINKS, PERSONS, RECORDS, REVIEWS, MpiProjection
 from hub.signing import Signer
+from hub.store import lease
 from hub.store.db import Store
 
 log = logging.getLogger(__name__)
 MPI_KEY = "mpi"
+LEASE = "mpi-writer"
+LEASE_TTL = 15.0  # seconds without renewal before another replica takes over
 
 
 class MpiError(HubError):
     """A patient-index request that cannot be carried out (unknown record, closed review)."""
+
+
+class NotLeader(HubError):
+    """Another hub replica holds the patient index's writer lease."""
 
 
 def _tables() -> dict[str, sa.Table]:
@@ -57,6 +67,8 @@ class MpiService:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self.decided = 0
+        self.leader = False
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -66,18 +78,35 @@ class MpiService:
 
     # --- the loop ----------------------------------------------------------------------
     async def run(self) -> None:
-        while not self._stop.is_set() and not await self._caught_up():
-            await self._sleep(0.2)
-        await asyncio.to_thread(self._load)
-        self._ready.set()
-        while not self._stop.is_set():
-            try:
-                n = await self.match_pending()
-            except HubError as exc:  # the store or broker is away: try again shortly
-                log.warning("patient index: %s; retrying", exc)
-                n = 0
-            if not n:
-                await self._sleep(self.settings.mpi_poll_seconds)
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not await self._lead():
+                        await self._sleep(LEASE_TTL / 3)
+                        continue
+                    n = await self.match_pending()
+                except HubError as exc:  # the store or broker is away: try again shortly
+                    log.warning("patient index: %s; retrying", exc)
+                    n = 0
+                if not n:
+                    await self._sleep(self.settings.mpi_poll_seconds)
+        finally:
+            if self.leader:
+                await asyncio.to_thread(lease.release, self.store, LEASE, self.holder)
+
+    async def _lead(self) -> bool:
+        """Hold the writer's lease; on taking it, load the state the log holds so far."""
+        held = await asyncio.to_thread(lease.acquire, self.store, LEASE, self.holder,
+                                       LEASE_TTL)
+        if held and not self.leader:
+            while not self._stop.is_set() and not await self._caught_up():
+                await self._sleep(0.2)
+            await asyncio.to_thread(self._load)
+            log.info("patient index: %s decides links now", self.holder)
+        self.leader = held
+        if held:
+            self._ready.set()
+        return held
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -189,8 +218,16 @@ class MpiService:
         return max(a, b)
 
     # --- what people decide --------------------------------------------------------------
+    def _must_lead(self) -> None:
+        if not self.leader:
+            holder = lease.holder_of(self.store, LEASE)
+            raise NotLeader("this hub replica does not make the patient index's decisions; "
+                            f"{holder or 'no replica yet'} does: send the request there "
+                            "(or retry: leadership moves when a replica stops)")
+
     async def close_review(self, review_id: str, link: bool, by: str) -> dict:
         async with self._lock:
+            self._must_lead()
             try:
                 out = self.ledger.close_review(review_id, link, by)
             except (KeyError, ValueError) as exc:
@@ -201,6 +238,7 @@ class MpiService:
 
     async def unlink(self, record: str, by: str) -> dict:
         async with self._lock:
+            self._must_lead()
             try:
                 out = self.ledger.unlink(record, note=f"unlinked by {by}")
             except KeyError as exc:
@@ -212,6 +250,7 @@ class MpiService:
     async def merge(self, survivor_record: str, merged_record: str, by: str) -> dict:
         """Merge the person of ``merged_record`` into the person of ``survivor_record``."""
         async with self._lock:
+            self._must_lead()
             ps = [self.ledger.person_of.get(r) for r in (survivor_record, merged_record)]
             if None in ps:
                 missing = [r for r, p in zip((survivor_record, merged_record), ps, strict=True)

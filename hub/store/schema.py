@@ -95,3 +95,12 @@ registry_sync = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("published", sa.String(40), nullable=False),
 )
+
+# Leases: which hub process holds a single-writer role (the patient index's decisions).
+leases = sa.Table(
+    "hub_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+)
