@@ -8,7 +8,9 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from adapters.sdk import FacilityPublisher
@@ -16,6 +18,7 @@ from hub.cli import app
 from hub.engine.rebuild import rebuild
 from hub.log.inspect import read_deadletters
 from hub.registry import read
+from hub.registry.audit import verify_journal
 from hub.registry.consortium_file import read_consortium
 from hub.registry.projection import RegistryProjection
 from tests.support.hub_server import eventually, running_hub
@@ -125,3 +128,13 @@ async def test_registry_changes_are_events_and_take_effect_live(make_settings, t
         await asyncio.to_thread(rebuild, store, RegistryProjection())
         assert await asyncio.to_thread(read.as_of, store, before_rotation) == then
         assert await asyncio.to_thread(read.current, store) == now
+
+        # The archive still verifies after the rotation, p1 (signed with the retired key)
+        # included; a tampered row does not.
+        n, failures, _ = await asyncio.to_thread(verify_journal, store)
+        assert n >= 6 and not failures
+        with store.begin() as conn:
+            conn.execute(sa.text("UPDATE hub_journal SET data = :d WHERE subject = "
+                                 "'Patient/p1'"), {"d": orjson.dumps(patient("p1", "MRN9"))})
+        n, failures, examples = await asyncio.to_thread(verify_journal, store)
+        assert failures == {"bad-signature": 1}, examples
