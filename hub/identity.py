@@ -15,6 +15,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from hub.errors import ConfigError
 from hub.mpi.demographics import HEALTH_CARD_SYSTEM, NATIONAL_ID_SYSTEM, keyed_hash
 
@@ -68,3 +70,22 @@ def redact_identifiers(patient: dict[str, Any]) -> dict[str, Any]:
                  "value": keyed_hash(i["value"], secret)}
         out.append(i)
     return {**patient, "identifier": out}
+
+
+def redact_body(data: bytes, patient: dict[str, Any]) -> bytes:
+    """:func:`redact_identifiers` on the raw JSON, by replacing the numbers and systems in
+    place: the rebuild's hot path avoids re-serialising the resource. Every occurrence of
+    the number is replaced, wherever the sender also wrote it. Falls back to re-serialising
+    when the number is not spelled in the bytes as orjson would spell it."""
+    secret = identity_secret()
+    out = data
+    for i in patient.get("identifier") or ():
+        if not isinstance(i, dict) or i.get("system") not in HASHED_SYSTEMS or \
+                not isinstance(i.get("value"), str):
+            continue
+        spelled = orjson.dumps(i["value"])
+        if spelled not in out:
+            return orjson.dumps(redact_identifiers(patient))
+        out = out.replace(spelled, orjson.dumps(keyed_hash(i["value"], secret)))
+        out = out.replace(orjson.dumps(i["system"]), orjson.dumps(HASHED_SYSTEMS[i["system"]]))
+    return out

@@ -20,9 +20,9 @@ def record(store: Store, records: Iterable[AuditRecord]) -> None:
             conn.execute(sa.insert(audit), rows)
 
 
-def trail(store: Store, patient_key: str, count: int, offset: int
+def trail(store: Store, patient_keys: list[str], count: int, offset: int
           ) -> tuple[int, list[AuditRecord]]:
-    where = audit.c.patient_key == patient_key
+    where = audit.c.patient_key.in_(patient_keys)
     with store.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(audit).where(where)
                              ).scalar_one()

@@ -78,8 +78,10 @@ def audit_trail(
     if not (may_read_projection(reader, AUDIT_SCOPE) and may_read_patient(reader, key)):
         _audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key}, "4")
         return _forbidden(f"{reader.kind} {reader.id} may not read the audit trail of {key}")
-    total, records = audit_store.trail(ctx.store, key, count, offset)
-    _audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key})
+    # The resident's trail at every facility the patient index links, that the reader may see.
+    keys = [k for k in linked_records(ctx.store, key) if may_read_patient(reader, k)]
+    total, records = audit_store.trail(ctx.store, keys, count, offset)
+    _audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", set(keys))
     base_url = str(request.base_url).rstrip("/")
     return FhirResponse({
         "resourceType": "Bundle", "type": "searchset", "total": total,

@@ -9,10 +9,11 @@ import sqlalchemy as sa
 
 from hub.engine.projection import Change, Event, Upsert
 from hub.envelope import HUB_SOURCE, SOURCE_PREFIX
-from hub.identity import redact_identifiers
+from hub.identity import redact_body
 from hub.record.rules import version_order
 
 TABLE = "record_resources"
+_HASHED_OID = b"urn:oid:2.16.156.10011.1."  # national ID and health card systems' prefix
 
 
 class SharedRecordProjection:
@@ -51,8 +52,9 @@ class SharedRecordProjection:
                 meta = res.get("meta") or {}
                 # Stored as received (hub-wide ids are applied on read, rules.present), but
                 # for national IDs and health cards, which no projection keeps in clear.
-                body = e.data.decode() if rtype != "Patient" else \
-                    orjson.dumps(redact_identifiers(res)).decode()
+                body = e.data.decode()
+                if rtype == "Patient" and _HASHED_OID in e.data:
+                    body = redact_body(e.data, res).decode()
                 okey = version_order(meta.get("lastUpdated"), meta.get("versionId"), e.time)
             out.append(Upsert(TABLE, {
                 "resource_type": rtype, "id": f"{e.source[prefix:]}.{rid}",

@@ -136,6 +136,12 @@ async def test_index_links_reviews_and_follows_decisions(make_settings):
                 "demo-app-token-chronic-dashboard")) as app:
             assert (await app.get("/mpi/reviews")).status_code == 403
 
+        # The audit trail follows the links too: reads of the other records show up.
+        trail = (await county.get("/fhir/AuditEvent", params={
+            "patient": "county-1.p7", "_count": 500})).json()
+        seen = {e["resource"]["entity"][0]["what"]["reference"] for e in trail["entry"]}
+        assert {"Patient/township-1.p1", "Patient/city-1.p3", "Patient/county-1.p7"} <= seen
+
         live = await views(county, store)
         assert live["township-2.p9"][0] == ("township-2.p9",)
 

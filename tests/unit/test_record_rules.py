@@ -53,3 +53,30 @@ def test_order_key_sorts_like_last_updated_then_version(a, b, va, vb):
 
 def test_order_key_falls_back_to_event_time():
     assert order_key({}, "2026-11-01T00:00:00Z").startswith("2026-11-01T00:00:00.000000Z|")
+
+
+def test_national_ids_are_hashed_in_place_exactly_as_by_re_serialising():
+    import orjson
+
+    from hub.demo.population import PopulationSimulator, SimFacility
+    from hub.identity import redact_body, redact_identifiers
+
+    sim = PopulationSimulator([SimFacility("township-1", "township-centre"),
+                               SimFacility("county-1", "county-hospital")], seed=4)
+    patients = [r for _, r in (sim.next_event() for _ in range(3000))
+                if r["resourceType"] == "Patient"]
+    with_id = [p for p in patients if "urn:oid:2.16.156.10011.1.1" in str(p)]
+    assert len(with_id) > 20
+    for p in patients:
+        raw = orjson.dumps(p)
+        redacted = redact_body(raw, p)
+        assert orjson.loads(redacted) == redact_identifiers(p)
+        for i in p["identifier"]:
+            if i["system"] == "urn:oid:2.16.156.10011.1.1":
+                assert i["value"].encode() not in redacted
+    # A number spelled with escapes falls back to re-serialising, and is still hashed.
+    p = with_id[0]
+    nid = next(i["value"] for i in p["identifier"] if "10011" in i["system"])
+    escaped = orjson.dumps(p).replace(nid.encode(), nid[:-1].encode() + b"\\u00" +
+                                      f"{ord(nid[-1]):02x}".encode())
+    assert orjson.loads(redact_body(escaped, orjson.loads(escaped))) == redact_identifiers(p)
