@@ -19,6 +19,7 @@ class Topics(BaseSettings):
     inbound: str = "hie.inbound.v1"
     events: str = "hie.events.v1"
     deadletter: str = "hie.deadletter.v1"
+    lab: str = "hie.lab.v1"  # change feed of the lab projection
 
 
 class Settings(BaseSettings):

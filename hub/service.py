@@ -25,14 +25,13 @@ from hub.facilities import FacilityDirectory
 from hub.identity import load_or_create_secret, use_identity_secret
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
+from hub.lab.feed import FeedRelay
 from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
-from hub.mpi.projection import MpiProjection
 from hub.mpi.service import MpiService
 from hub.projections import all_projections
 from hub.registry.consortium_file import Consortium, read_consortium
-from hub.registry.projection import RegistryProjection
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
 from hub.store.db import Store, open_store
@@ -59,6 +58,7 @@ class Hub:
         self.directory: FacilityDirectory | None = None
         self.signer: Signer | None = None
         self.mpi: MpiService | None = None
+        self.feed: FeedRelay | None = None
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.runners: list[ProjectionRunner] = []
@@ -81,10 +81,11 @@ class Hub:
             use_hub_signer(self.signer)
             use_identity_secret(load_or_create_secret(s.identity_secret_path))
             consortium = read_consortium(s.facilities_file)
-            # The registry's tables before the runners start: the hub's own entry is read
-            # from them (a fresh store rebuilds them from the journal here).
-            await asyncio.to_thread(ensure_built, self.store, RegistryProjection())
-            await asyncio.to_thread(ensure_built, self.store, MpiProjection())
+            # Every projection's tables before anything reads them (the API, the hub's own
+            # registry entry); a fresh store, or a projection whose version changed, is
+            # rebuilt from the journal here.
+            for projection in all_projections().values():
+                await asyncio.to_thread(ensure_built, self.store, projection)
             self.directory = consortium.directory(
                 await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name))
             self.checks = EdgeChecks(s, self.directory)
@@ -209,6 +210,11 @@ class Hub:
             tasks.append(task)
             if name == "mpi" and not until_caught_up:
                 tasks.append(self._start_mpi(runner))
+            if name == "lab" and not until_caught_up:
+                self.feed = FeedRelay(self.settings, self.store, self.publisher)
+                feed_task = asyncio.create_task(self.feed.run(), name="lab-feed")
+                self._tasks.append(feed_task)
+                tasks.append(feed_task)
         return tasks
 
     def _start_mpi(self, runner: ProjectionRunner) -> asyncio.Task:
@@ -235,6 +241,8 @@ class Hub:
             self.ingest.stop()
         if self.mpi is not None:
             self.mpi.stop()
+        if self.feed is not None:
+            self.feed.stop()
         for r in self.runners:
             r.stop()
         tasks, self._tasks = self._tasks, []

@@ -40,7 +40,7 @@ def make_settings(kafka, tmp_path: Path):
         values = dict(
             kafka_bootstrap=bootstrap, enable_idempotence=idempotent,
             topics=Topics(inbound=f"t{tag}.inbound", events=f"t{tag}.events",
-                          deadletter=f"t{tag}.deadletter"),
+                          deadletter=f"t{tag}.deadletter", lab=f"t{tag}.lab"),
             group_prefix=f"g{tag}", data_dir=tmp_path, events_partitions=3,
             session_timeout_ms=6000,
         )

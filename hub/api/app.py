@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 import hub
-from hub.api import gateway, mpi, read
+from hub.api import gateway, lab, mpi, read
 from hub.api.deps import HubContext
 from hub.api.outcome import FhirResponse, error
 from hub.errors import AuthError, BrokerError, HubError, StoreError
@@ -95,6 +95,7 @@ def create_app(ctx: HubContext) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(gateway.router)
+    app.include_router(lab.router)
     app.include_router(read.router)
     app.include_router(mpi.router)
     return app

@@ -22,14 +22,18 @@ from hub.access.rules import (
     readable_facilities,
 )
 from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.lab import lab_search
 from hub.api.outcome import FhirResponse, error
 from hub.envelope import now_rfc3339
+from hub.lab.read import SearchError
 from hub.mpi.service import linked_records
 from hub.record.read import get_resource, search
 
 router = APIRouter(prefix="/fhir", tags=["read"])
 MAX_COUNT = 500
 PROJECTION = "shared_record"
+LAB_PROJECTION = "lab"
+LAB_PARAMS = {"code", "date", "_sort", "category"}
 AUDIT_SCOPE = "audit"
 
 
@@ -120,14 +124,20 @@ def search_type(
     count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 50,
     offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
 ) -> FhirResponse:
+    params = request.query_params
+    lab = (rtype == "Observation" and bool(LAB_PARAMS & set(params))) or (
+        rtype == "DiagnosticReport" and "category" in params)
     known = {"patient", "subject", "_id", "_count", "_offset", "_format"}
-    unknown = sorted(set(request.query_params) - known)
+    if rtype in ("Observation", "DiagnosticReport"):
+        known |= LAB_PARAMS if rtype == "Observation" else {"category"}
+    unknown = sorted(set(params) - known)
     if unknown:
         return error(400, f"unsupported search parameter(s): {', '.join(unknown)}; this "
-                     f"endpoint supports patient, subject, _id, _count, _offset",
+                     f"endpoint supports {', '.join(sorted(known - {'_format'}))}",
                      "not-supported")
-    if not may_read_projection(reader, PROJECTION):
-        return _forbidden(f"{reader.kind} {reader.id} has no access to {PROJECTION}")
+    projection = LAB_PROJECTION if lab else PROJECTION
+    if not may_read_projection(reader, projection):
+        return _forbidden(f"{reader.kind} {reader.id} has no access to {projection}")
     who = patient or subject
     if rtype == "Patient" and who:
         id_, who = _patient_key(who), None
@@ -140,8 +150,15 @@ def search_type(
     # The patient's records at every member facility, as the patient index links them:
     # after a merge the survivor's searches include the merged records, after an unlink not.
     keys = linked_records(ctx.store, key) if key is not None else None
-    total, page = search(ctx.store, rtype, keys, id_, count, offset,
-                         readable_facilities(reader))
+    if lab:
+        try:
+            total, page = lab_search(ctx, rtype, params, keys, count, offset,
+                                     readable_facilities(reader))
+        except SearchError as exc:
+            return error(400, str(exc), "value")
+    else:
+        total, page = search(ctx.store, rtype, keys, id_, count, offset,
+                             readable_facilities(reader))
     _audit(ctx, reader, "search-type", what, {k for _, k in page})
     base_url = str(request.base_url).rstrip("/")
     return FhirResponse({

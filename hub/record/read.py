@@ -25,7 +25,7 @@ class Found:
 _shown = (_table.c.body, _table.c.id, _table.c.order_key)
 
 
-def _present(row) -> dict:
+def present_row(row) -> dict:
     facility = row.id.partition(".")[0]
     # order_key begins with the update instant: "<UTC ISO instant>|<version>|<event id>"
     last_updated = row.order_key.partition("|")[0]
@@ -39,7 +39,7 @@ def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
     if row is None:
         return None
     deleted = row.body is None
-    return Found(None if deleted else _present(row), deleted, row.patient_key)
+    return Found(None if deleted else present_row(row), deleted, row.patient_key)
 
 
 def current_patient_key(store: Store, resource_type: str, rid: str) -> str | None:
@@ -71,4 +71,4 @@ def search(store: Store, resource_type: str, patient_keys: Sequence[str] | None,
             sa.select(*_shown, _table.c.patient_key).where(*where)
             .order_by(_table.c.order_key.desc(), _table.c.id).limit(count).offset(offset)
         ).all()
-    return total, [(_present(r), r.patient_key) for r in rows]
+    return total, [(present_row(r), r.patient_key) for r in rows]
