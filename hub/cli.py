@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from hub import cli_hl7
 from hub.cli_facility import facility_app
 from hub.cli_mpi import mpi_app
 from hub.config import Settings, load_settings
@@ -23,6 +25,8 @@ app = typer.Typer(help="Health-information exchange hub for a regional medical c
 console = Console()
 app.add_typer(facility_app, name="facility")
 app.add_typer(mpi_app, name="mpi")
+app.command("mllp")(cli_hl7.mllp)
+app.command("hl7-import")(cli_hl7.hl7_import)
 
 KafkaOpt = Annotated[str | None, typer.Option(
     "--kafka", envvar="HUB_KAFKA_BOOTSTRAP",
@@ -60,8 +64,9 @@ def _run(coro) -> None:
     async def main() -> None:
         task = asyncio.ensure_future(coro)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+        if threading.current_thread() is threading.main_thread():  # else: embedded use
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, task.cancel)
         try:
             await task
         except asyncio.CancelledError:

@@ -16,10 +16,11 @@ from tests.support.kafka import kafka_endpoint
 from tests.support.stores import drop_schema, postgres_schema_url
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def hub_signer():
     """The gateway signs with the hub's key; code under test outside a running Hub (which
-    loads its own) signs with the demo hub key."""
+    loads its own, process-wide) signs with the demo hub key. Per test, so a Hub started by
+    an earlier test does not leave its key behind."""
     use_hub_signer(demo_signer("hub"))
     use_identity_secret(b"test-identity-secret-0123456789")
 

@@ -1,0 +1,79 @@
+"""From an HL7 v2 message to signed events on ``hie.inbound.v1``, with an acknowledgement.
+
+Runs where the facility's signing key is (at the facility, or at the hub on its behalf):
+the events it publishes are the facility's own, verified and validated again by the hub's
+ingest stage. A message that cannot be mapped or whose resources break FHIR or consortium
+rules is answered ``AE``/``AR`` with the reason and dead-lettered byte for byte; ``AA`` means
+every event of the message is on the broker (acks=all).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from adapters.hl7v2.codec import ack, decode
+from adapters.hl7v2.mapping import Hl7Refused, map_message
+from adapters.sdk import build_envelope
+from hub.config import Settings
+from hub.engine.deadletter import dead_letter
+from hub.errors import HubError
+from hub.fhir import Issue, operation_outcome, validate
+from hub.log.producer import Publisher
+from hub.signing import Signer
+
+
+@dataclass
+class IntakeStats:
+    accepted: int = 0
+    refused: int = 0
+    events: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class Hl7Intake:
+    def __init__(self, settings: Settings, facility: str, signer: Signer,
+                 publisher: Publisher) -> None:
+        self.settings = settings
+        self.facility = facility
+        self.signer = signer
+        self.publisher = publisher
+        self.stats = IntakeStats()
+
+    async def handle(self, raw: bytes) -> tuple[bytes, str, str]:
+        """(ACK bytes, ACK code, reason) for one message."""
+        text, encoding = decode(raw)
+        try:
+            mapped = map_message(text, self.facility)
+        except Hl7Refused as exc:
+            await self._refuse(raw, exc.code, exc.reason, [Issue("(message)", exc.reason)])
+            return ack(text, exc.code, exc.reason, encoding), exc.code, exc.reason
+        issues: list[Issue] = []
+        for res in mapped.resources:
+            for i in validate(res, res["resourceType"]):
+                issues.append(Issue(f"{res['resourceType']}/{res['id']}: {i.location}",
+                                    i.diagnostics, i.code))
+        if issues:
+            reason = "; ".join(f"{i.location}: {i.diagnostics}" for i in issues[:3])
+            await self._refuse(raw, "AE", reason, issues)
+            return ack(text, "AE", reason, encoding), "AE", reason
+        envs = [build_envelope(self.signer, r) for r in mapped.resources]
+        try:
+            await self.publisher.publish(self.settings.topics.inbound, envs)
+        except HubError as exc:  # the broker is away: nothing kept, the sender resends
+            reason = f"the hub cannot take the message now ({exc}); send it again"
+            return ack(text, "AE", reason, encoding), "AE", reason
+        self.stats.accepted += 1
+        self.stats.events += len(envs)
+        return ack(text, "AA", "", encoding), "AA", ""
+
+    async def _refuse(self, raw: bytes, code: str, reason: str, issues: list[Issue]) -> None:
+        self.stats.refused += 1
+        short = reason.split(":")[0][:60]
+        self.stats.by_reason[short] = self.stats.by_reason.get(short, 0) + 1
+        record = dead_letter("hl7v2", f"{code}: {reason}", raw, self.facility.encode(),
+                             [("content-type", b"x-application/hl7-v2+er7"),
+                              ("hl7_facility", self.facility.encode()),
+                              ("hl7_received", str(time.time()).encode())],
+                             operation_outcome(issues))
+        await self.publisher.publish_raw(self.settings.topics.deadletter, [record])
