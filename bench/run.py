@@ -364,6 +364,34 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                                   "p99 < 100 ms" if q == 99 else "-",
                                   ("[green]yes[/green]" if h < 100 else "[red]NO[/red]")
                                   if q == 99 else "")
+            if only in (None, "lab"):
+                from bench.lab_hl7 import lab_rates
+
+                console.print("measuring the lab projection ...")
+                lab, fhir_parse, plain = lab_rates(workdir, envelopes(items))
+                row("lab projection apply (vs fhir.resources parsing)", lab, fhir_parse,
+                    "ev/s", ">= 0.5x", lab / fhir_parse >= 0.5)
+                table.add_row("lab projection apply (vs orjson parsing only)",
+                              f"{lab:,.0f} ev/s", f"{plain:,.0f} ev/s", f"{lab / plain:.2f}x",
+                              "- (reference)", "")
+            if only in (None, "mllp"):
+                from bench.lab_hl7 import mllp_round_trips, oru_messages
+                from bench.lab_hl7 import pct as mpct
+
+                console.print("measuring MLLP round trips at 100 messages/s ...")
+                fresh = settings.model_copy(update={"topics": Topics(
+                    inbound="mllp.inbound", events="mllp.events",
+                    deadletter="mllp.deadletter", lab="mllp.lab")})
+                ensure_topics(fresh)
+                hub_ms, bare_ms = run_loop(mllp_round_trips(fresh, oru_messages(
+                    min(n, 3000))))
+                for q in (50, 99):
+                    h, b = mpct(hub_ms, q), mpct(bare_ms, q)
+                    table.add_row(f"MLLP message -> ACK p{q} @100/s", f"{h:.1f} ms",
+                                  f"{b:.1f} ms (bare listener)", f"{h / b:.2f}x" if b else "-",
+                                  "p99 < 50 ms" if q == 99 else "-",
+                                  ("[green]yes[/green]" if h < 50 else "[red]NO[/red]")
+                                  if q == 99 else "")
     if only != "mpi":
         console.print(table, width=150)
     if only in (None, "mpi"):

@@ -9,7 +9,7 @@ version's order key, so a consumer applies only what is newer, as this projectio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import fields
 
 import orjson
 import sqlalchemy as sa
@@ -18,6 +18,7 @@ from hub.engine.projection import Change, Event, Upsert
 from hub.envelope import HUB_SOURCE
 from hub.lab.rules import (
     SHOWN,
+    LabResult,
     effective_of,
     is_lab_observation,
     is_lab_report,
@@ -27,6 +28,7 @@ from hub.lab.rules import (
 from hub.record.rules import version_order
 
 RESULTS, REPORTS, FEED = "lab_result", "lab_report", "lab_feed"
+_FIELDS = tuple(f.name for f in fields(LabResult))
 FEED_TYPE = "hie.lab.result.v1"
 
 
@@ -113,10 +115,11 @@ class LabProjection:
                 if not is_lab_observation(res):
                     continue
                 r = lab_result(res, e.facility_id)
-                row = {"id": rid, "patient_key": e.key, **asdict(r), "order_key": okey,
+                values = {f: getattr(r, f) for f in _FIELDS}  # asdict() deep-copies: slow
+                row = {"id": rid, "patient_key": e.key, **values, "order_key": okey,
                        "body": e.data.decode()}
                 out.append(Upsert(RESULTS, row, ("id",), guard="order_key"))
-                out.append(_feed(e, rid, asdict(r), okey))
+                out.append(_feed(e, rid, values, okey))
             elif is_lab_report(res):
                 loinc, display = loinc_of(res.get("code"))
                 status = res.get("status") or "unknown"
