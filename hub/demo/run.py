@@ -25,6 +25,7 @@ from hub.config import Settings
 from hub.demo.population import PopulationSimulator, SimFacility
 from hub.engine.rebuild import ensure_built
 from hub.facilities import Facility
+from hub.lab.projection import LabProjection
 from hub.mpi.projection import MpiProjection
 from hub.projections import all_projections
 from hub.service import Hub
@@ -124,6 +125,11 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
             mpi["mpi_link"].c.person_id)))).scalar_one()
         reviews = conn.execute(sa.select(sa.func.count()).select_from(mpi["mpi_review"])
                                .where(mpi["mpi_review"].c.status == "requested")).scalar_one()
+        lab = LabProjection().tables(sa.MetaData())
+        results, abnormal = conn.execute(sa.select(
+            sa.func.count(), sa.func.sum(sa.case((lab["lab_result"].c.flag.in_(
+                ("H", "HH", "L", "LL", "A", "AA")), 1), else_=0)))
+            .where(lab["lab_result"].c.visible.is_(True))).one()
     t = Table(title="accepted events by type", expand=False)
     t.add_column("resource type")
     t.add_column("events", justify="right")
@@ -145,6 +151,8 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
         f"patient index: {records} facility records of {persons} residents, {reviews} open "
         f"reviews (hub mpi reviews --url http://{hub.settings.api_host}:"
         f"{hub.settings.api_port} --token demo-secret-city-1)",
+        f"lab results: {results} shown, {abnormal or 0} flagged abnormal; change feed "
+        f"{hub.settings.topics.lab}: {hub.feed.sent if hub.feed else 0} messages sent",
     ]
     return Group(Panel("\n".join(lines), title="hub demo"), t, tiers)
 
