@@ -1,6 +1,7 @@
 """What a lab result is, read from FHIR: plain functions, no I/O.
 
-A lab Observation has the ``laboratory`` category; a lab DiagnosticReport has category
+A lab Observation has the ``laboratory`` category (or none, and a LOINC code of a known
+analyte); a lab DiagnosticReport has category
 ``LAB`` (HL7 v2 table 0074). Status lifecycle: ``registered`` is shown as pending,
 ``preliminary``/``final``/``amended``/``corrected`` are shown (a later version supersedes an
 earlier one by the shared ordering rule), ``cancelled`` and ``entered-in-error`` disappear
@@ -44,8 +45,12 @@ class LabResult:
 
 
 def is_lab_observation(obs: dict[str, Any]) -> bool:
-    return any(c.get("code") == "laboratory" for cat in obs.get("category") or ()
-               for c in cat.get("coding") or ())
+    """Category ``laboratory``; or, without any category, a LOINC code of a known analyte
+    (a LIS that only fills in the report's category still reports lab results)."""
+    cats = obs.get("category") or ()
+    if any(c.get("code") == "laboratory" for cat in cats for c in cat.get("coding") or ()):
+        return True
+    return not cats and analyte_of(loinc_of(obs.get("code"))[0]) is not None
 
 
 def is_lab_report(report: dict[str, Any]) -> bool:

@@ -91,3 +91,13 @@ def test_non_lab_observations_are_not_lab_results():
                       b'{"resourceType":"Observation","id":"bp","status":"final",'
                       b'"category":[{"coding":[{"code":"vital-signs"}]}]}')
     assert LabProjection().apply([Event.from_envelope(vital, "t", 0, 0)]) == []
+
+
+def test_an_uncategorised_observation_with_a_lab_loinc_code_is_a_lab_result():
+    from hub.lab.rules import is_lab_observation
+
+    glucose = {"code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]}}
+    assert is_lab_observation(glucose)
+    assert not is_lab_observation({**glucose, "category": [{"coding": [{"code": "survey"}]}]})
+    assert not is_lab_observation({"code": {"coding": [{"system": "http://loinc.org",
+                                                        "code": "8867-4"}]}})  # heart rate
