@@ -20,6 +20,7 @@ class Topics(BaseSettings):
     events: str = "hie.events.v1"
     deadletter: str = "hie.deadletter.v1"
     lab: str = "hie.lab.v1"  # change feed of the lab projection
+    imaging: str = "hie.imaging.v1"  # reports back to the facilities that took the exams
 
 
 class Settings(BaseSettings):
@@ -56,6 +57,9 @@ class Settings(BaseSettings):
         default=None, description="Hex secret for the keyed hashes of national IDs and "
         "health cards (master patient index, shared record); empty means identity-secret in "
         "data_dir, generated on first start. Replicas of one hub share it.")
+    imaging_claim_minutes: float = Field(
+        default=30, gt=0, description="How long a reader's claim on a study lasts before "
+        "another reader may take it.")
     mpi_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the patient index looks for new or changed "
         "Patient records to match when it has nothing to do.")

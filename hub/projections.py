@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
 from hub.activity.projection import ActivityProjection
+from hub.config import Settings
 from hub.engine.projection import Projection
+from hub.imaging import projection as imaging
+from hub.imaging.projection import ImagingProjection
 from hub.journal import JournalProjection
-from hub.lab.projection import LabProjection
+from hub.lab.projection import FEED, FEED_TYPE, LabProjection
 from hub.mpi.projection import MpiProjection
 from hub.record.projection import SharedRecordProjection
 from hub.registry.projection import RegistryProjection
 
 
 def all_projections() -> dict[str, Projection]:
-    return {p.name: p for p in (JournalProjection(), SharedRecordProjection(),
-                                ActivityProjection(), RegistryProjection(),
-                                        MpiProjection(), LabProjection())}
+    return {p.name: p for p in (
+        JournalProjection(), SharedRecordProjection(), ActivityProjection(),
+        RegistryProjection(), MpiProjection(), LabProjection(), ImagingProjection())}
 
 
 def rebuildable() -> dict[str, Projection]:
     return {n: p for n, p in all_projections().items() if getattr(p, "rebuildable", True)}
+
+
+# Projections with a change feed: (outbox table, topic, CloudEvents type) from the settings.
+FEEDS: dict[str, Callable[[Settings], tuple[sa.Table, str, str]]] = {
+    "lab": lambda s: (LabProjection().tables(sa.MetaData())[FEED], s.topics.lab, FEED_TYPE),
+    "imaging": lambda s: (ImagingProjection().tables(sa.MetaData())[imaging.FEED],
+                          s.topics.imaging, imaging.FEED_TYPE),
+}

@@ -18,6 +18,7 @@ import uvicorn
 from hub.api.app import create_app
 from hub.api.deps import HubContext
 from hub.config import Settings
+from hub.engine.outbox import OutboxRelay
 from hub.engine.rebuild import ensure_built
 from hub.engine.runner import ProjectionRunner
 from hub.errors import HubError
@@ -25,12 +26,11 @@ from hub.facilities import FacilityDirectory
 from hub.identity import load_or_create_secret, use_identity_secret
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
-from hub.lab.feed import FeedRelay
 from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.mpi.service import MpiService
-from hub.projections import all_projections
+from hub.projections import FEEDS, all_projections
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
@@ -58,7 +58,7 @@ class Hub:
         self.directory: FacilityDirectory | None = None
         self.signer: Signer | None = None
         self.mpi: MpiService | None = None
-        self.feed: FeedRelay | None = None
+        self.feeds: dict[str, OutboxRelay] = {}
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.runners: list[ProjectionRunner] = []
@@ -210,9 +210,12 @@ class Hub:
             tasks.append(task)
             if name == "mpi" and not until_caught_up:
                 tasks.append(self._start_mpi(runner))
-            if name == "lab" and not until_caught_up:
-                self.feed = FeedRelay(self.settings, self.store, self.publisher)
-                feed_task = asyncio.create_task(self.feed.run(), name="lab-feed")
+            feed = FEEDS.get(name)
+            if feed is not None and not until_caught_up:
+                table, topic, ce_type = feed(self.settings)
+                relay = OutboxRelay(self.store, self.publisher, table, topic, ce_type)
+                self.feeds[name] = relay
+                feed_task = asyncio.create_task(relay.run(), name=f"feed:{name}")
                 self._tasks.append(feed_task)
                 tasks.append(feed_task)
         return tasks
@@ -241,8 +244,8 @@ class Hub:
             self.ingest.stop()
         if self.mpi is not None:
             self.mpi.stop()
-        if self.feed is not None:
-            self.feed.stop()
+        for relay in self.feeds.values():
+            relay.stop()
         for r in self.runners:
             r.stop()
         tasks, self._tasks = self._tasks, []

@@ -41,7 +41,8 @@ def make_settings(kafka, tmp_path: Path):
         values = dict(
             kafka_bootstrap=bootstrap, enable_idempotence=idempotent,
             topics=Topics(inbound=f"t{tag}.inbound", events=f"t{tag}.events",
-                          deadletter=f"t{tag}.deadletter", lab=f"t{tag}.lab"),
+                          deadletter=f"t{tag}.deadletter", lab=f"t{tag}.lab",
+                          imaging=f"t{tag}.imaging"),
             group_prefix=f"g{tag}", data_dir=tmp_path, events_partitions=3,
             session_timeout_ms=6000,
         )

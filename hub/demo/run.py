@@ -152,7 +152,8 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
         f"reviews (hub mpi reviews --url http://{hub.settings.api_host}:"
         f"{hub.settings.api_port} --token demo-secret-city-1)",
         f"lab results: {results} shown, {abnormal or 0} flagged abnormal; change feed "
-        f"{hub.settings.topics.lab}: {hub.feed.sent if hub.feed else 0} messages sent",
+        f"{hub.settings.topics.lab}: "
+        f"{hub.feeds['lab'].sent if 'lab' in hub.feeds else 0} messages sent",
     ]
     return Group(Panel("\n".join(lines), title="hub demo"), t, tiers)
 

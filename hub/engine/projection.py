@@ -52,6 +52,7 @@ class Upsert:
     With ``guard`` set (a column name), the existing row is replaced only when the new value
     of that column is strictly greater, so a late or repeated older version never wins.
     With ``replace`` False an existing row is kept as it is (insert if absent).
+    With ``guard_against`` the new ``guard`` value is compared with that column instead.
     """
 
     table: str
@@ -59,6 +60,9 @@ class Upsert:
     keys: tuple[str, ...]
     guard: str | None = None
     replace: bool = True
+    # Compare the new ``guard`` value with this column of the existing row instead of the
+    # same column: "a claim made after the current claim expired" (claimed_at > expires).
+    guard_against: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

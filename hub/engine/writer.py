@@ -53,6 +53,7 @@ def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Chang
         if isinstance(ch, Upsert):
             if (isinstance(prev, Upsert) and ch.table == prev.table and ch.keys == prev.keys
                     and ch.guard == prev.guard and ch.replace == prev.replace
+                    and ch.guard_against == prev.guard_against
                     and ch.row.keys() == prev.row.keys()):
                 run.append(ch.row)  # the common case: same shape as the row before
                 prev = ch
@@ -70,7 +71,8 @@ def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Chang
 def _execute(conn: Connection, tables: dict[str, sa.Table], head: Change,
              rows: list[dict[str, Any]]) -> None:
     if isinstance(head, Upsert):
-        shape: tuple = ("u", head.table, head.keys, head.guard, head.replace, tuple(head.row))
+        shape: tuple = ("u", head.table, head.keys, head.guard, head.guard_against,
+                        head.replace, tuple(head.row))
     else:
         shape = ("i", head.table, tuple(head.keys), tuple(head.counts), tuple(head.latest))
     sql, names = _compiled(conn, tables[head.table], head, shape)
@@ -105,7 +107,8 @@ def _statement(conn: Connection, table: sa.Table, ch: Change):
     ins = dialect_insert(conn, table)
     if isinstance(ch, Upsert):
         update = {c: ins.excluded[c] for c in ch.row if c not in ch.keys}
-        where = (ins.excluded[ch.guard] > table.c[ch.guard]) if ch.guard else None
+        where = (ins.excluded[ch.guard] > table.c[ch.guard_against or ch.guard]) \
+            if ch.guard else None
         if not update or not ch.replace:
             return ins.on_conflict_do_nothing(index_elements=list(ch.keys))
         return ins.on_conflict_do_update(index_elements=list(ch.keys), set_=update, where=where)

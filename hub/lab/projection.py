@@ -2,7 +2,7 @@
 resource (its newest version), normalised for reading across facilities.
 
 Also writes the change feed's outbox in the same transaction: one message per lab event, which
-the feed relay publishes to ``hie.lab.v1`` (``hub.lab.feed``). The message carries the
+the outbox relay publishes to ``hie.lab.v1`` (``hub.engine.outbox``). The message carries the
 version's order key, so a consumer applies only what is newer, as this projection does.
 """
 

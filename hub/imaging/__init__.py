@@ -1,0 +1,1 @@
+"""Imaging and ECG: reading worklist, claims, reports, turnaround, cross-facility history."""
