@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from hub.lab.projection import REPORTS, RESULTS, LabProjection
 from hub.lab.units import ANALYTES
-from hub.store.db import Store
+from hub.store.db import Store, plain
 
 _T = LabProjection().tables(sa.MetaData())
 RES, REP = _T[RESULTS], _T[REPORTS]
@@ -135,7 +135,7 @@ def summary(store: Store, patient_keys: Sequence[str],
                                    key=lambda kv: (order.get(kv[0], 99), kv[0])):
         latest = results[-1]
         out.append({
-            "analyte": analyte, "display": latest["display"], "latest": dict(latest),
+            "analyte": analyte, "display": latest["display"], "latest": plain(latest),
             "count": len(results),
             "trend": [{"effective": r["effective"],
                        "value": r["value_norm"] if r["value_norm"] is not None

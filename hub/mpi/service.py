@@ -32,7 +32,7 @@ from hub.mpi.matching import CandidateIndex, Decision, resolve
 from hub.mpi.projection import DECIDED, LINKS, PERSONS, RECORDS, REVIEWS, MpiProjection
 from hub.signing import Signer
 from hub.store import lease
-from hub.store.db import Store
+from hub.store.db import Store, plain
 
 log = logging.getLogger(__name__)
 MPI_KEY = "mpi"
@@ -135,7 +135,7 @@ class MpiService:
                 .where(sa.or_(d.c.order_key.is_(None), d.c.order_key < r.c.order_key))
                 .order_by(r.c.order_key).limit(limit))
         with self.store.connect() as conn:
-            return [dict(m) for m in conn.execute(stmt).mappings()]
+            return [plain(m) for m in conn.execute(stmt).mappings()]
 
     async def match_pending(self) -> int:
         """Decide every record that is new or changed since its last decision."""

@@ -111,3 +111,9 @@ def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn) -> None:  # pragma: no cover - trivial
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("hub_write") else "BEGIN")
+
+
+def plain(mapping) -> dict:
+    """A result row as a dict with plain ``str`` keys (SQLAlchemy's are ``quoted_name``,
+    a str subclass that orjson refuses as a key)."""
+    return {str(k): v for k, v in mapping.items()}

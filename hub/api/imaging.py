@@ -1,0 +1,157 @@
+"""The reading centre's side: worklist, claims, turnaround; and a patient's imaging history.
+
+Studies, reading requests and reports are published like any resource (gateway or SDK);
+these endpoints read the ``imaging`` projection, and a claim is published as a Task event
+and settled by log order, so exactly one of two competing readers gets the study.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import orjson
+import sqlalchemy as sa
+from fastapi import APIRouter, Body, Query
+
+from hub.access.rules import Principal, may_read_patient, readable_facilities
+from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.outcome import FhirResponse, error
+from hub.envelope import new_event, now_rfc3339
+from hub.fhir import validate
+from hub.imaging import read as img
+from hub.imaging import rules
+from hub.mpi.service import linked_records
+from hub.registry.model import FacilityRecord
+from hub.signing import hub_signer
+from hub.store.schema import applied
+
+router = APIRouter(prefix="/imaging", tags=["imaging and ECG"])
+SERVICES = ("imaging", "ecg", "pathology")
+
+
+def _registry(ctx: HubContext) -> dict[str, FacilityRecord]:
+    return {f.id: f.record for f in ctx.directory}
+
+
+def _facility_only(reader: Principal) -> FhirResponse | None:
+    if reader.kind != "facility":
+        return error(403, "the reading worklist is for member facilities' readers",
+                     "forbidden")
+    return None
+
+
+@router.get("/worklist")
+def worklist(ctx: ContextDep, reader: ReaderDep,
+             service: Annotated[str | None, Query(description="imaging, ecg or pathology")
+                                ] = None,
+             centre: Annotated[str | None, Query(
+                 description="Reading centre; default: the caller")] = None) -> FhirResponse:
+    """Studies waiting for a report at a reading centre: priority, then arrival; claims and
+    SLA breaches shown."""
+    if (refused := _facility_only(reader)) is not None:
+        return refused
+    if service is not None and service not in SERVICES:
+        return error(400, f"service must be one of {', '.join(SERVICES)}", "value")
+    centre = centre or reader.id
+    items = img.worklist(ctx.store, _registry(ctx), centre,
+                         (service,) if service else SERVICES)
+    from hub.api.read import _audit
+
+    _audit(ctx, reader, "search-type", f"imaging/worklist?centre={centre}",
+           {i["patient_key"] for i in items})
+    return FhirResponse({"centre": centre, "count": len(items), "studies": items})
+
+
+@router.post("/studies/{study_id}/claim")
+async def claim(study_id: str, ctx: ContextDep, reader: ReaderDep,
+                who: Annotated[str, Body(embed=True, alias="reader",
+                                         description="The reading doctor")],
+                minutes: Annotated[float | None, Body(embed=True, gt=0, le=24 * 60)] = None
+                ) -> FhirResponse:
+    """Claim a study for reading. 200 with the claim if it is yours, 409 naming the holder
+    if another reader holds it; a claim lapses after ``minutes``."""
+    if (refused := _facility_only(reader)) is not None:
+        return refused
+    found = await asyncio.to_thread(img.study, ctx.store, study_id)
+    if found is None:
+        return error(404, f"no study {study_id}", "not-found")
+    registry = _registry(ctx)
+    origin = registry.get(found["facility"])
+    centre = origin.reading_centre(found["service"]) if origin else None
+    if centre != reader.id:
+        return error(403, f"{study_id} ({found['service']}) is read at {centre or 'no centre'}"
+                     f", not at {reader.id}", "forbidden")
+    lasting = minutes or ctx.settings.imaging_claim_minutes
+    now = datetime.now(UTC)
+    task_id = f"claim-{uuid.uuid4().hex[:20]}"
+    task = {"resourceType": "Task", "id": task_id, "status": "in-progress",
+            "intent": "order",
+            "code": {"coding": [{"system": rules.CLAIM_SYSTEM, "code": rules.CLAIM_CODE}]},
+            "focus": {"reference": f"ImagingStudy/{study_id}"},
+            "owner": {"display": who}, "authoredOn": now_rfc3339(),
+            "restriction": {"period": {"end": (now + timedelta(minutes=lasting)).isoformat()}}}
+    issues = validate(task, "Task")
+    if issues:
+        return error(400, issues[0].diagnostics, "invalid")
+    # Keyed like the study: every claim on one study lands in one partition, in order.
+    env = hub_signer().sign(new_event(reader.id, "Task", task_id, found["patient_key"],
+                                      orjson.dumps(task)))
+    await ctx.publisher.publish(ctx.settings.topics.events, [env])
+    if not await _applied(ctx, env.id):
+        return error(503, "the claim was published but the imaging projection has not "
+                     "applied it yet; ask again for the worklist", "transient")
+    holder = await asyncio.to_thread(img.claim, ctx.store, study_id)
+    mine = holder is not None and holder["task_id"] == f"{reader.id}.{task_id}"
+    body = {"study": study_id, "won": mine, "claim": holder}
+    return FhirResponse(body, status_code=200 if mine else 409)
+
+
+async def _applied(ctx: HubContext, event_id: str, timeout: float = 30.0) -> bool:
+    def seen() -> bool:
+        with ctx.store.connect() as conn:
+            return conn.execute(sa.select(applied.c.event_id).where(
+                applied.c.consumer == "projection:imaging",
+                applied.c.event_id == event_id)).first() is not None
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await asyncio.to_thread(seen):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@router.get("/turnaround")
+def turnaround(ctx: ContextDep, reader: ReaderDep,
+               by: Annotated[str, Query(description="centre, facility or modality")
+                             ] = "centre",
+               since: Annotated[str | None, Query(description="RFC 3339")] = None
+               ) -> FhirResponse:
+    """Acquisition -> report turnaround, p50/p90 minutes per group and day."""
+    if by not in ("centre", "facility", "modality"):
+        return error(400, "by must be centre, facility or modality", "value")
+    return FhirResponse({"by": by, "rows": img.turnaround(ctx.store, by, since)})
+
+
+@router.get("/history")
+def history(ctx: ContextDep, reader: ReaderDep,
+            patient: Annotated[str, Query(description="Patient/<facility>.<id>")]
+            ) -> FhirResponse:
+    """A patient's studies at every facility, each with its report and earlier versions."""
+    from hub.api.read import _audit
+
+    key = patient.rstrip("/").split("/")[-1]
+    if not may_read_patient(reader, key):
+        _audit(ctx, reader, "search-type", f"imaging/history?patient={key}", {key}, "4")
+        return error(403, f"{reader.kind} {reader.id} may not read patients of "
+                     f"{key.partition('.')[0]}", "forbidden")
+    allowed = readable_facilities(reader)
+    keys = [k for k in linked_records(ctx.store, key)
+            if allowed is None or k.partition(".")[0] in allowed]
+    studies = img.history(ctx.store, keys)
+    _audit(ctx, reader, "search-type", f"imaging/history?patient={key}", set(keys))
+    return FhirResponse({"patient": f"Patient/{key}", "studies": studies})

@@ -1,0 +1,137 @@
+"""Questions to the imaging projection: the worklist, claims, turnaround, history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import orjson
+import sqlalchemy as sa
+
+from hub.imaging import rules
+from hub.imaging.projection import (
+    CLAIMS,
+    FIRST,
+    HISTORY,
+    REPORTS,
+    REQUESTS,
+    STUDIES,
+    ImagingProjection,
+)
+from hub.registry.model import FacilityRecord
+from hub.store.db import Store, plain
+
+T = ImagingProjection().tables(sa.MetaData())
+CONSORTIUM_TZ = ZoneInfo("Asia/Shanghai")
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def routed_to(registry: dict[str, FacilityRecord], centre: str, service: str) -> list[str]:
+    """The facilities whose ``service`` exams ``centre`` reads, per the registry."""
+    return sorted(r.id for r in registry.values() if r.reading_centre(service) == centre)
+
+
+def worklist(store: Store, registry: dict[str, FacilityRecord], centre: str,
+             services: Sequence[str] = ("imaging", "ecg", "pathology"),
+             now: datetime | None = None) -> list[dict]:
+    """Unreported studies routed to ``centre``: priority first, then arrival."""
+    now = now or datetime.now(UTC)
+    s, q, c, r = T[STUDIES], T[REQUESTS], T[CLAIMS], T[REPORTS]
+    routes = sa.or_(sa.false(), *(sa.and_(s.c.service == svc, s.c.facility.in_(
+        routed_to(registry, centre, svc))) for svc in services))
+    stmt = (sa.select(s.c.study_id, s.c.patient_key, s.c.facility, s.c.service, s.c.modality,
+                      s.c.arrived, s.c.started, s.c.description, s.c.study_uid, s.c.endpoint,
+                      q.c.priority, c.c.reader, c.c.reader_facility, c.c.expires,
+                      r.c.status.label("report_status"))
+            .select_from(s.outerjoin(q, q.c.study_id == s.c.study_id)
+                         .outerjoin(c, c.c.study_id == s.c.study_id)
+                         .outerjoin(r, r.c.study_id == s.c.study_id))
+            .where(routes, s.c.status.in_(rules.SHOWN_STUDY),
+                   sa.or_(r.c.status.is_(None), r.c.status.not_in(rules.REPORTED))))
+    with store.connect() as conn:
+        rows = [plain(m) for m in conn.execute(stmt).mappings()]
+    stamp = now.isoformat().replace("+00:00", "Z")
+    out = []
+    for row in rows:
+        priority = row["priority"] or "routine"
+        # The clock starts at acquisition: what the patient waits for, whatever the upload delay.
+        due = rules.due(row["started"] or row["arrived"], priority)
+        claimed = row["expires"] is not None and row["expires"] > stamp
+        item = {k: row[k] for k in ("study_id", "patient_key", "facility", "service",
+                                    "modality", "arrived", "started", "description",
+                                    "study_uid", "endpoint", "report_status")}
+        item.update(priority=priority, due=due.isoformat(), breached=now > due,
+                    claim={"reader": row["reader"], "facility": row["reader_facility"],
+                           "expires": row["expires"]} if claimed else None)
+        out.append(item)
+    out.sort(key=lambda w: (rules.RANK.get(w["priority"], 9), w["arrived"], w["study_id"]))
+    return out
+
+
+def study(store: Store, study_id: str) -> dict | None:
+    s = T[STUDIES]
+    with store.connect() as conn:
+        found = conn.execute(sa.select(s).where(s.c.study_id == study_id)).mappings().first()
+    return plain(found) if found else None
+
+
+def claim(store: Store, study_id: str) -> dict | None:
+    c = T[CLAIMS]
+    with store.connect() as conn:
+        found = conn.execute(sa.select(c).where(c.c.study_id == study_id)).mappings().first()
+    return plain(found) if found else None
+
+
+def turnaround(store: Store, by: str, since: str | None = None) -> list[dict]:
+    """Acquisition -> first report, in minutes: p50 and p90 per ``by`` (centre, facility,
+    modality) and consortium day of acquisition."""
+    s, f = T[STUDIES], T[FIRST]
+    stmt = (sa.select(s.c.facility, s.c.modality, s.c.started, s.c.arrived,
+                      f.c.reader_facility, f.c.issued)
+            .select_from(s.join(f, f.c.study_id == s.c.study_id)))
+    if since:
+        stmt = stmt.where(s.c.arrived >= since)
+    groups: dict[tuple[str, str], list[float]] = {}
+    with store.connect() as conn:
+        for row in conn.execute(stmt).mappings():
+            start = _instant(row["started"] or row["arrived"])
+            minutes = (_instant(row["issued"]) - start).total_seconds() / 60
+            key = {"centre": row["reader_facility"], "facility": row["facility"],
+                   "modality": row["modality"]}[by]
+            day = start.astimezone(CONSORTIUM_TZ).date().isoformat()
+            groups.setdefault((key, day), []).append(minutes)
+    return [{by: k, "day": day, "reports": len(v),
+             "p50_minutes": round(rules.percentile(v, 50) or 0, 1),
+             "p90_minutes": round(rules.percentile(v, 90) or 0, 1)}
+            for (k, day), v in sorted(groups.items())]
+
+
+def history(store: Store, patient_keys: Sequence[str]) -> list[dict]:
+    """Every study of these records, newest first, each with its current report and the
+    report's earlier versions."""
+    s, r, h = T[STUDIES], T[REPORTS], T[HISTORY]
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.select(s.c.study_id, s.c.facility, s.c.modality, s.c.started, s.c.description,
+                      s.c.study_uid, s.c.endpoint, r.c.report_id, r.c.status, r.c.conclusion,
+                      r.c.issued, r.c.reader_facility)
+            .select_from(s.outerjoin(r, r.c.study_id == s.c.study_id))
+            .where(s.c.patient_key.in_(list(patient_keys)),
+                   s.c.status.in_(rules.SHOWN_STUDY))
+            .order_by(s.c.started.desc(), s.c.study_id)).mappings().all()
+        versions = conn.execute(
+            sa.select(h.c.study_id, h.c.report_id, h.c.status, h.c.body)
+            .where(h.c.study_id.in_([row["study_id"] for row in rows]))
+            .order_by(h.c.order_key)).mappings().all()
+    earlier: dict[str, list[dict]] = {}
+    for v in versions:
+        body = orjson.loads(v["body"])
+        earlier.setdefault(v["study_id"], []).append(
+            {"status": v["status"], "conclusion": body.get("conclusion"),
+             "issued": body.get("issued")})
+    return [{**plain(row), "report_history": earlier.get(row["study_id"], [])}
+            for row in rows]
