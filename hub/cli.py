@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from hub import cli_hl7
+from hub import cli_adapters
 from hub.cli_facility import facility_app
 from hub.cli_mpi import mpi_app
 from hub.config import Settings, load_settings
@@ -25,8 +25,9 @@ app = typer.Typer(help="Health-information exchange hub for a regional medical c
 console = Console()
 app.add_typer(facility_app, name="facility")
 app.add_typer(mpi_app, name="mpi")
-app.command("mllp")(cli_hl7.mllp)
-app.command("hl7-import")(cli_hl7.hl7_import)
+app.command("mllp")(cli_adapters.mllp)
+app.command("hl7-import")(cli_adapters.hl7_import)
+app.command("dicom-scan")(cli_adapters.dicom_scan)
 
 KafkaOpt = Annotated[str | None, typer.Option(
     "--kafka", envvar="HUB_KAFKA_BOOTSTRAP",

@@ -177,3 +177,42 @@ async def _feed(settings, n: int) -> list[dict]:
     finally:
         await consumer.stop()
     return out
+
+
+async def test_a_pacs_drop_folder_reaches_the_reading_centre(make_settings, tmp_path):
+    """hub dicom-scan on real DICOM files (pydicom's own test files) as township-1: the ECG
+    goes to the county's ECG worklist, the unusable files are reported, and scanning again
+    updates the studies rather than adding new ones."""
+    import shutil
+    from pathlib import Path
+
+    import pydicom
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    files = Path(pydicom.__file__).parent / "data" / "test_files"
+    for name in ("CT_small.dcm", "waveform_ecg.dcm", "ExplVR_BigEnd.dcm"):
+        shutil.copy(files / name, tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    settings = make_settings()
+    env = {"HUB_KAFKA_BOOTSTRAP": settings.bootstrap, "COLUMNS": "200",
+           "HUB_TOPIC_INBOUND": settings.topics.inbound}
+    async with running_hub(settings) as (_, base):
+        for _ in range(2):
+            result = await asyncio.to_thread(CliRunner().invoke, app, [
+                "dicom-scan", str(tmp_path), "--facility", "township-1",
+                "--endpoint", "https://pacs.township-1.example/dicomweb"], env=env)
+            assert result.exit_code == 2, result.output  # two files skipped
+            assert "2 studies published" in result.output
+            assert "no Patient ID" in result.output and "not a DICOM file" in result.output
+        async with httpx.AsyncClient(base_url=base,
+                                     headers=auth("demo-secret-county-1")) as county:
+            async def arrived() -> bool:
+                w = (await county.get("/imaging/worklist")).json()
+                return w["count"] == 2
+
+            await eventually(arrived)
+            ecg = (await county.get("/imaging/worklist", params={"service": "ecg"})).json()
+            assert [s["modality"] for s in ecg["studies"]] == ["ECG"]
+            assert ecg["studies"][0]["facility"] == "township-1"

@@ -1,4 +1,8 @@
-"""``hub mllp`` and ``hub hl7-import``: HL7 v2 into the hub, as a facility."""
+"""``hub mllp``, ``hub hl7-import``, ``hub dicom-scan``: facility systems into the hub.
+
+Each runs as the facility: it signs with the facility's key and publishes to
+``hie.inbound.v1``, where the hub verifies and validates like any other event.
+"""
 
 from __future__ import annotations
 
@@ -123,4 +127,58 @@ def hl7_import(files: Annotated[list[Path], typer.Argument(help="HL7 v2 files (M
 
     _run(main())
     if refused:
+        raise typer.Exit(2)
+
+
+def dicom_scan(folder: Annotated[Path, typer.Argument(help="A PACS drop folder (searched "
+                                                     "recursively).")],
+               facility: FacilityArg, key_file: KeyOpt = None, kid: KidOpt = None,
+               endpoint: Annotated[str | None, typer.Option(
+                   help="DICOMweb base URL where the images can be fetched.")] = None,
+               kafka: KafkaOpt = None, facilities: FacilitiesOpt = None) -> None:
+    """Read DICOM headers from a folder, group instances into series and studies, and
+    publish one ImagingStudy per study (sending a study again updates it)."""
+    from adapters.dicom.scan import imaging_study, scan_folder
+    from adapters.sdk import build_envelope
+    from hub.cli import _run
+    from hub.fhir import validate
+    from hub.log.producer import Publisher
+
+    settings = load_settings(kafka_bootstrap=kafka, facilities_file=facilities)
+    try:
+        signer = facility_signer(settings, facility, key_file, kid)
+        if not folder.is_dir():
+            raise ConfigError(f"{folder} is not a folder")
+    except HubError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    total = sum(1 for p in folder.rglob("*") if p.is_file())
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("reading DICOM headers", total=total)
+        scan = scan_folder(folder, lambda k: bar.advance(task, k))
+    studies = [imaging_study(s, endpoint) for s in scan.studies.values()]
+    problems = [(str(p), reason) for p, reason in scan.problems]
+    for res in list(studies):
+        issues = validate(res, "ImagingStudy")
+        if issues:
+            problems.append((res["id"], "; ".join(i.diagnostics for i in issues)))
+            studies.remove(res)
+
+    async def main() -> None:
+        publisher = await Publisher(settings).start()
+        try:
+            await publisher.publish(settings.topics.inbound,
+                                    [build_envelope(signer, r) for r in studies])
+        finally:
+            await publisher.stop()
+
+    if studies:
+        _run(main())
+    console.print(f"[green]{len(studies)} studies published[/green] ("
+                  f"{sum(r['numberOfInstances'] for r in studies)} instances) to "
+                  f"{settings.topics.inbound}; {len(problems)} files skipped")
+    for where, reason in problems[:30]:
+        console.print(f"  {where}: {reason}")
+    if problems:
         raise typer.Exit(2)
