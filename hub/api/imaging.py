@@ -125,6 +125,15 @@ async def _applied(ctx: HubContext, event_id: str, timeout: float = 30.0) -> boo
     return False
 
 
+@router.get("/unmatched-reports")
+def unmatched(ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
+    """Reports the caller's centre sent for studies the hub has not received (a wrong or
+    early reference): kept, listed until the study arrives."""
+    if (refused := _facility_only(reader)) is not None:
+        return refused
+    return FhirResponse({"reports": img.unmatched_reports(ctx.store, reader.id)})
+
+
 @router.get("/turnaround")
 def turnaround(ctx: ContextDep, reader: ReaderDep,
                by: Annotated[str, Query(description="centre, facility or modality")

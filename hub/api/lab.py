@@ -11,6 +11,7 @@ from starlette.datastructures import QueryParams
 from hub.access.rules import may_read_patient, may_read_projection, readable_facilities
 from hub.api.deps import ContextDep, HubContext, ReaderDep
 from hub.api.outcome import FhirResponse, error
+from hub.imaging import read as imaging_read
 from hub.lab import read as lab_read
 from hub.lab.read import SearchError
 from hub.mpi.service import linked_records
@@ -21,6 +22,8 @@ LAB_CATEGORIES = {"laboratory", "http://terminology.hl7.org/CodeSystem/observati
                   "laboratory"}
 REPORT_CATEGORIES = {"LAB", "http://terminology.hl7.org/CodeSystem/v2-0074|LAB"}
 EXT_NORMALISED = "urn:hie:ext:normalised-value"
+IMAGING_CATEGORIES = {"imaging", "RAD", "http://terminology.hl7.org/CodeSystem/v2-0074|RAD",
+                      "EC", "http://terminology.hl7.org/CodeSystem/v2-0074|EC"}
 
 
 def _annotated(row: Any) -> dict:
@@ -44,8 +47,12 @@ def lab_search(ctx: HubContext, rtype: str, params: QueryParams, keys: list[str]
                count: int, offset: int, facilities: frozenset[str] | None
                ) -> tuple[int, list[tuple[dict, str]]]:
     if rtype == "DiagnosticReport":
-        if not set(params.getlist("category")) <= REPORT_CATEGORIES:
-            raise SearchError("category: DiagnosticReport search supports category=LAB")
+        categories = set(params.getlist("category"))
+        if categories and categories <= IMAGING_CATEGORIES:
+            return imaging_read.search_reports(ctx.store, keys, count, offset, facilities)
+        if not categories <= REPORT_CATEGORIES:
+            raise SearchError("category: DiagnosticReport search supports category=LAB "
+                              "(laboratory) or category=imaging (imaging and ECG reports)")
         total, rows = lab_read.search_reports(ctx.store, keys, count, offset, facilities)
         return total, [(present_row(r), r["patient_key"]) for r in rows]
     if not set(params.getlist("category")) <= LAB_CATEGORIES:

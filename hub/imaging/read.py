@@ -135,3 +135,46 @@ def history(store: Store, patient_keys: Sequence[str]) -> list[dict]:
              "issued": body.get("issued")})
     return [{**plain(row), "report_history": earlier.get(row["study_id"], [])}
             for row in rows]
+
+
+def search_reports(store: Store, patient_keys: Sequence[str] | None, count: int, offset: int,
+                   facilities: frozenset[str] | None = None) -> tuple[int, list]:
+    """Current imaging/ECG reports on these patients' studies (wherever they were read),
+    newest first: (total, page of (resource with hub ids, patient key))."""
+    from hub.envelope import SOURCE_PREFIX
+    from hub.record.rules import present
+
+    s, r = T[STUDIES], T[REPORTS]
+    where = [s.c.status.in_(rules.SHOWN_STUDY)]
+    if patient_keys is not None:
+        where.append(s.c.patient_key.in_(list(patient_keys)))
+    if facilities is not None:
+        where.append(s.c.facility.in_(sorted(facilities)))
+    joined = s.join(r, r.c.study_id == s.c.study_id)
+    with store.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)
+                             ).scalar_one()
+        rows = conn.execute(sa.select(r.c.report_id, r.c.order_key, r.c.body, s.c.patient_key)
+                            .select_from(joined).where(*where)
+                            .order_by(r.c.issued.desc(), r.c.report_id)
+                            .limit(count).offset(offset)).all()
+    out = []
+    for report_id, order_key, body, patient_key in rows:
+        facility = report_id.partition(".")[0]
+        res = present(body, facility, f"{SOURCE_PREFIX}{facility}",
+                      order_key.partition("|")[0])
+        out.append((res, patient_key))
+    return total, out
+
+
+def unmatched_reports(store: Store, reader_facility: str | None = None) -> list[dict]:
+    """Reports naming a study the hub has never received: kept (nothing is lost) and listed
+    here until the study arrives, so the reading centre can correct the reference."""
+    s, r = T[STUDIES], T[REPORTS]
+    stmt = (sa.select(r.c.study_id, r.c.report_id, r.c.reader_facility, r.c.status, r.c.issued)
+            .select_from(r.outerjoin(s, s.c.study_id == r.c.study_id))
+            .where(s.c.study_id.is_(None)).order_by(r.c.issued))
+    if reader_facility:
+        stmt = stmt.where(r.c.reader_facility == reader_facility)
+    with store.connect() as conn:
+        return [plain(m) for m in conn.execute(stmt).mappings()]

@@ -5,8 +5,10 @@ delivery on hie.imaging.v1, turnaround on a fixed scenario."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
+import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -145,6 +147,28 @@ async def test_reading_workflow(make_settings):
             assert s1["conclusion"] == "胆囊小结石，建议复查"
             assert [v["status"] for v in s1["report_history"]] == ["final", "amended"]
 
+            # Cross-facility imaging history in FHIR search shape: the studies, and their
+            # reports wherever they were read.
+            studies = (await city.get("/fhir/ImagingStudy", params={
+                "patient": "township-1.p1"})).json()
+            assert {e["resource"]["id"] for e in studies["entry"]} == {
+                "township-1.s1", "township-1.s2"}
+            reports = (await city.get("/fhir/DiagnosticReport", params={
+                "patient": "township-1.p1", "category": "imaging"})).json()
+            assert [(e["resource"]["id"], e["resource"]["status"]) for e in reports["entry"]
+                    ] == [("county-1.rep1", "amended"), ("county-1.rep2", "final")]
+
+            # A report for a study the hub never received: kept and listed, not lost.
+            await put(base, "demo-secret-county-1", report(
+                "rep9", "ImagingStudy/township-1.nope", "final", "?",
+                "2026-11-01T10:00:00+08:00"))
+
+            async def unmatched() -> bool:
+                r = (await county.get("/imaging/unmatched-reports")).json()["reports"]
+                return [x["study_id"] for x in r] == ["township-1.nope"]
+
+            await eventually(unmatched)
+
             # Turnaround on this fixed scenario: first report 40 min after acquisition for
             # s1 (US), 20 min for s2 (ECG); the amendment does not change it.
             tat = (await county.get("/imaging/turnaround", params={"by": "modality"})).json()
@@ -158,7 +182,11 @@ async def test_reading_workflow(make_settings):
             await county.aclose()
             await city.aclose()
 
-        feed = await _feed(settings, 3)
+        feed = [m for m in await _feed(settings, 4) if "nope" not in m["study"]]
+        schema = orjson.loads((Path(__file__).resolve().parents[2] / "schemas" /
+                               "imaging-feed.schema.json").read_bytes())
+        for m in feed:
+            jsonschema.validate(m, schema)
         assert {m["facility"] for m in feed} == {"township-1"}
         assert [m["status"] for m in feed if m["study"] == "ImagingStudy/township-1.s1"] == [
             "final", "amended"]
@@ -184,7 +212,6 @@ async def test_a_pacs_drop_folder_reaches_the_reading_centre(make_settings, tmp_
     goes to the county's ECG worklist, the unusable files are reported, and scanning again
     updates the studies rather than adding new ones."""
     import shutil
-    from pathlib import Path
 
     import pydicom
     from typer.testing import CliRunner
