@@ -124,7 +124,7 @@ async def test_delete_and_read_errors(make_settings):
                 return await status_of(c, "/fhir/Patient/township-1.d1") == 410
 
             await eventually(gone)
-            r = await c.get("/fhir/Observation", params={"code": "x"})
+            r = await c.get("/fhir/Observation", params={"value-quantity": "5"})
             assert r.status_code == 400 and "unsupported search parameter" in r.text
             r = await c.get("/fhir/Observation/none")
             assert r.status_code == 404 and r.json()["resourceType"] == "OperationOutcome"
