@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         default=None, description="Hex secret for the keyed hashes of national IDs and "
         "health cards (master patient index, shared record); empty means identity-secret in "
         "data_dir, generated on first start. Replicas of one hub share it.")
+    recognition_catalogue: Path | None = Field(
+        default=None, description="Mutual test recognition catalogue (YAML); empty means "
+        "the example catalogue in schemas/recognition-catalogue.yaml.")
     imaging_claim_minutes: float = Field(
         default=30, gt=0, description="How long a reader's claim on a study lasts before "
         "another reader may take it.")

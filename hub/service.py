@@ -81,6 +81,7 @@ class Hub:
             use_hub_signer(self.signer)
             use_identity_secret(load_or_create_secret(s.identity_secret_path))
             consortium = read_consortium(s.facilities_file)
+            load_catalogue(s.recognition_catalogue)  # a bad catalogue stops the start, clearly
             # Every projection's tables before anything reads them (the API, the hub's own
             # registry entry); a fresh store, or a projection whose version changed, is
             # rebuilt from the journal here.

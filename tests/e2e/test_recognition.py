@@ -1,0 +1,71 @@
+"""POST /recognition/$check against a running hub: prior results from several facilities,
+judged by the catalogue and the registry (EQA on the result date, tier, status, validity)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.hub_server import auth, eventually, running_hub
+from tests.support.resources import patient
+
+pytestmark = [pytest.mark.e2e, pytest.mark.contract]
+LAB = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "laboratory"}]}]
+
+
+def glucose(oid: str, when: str, status: str = "final", version: int = 1) -> dict:
+    return {"resourceType": "Observation", "id": oid, "status": status, "category": LAB,
+            "meta": {"versionId": str(version), "lastUpdated": f"{when[:10]}T10:00:0{version}Z"},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": when,
+            "valueQuantity": {"value": 5.6, "unit": "mmol/L",
+                              "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
+
+
+async def test_check_explains_each_prior_result(make_settings):
+    async with running_hub(make_settings()) as (_, base):
+        async def put(token: str, res: dict) -> None:
+            async with httpx.AsyncClient(base_url=base, headers=auth(token)) as c:
+                r = await c.put(f"/fhir/{res['resourceType']}/{res['id']}", json=res)
+                assert r.status_code in (200, 201), r.text
+
+        t1, t4 = "demo-secret-township-1", "demo-secret-township-4"
+        await put(t1, patient("p1"))
+        await put(t4, patient("p1"))
+        # township-1 holds a 2026 lab EQA pass; township-4's lapsed at the end of 2025.
+        await put(t1, glucose("g1", "2026-11-20T08:00:00+08:00"))
+        await put(t4, glucose("g4", "2026-11-21T08:00:00+08:00"))
+        await put(t1, glucose("g0", "2026-11-01T08:00:00+08:00"))  # too old by the 23rd
+        await put(t1, glucose("g2", "2026-11-22T08:00:00+08:00", "amended", 2))
+
+        async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-city-1")) as c:
+            async def check(time: str = "2026-11-23T09:00:00+08:00") -> dict:
+                r = await c.post("/recognition/$check", json={
+                    "patient": "Patient/township-1.p1", "items": ["GLU", "HBA1C", "ABG"],
+                    "time": time})
+                assert r.status_code == 200, r.text
+                return {i["item"]: i for i in r.json()["items"]}
+
+            async def seen() -> bool:
+                glu = (await check())["GLU"]
+                return len(glu["recognisable"]) + len(glu["not_recognisable"]) == 4
+
+            await eventually(seen)
+            got = await check()
+            glu = got["GLU"]
+            assert glu["mark"] == "HR"
+            assert [r["result"] for r in glu["recognisable"]] == ["township-1.g1"]
+            assert glu["recognisable"][0]["valid_through"] == "2026-11-27"
+            why = {r["result"]: r["why_not"] for r in glu["not_recognisable"]}
+            assert "amended" in why["township-1.g2"]
+            assert "no valid lab EQA pass on the result date 2026-11-21" in why[
+                "township-4.g4"]
+            assert "expired" in why["township-1.g0"]
+            assert got["HBA1C"]["reason"] == "no prior result for this item"
+            assert got["ABG"]["reason"].startswith("on the negative list")
+            later = (await check("2026-11-28T09:00:00+08:00"))["GLU"]  # g1 valid through 27th
+            assert later["recognisable"] == []
+            bad = await c.post("/recognition/$check", json={
+                "patient": "township-1.p1", "items": ["GLU"], "time": "tomorrow"})
+            assert bad.status_code == 400 and "RFC 3339" in bad.text
