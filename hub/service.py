@@ -31,6 +31,7 @@ from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
+from hub.recognition.catalogue import load_catalogue
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
@@ -81,7 +82,7 @@ class Hub:
             use_hub_signer(self.signer)
             use_identity_secret(load_or_create_secret(s.identity_secret_path))
             consortium = read_consortium(s.facilities_file)
-            load_catalogue(s.recognition_catalogue)  # a bad catalogue stops the start, clearly
+            load_catalogue(s.recognition_catalogue)  # a bad catalogue stops the start
             # Every projection's tables before anything reads them (the API, the hub's own
             # registry entry); a fresh store, or a projection whose version changed, is
             # rebuilt from the journal here.
