@@ -14,6 +14,7 @@ from hub.imaging.projection import ImagingProjection
 from hub.journal import JournalProjection
 from hub.lab.projection import FEED, FEED_TYPE, LabProjection
 from hub.mpi.projection import MpiProjection
+from hub.recognition.projection import RecognitionProjection
 from hub.record.projection import SharedRecordProjection
 from hub.registry.projection import RegistryProjection
 
@@ -21,7 +22,8 @@ from hub.registry.projection import RegistryProjection
 def all_projections() -> dict[str, Projection]:
     return {p.name: p for p in (
         JournalProjection(), SharedRecordProjection(), ActivityProjection(),
-        RegistryProjection(), MpiProjection(), LabProjection(), ImagingProjection())}
+        RegistryProjection(), MpiProjection(), LabProjection(), ImagingProjection(),
+        RecognitionProjection())}
 
 
 def rebuildable() -> dict[str, Projection]:

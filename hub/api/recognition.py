@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Query, Response
 
 from hub.access.rules import may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, ReaderDep
 from hub.api.outcome import FhirResponse, error
+from hub.envelope import now_rfc3339
 from hub.mpi.service import linked_records
 from hub.recognition import read as rec_read
 from hub.recognition.catalogue import load_catalogue
@@ -72,3 +73,108 @@ def _catalogue(ctx):
     if path not in _CACHE:
         _CACHE[path] = load_catalogue(path)
     return _CACHE[path]
+
+
+@router.post("/decisions", status_code=201)
+async def decide(
+    ctx: ContextDep, reader: ReaderDep,
+    patient: Annotated[str, Body(description="Patient/<facility>.<id>")],
+    item: Annotated[str, Body(description="Catalogue item code")],
+    decision: Annotated[str, Body(description="recognised or retested")],
+    result: Annotated[str | None, Body(description="The prior result accepted, e.g. "
+                                       "Observation/township-1.g1")] = None,
+    reason: Annotated[str | None, Body(description="Reason code, required for a re-test "
+                                       "(schemas/recognition-reasons.json)")] = None,
+    text: Annotated[str | None, Body(description="Free text; required for 'other'")] = None,
+) -> FhirResponse:
+    """Record the ordering doctor's decision as an event: the prior result was recognised,
+    or the test is repeated for a coded reason. A re-test without a reason is refused."""
+    from hub.ingest.prepare import prepare_upsert
+    from hub.recognition.decisions import Decision, DecisionError, decision_task
+
+    facility = ctx.directory.get(reader.id) if reader.kind == "facility" else None
+    if facility is None:
+        return error(403, "decisions are recorded by the ordering member facility",
+                     "forbidden")
+    catalogue = _catalogue(ctx)
+    found = catalogue.item(item)
+    key = patient.rstrip("/").split("/")[-1]
+    try:
+        task = decision_task(Decision(key, item, decision, result, reason, text),
+                             found.price_yuan if found else 0.0, now_rfc3339())
+    except DecisionError as exc:
+        return error(422, str(exc), "required" if "needs" in str(exc) else "value")
+    prepared = prepare_upsert(facility, task, "Task")
+    if not prepared.ok:
+        return error(422, prepared.issues[0].diagnostics, "invalid")
+    await ctx.publisher.publish(ctx.settings.topics.events, [prepared.envelope])
+    return FhirResponse(prepared.resource, status_code=201)
+
+
+def _stats_rows(ctx, facility: str | None, month: str | None) -> list[dict]:
+    import sqlalchemy as sa
+
+    from hub.recognition.projection import REASONS, STATS, RecognitionProjection
+
+    t = RecognitionProjection().tables(sa.MetaData())
+    s, r = t[STATS], t[REASONS]
+    where_s, where_r = [], []
+    for col_s, col_r, value in ((s.c.facility, r.c.facility, facility),
+                                (s.c.month, r.c.month, month)):
+        if value:
+            where_s.append(col_s == value)
+            where_r.append(col_r == value)
+    with ctx.store.connect() as conn:
+        stats = conn.execute(sa.select(s).where(*where_s)
+                             .order_by(s.c.facility, s.c.month, s.c.item)).mappings().all()
+        reasons = conn.execute(sa.select(r).where(*where_r)).mappings().all()
+    by_key: dict[tuple, dict[str, int]] = {}
+    for x in reasons:
+        by_key.setdefault((x["facility"], x["month"], x["item"]), {})[x["reason"]] = \
+            x["decisions"]
+    out = []
+    for x in stats:
+        decided = x["recognised"] + x["retested"]
+        out.append({"facility": x["facility"], "month": x["month"], "item": x["item"],
+                    "recognised": x["recognised"], "retested": x["retested"],
+                    "not_counted": x["not_counted"],
+                    "recognition_rate": round(x["recognised"] / decided, 4) if decided else None,
+                    "saved_yuan": x["saved_fen"] / 100,
+                    "reasons": by_key.get((x["facility"], x["month"], x["item"]), {})})
+    return out
+
+
+@router.get("/statistics")
+def statistics(ctx: ContextDep, reader: ReaderDep, facility: str | None = None,
+               month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None
+               ) -> FhirResponse:
+    """Items recognised, recognition rate, non-recognition reasons and yuan saved, per
+    ordering facility, month (Asia/Shanghai) and item."""
+    rows = _stats_rows(ctx, facility, month)
+    total_saved = sum(r["saved_yuan"] for r in rows)
+    return FhirResponse({"rows": rows, "recognised": sum(r["recognised"] for r in rows),
+                         "retested": sum(r["retested"] for r in rows),
+                         "saved_yuan": round(total_saved, 2)})
+
+
+@router.get("/statistics.csv")
+def statistics_csv(ctx: ContextDep, reader: ReaderDep, facility: str | None = None,
+                   month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None
+                   ) -> Response:
+    """The same as CSV (UTF-8 with BOM, so spreadsheet programs show Chinese correctly)."""
+    import csv
+    import io
+
+    from hub.recognition.decisions import REASONS as CODES
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["facility", "month", "item", "recognised", "retested", "not_counted",
+                "recognition_rate", "saved_yuan", *CODES])
+    for r in _stats_rows(ctx, facility, month):
+        w.writerow([r["facility"], r["month"], r["item"], r["recognised"], r["retested"],
+                    r["not_counted"], "" if r["recognition_rate"] is None
+                    else r["recognition_rate"], f"{r['saved_yuan']:.2f}",
+                    *(r["reasons"].get(c, 0) for c in CODES)])
+    return Response("\ufeff" + buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": "attachment; filename=recognition.csv"})

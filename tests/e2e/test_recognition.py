@@ -69,3 +69,38 @@ async def test_check_explains_each_prior_result(make_settings):
             bad = await c.post("/recognition/$check", json={
                 "patient": "township-1.p1", "items": ["GLU"], "time": "tomorrow"})
             assert bad.status_code == 400 and "RFC 3339" in bad.text
+
+            # The doctor decides; decisions are events, and the statistics follow them.
+            async def decide(**body) -> httpx.Response:
+                return await c.post("/recognition/decisions",
+                                    json={"patient": "township-1.p1", **body})
+
+            ok = await decide(item="GLU", decision="recognised",
+                              result="Observation/township-1.g1")
+            assert ok.status_code == 201, ok.text
+            refused = await decide(item="HBA1C", decision="retested")
+            assert refused.status_code == 422 and "needs a reason code" in refused.text
+            assert refused.json()["resourceType"] == "OperationOutcome"
+            vague = await decide(item="HBA1C", decision="retested", reason="other")
+            assert vague.status_code == 422 and "needs a text" in vague.text
+            assert (await decide(item="HBA1C", decision="retested",
+                                 reason="condition-changed")).status_code == 201
+            assert (await decide(item="XYZ", decision="retested",
+                                 reason="not-in-catalogue")).status_code == 201
+
+            async def counted() -> bool:
+                s = (await c.get("/recognition/statistics",
+                                 params={"facility": "city-1"})).json()
+                return s["recognised"] == 1 and s["retested"] == 1
+
+            await eventually(counted)
+            stats = (await c.get("/recognition/statistics", params={"month": "2026-11"})).json()
+            rows = {r["item"]: r for r in stats["rows"]}
+            assert rows["GLU"]["saved_yuan"] == 4.0 and rows["GLU"]["recognition_rate"] == 1.0
+            assert rows["HBA1C"]["reasons"] == {"condition-changed": 1}
+            assert rows["XYZ"]["not_counted"] == 1 and rows["XYZ"]["recognition_rate"] is None
+            csv = await c.get("/recognition/statistics.csv")
+            assert csv.headers["content-type"].startswith("text/csv")
+            lines = csv.text.lstrip("\ufeff").splitlines()
+            assert lines[0].startswith("facility,month,item,recognised")
+            assert any(line.startswith("city-1,2026-11,GLU,1,0,0,1.0,4.00") for line in lines)

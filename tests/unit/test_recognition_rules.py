@@ -85,3 +85,24 @@ def test_the_example_catalogue_has_at_least_30_items_in_every_category():
     assert len(CAT.items) >= 30
     assert {i.category for i in CAT.items.values()} >= {"lab", "imaging", "ecg"}
     assert CAT.negative and CAT.mark == "HR"
+
+
+@given(st.sampled_from(["condition-changed", "emergency", "no-longer-reflects",
+                        "patient-request", "quality-doubt", "other", "not-in-catalogue"]),
+       st.text(max_size=20))
+def test_decisions_round_trip_and_a_retest_needs_a_reason(reason, text):
+    import pytest
+
+    from hub.fhir import validate
+    from hub.recognition.decisions import Decision, DecisionError, decision_task, read_decision
+
+    with pytest.raises(DecisionError, match="needs a reason"):
+        decision_task(Decision("t.p1", "GLU", "retested"), 4.0, "2026-11-23T08:00:00Z")
+    d = Decision("t.p1", "GLU", "retested", reason=reason, text=text or None)
+    if reason == "other" and not text.strip():
+        with pytest.raises(DecisionError, match="needs a text"):
+            decision_task(d, 4.0, "2026-11-23T08:00:00Z")
+        return
+    task = decision_task(d, 4.0, "2026-11-23T08:00:00Z")
+    assert validate(task, "Task") == []
+    assert read_decision(task) == ("retested", "GLU", 4.0, reason)
