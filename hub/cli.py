@@ -17,6 +17,7 @@ from rich.table import Table
 from hub import cli_adapters
 from hub.cli_facility import facility_app
 from hub.cli_mpi import mpi_app
+from hub.cli_recognition import recognition_app
 from hub.config import Settings, load_settings
 from hub.errors import HubError
 
@@ -25,6 +26,7 @@ app = typer.Typer(help="Health-information exchange hub for a regional medical c
 console = Console()
 app.add_typer(facility_app, name="facility")
 app.add_typer(mpi_app, name="mpi")
+app.add_typer(recognition_app, name="recognition")
 app.command("mllp")(cli_adapters.mllp)
 app.command("hl7-import")(cli_adapters.hl7_import)
 app.command("dicom-scan")(cli_adapters.dicom_scan)

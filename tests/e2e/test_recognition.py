@@ -3,9 +3,13 @@ judged by the catalogue and the registry (EQA on the result date, tier, status, 
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from hub.cli import app
 from tests.support.hub_server import auth, eventually, running_hub
 from tests.support.resources import patient
 
@@ -64,6 +68,14 @@ async def test_check_explains_each_prior_result(make_settings):
             assert "expired" in why["township-1.g0"]
             assert got["HBA1C"]["reason"] == "no prior result for this item"
             assert got["ABG"]["reason"].startswith("on the negative list")
+            # The same check, the operator's way.
+            shown = await asyncio.to_thread(CliRunner().invoke, app, [
+                "recognition", "check", "--patient", "township-1.p1", "--items", "GLU,ABG",
+                "--time", "2026-11-23T09:00:00+08:00", "--url", base,
+                "--token", "demo-secret-city-1"], env={"COLUMNS": "250"})
+            assert shown.exit_code == 0, shown.output
+            assert "HR recognisable" in shown.output and "township-1.g1" in shown.output
+            assert "negative list" in shown.output
             later = (await check("2026-11-28T09:00:00+08:00"))["GLU"]  # g1 valid through 27th
             assert later["recognisable"] == []
             bad = await c.post("/recognition/$check", json={
