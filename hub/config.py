@@ -21,6 +21,7 @@ class Topics(BaseSettings):
     deadletter: str = "hie.deadletter.v1"
     lab: str = "hie.lab.v1"  # change feed of the lab projection
     imaging: str = "hie.imaging.v1"  # reports back to the facilities that took the exams
+    recognition: str = "hie.recognition.v1"  # order-time recognition prompts
 
 
 class Settings(BaseSettings):

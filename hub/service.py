@@ -32,10 +32,12 @@ from hub.log.topics import ensure_topics
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
 from hub.recognition.catalogue import load_catalogue
+from hub.recognition.prompter import Prompter
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
 from hub.store.db import Store, open_store
+from hub.store.schema import recognition_outbox
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class Hub:
         self.signer: Signer | None = None
         self.mpi: MpiService | None = None
         self.feeds: dict[str, OutboxRelay] = {}
+        self.prompter: Prompter | None = None
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.runners: list[ProjectionRunner] = []
@@ -212,6 +215,8 @@ class Hub:
             tasks.append(task)
             if name == "mpi" and not until_caught_up:
                 tasks.append(self._start_mpi(runner))
+            if name == "recognition" and not until_caught_up:
+                tasks.append(self._start_prompter())
             feed = FEEDS.get(name)
             if feed is not None and not until_caught_up:
                 table, topic, ce_type = feed(self.settings)
@@ -221,6 +226,20 @@ class Hub:
                 self._tasks.append(feed_task)
                 tasks.append(feed_task)
         return tasks
+
+    def _start_prompter(self) -> asyncio.Task:
+        """The order-time recognition prompt, and the relay of its messages."""
+        assert self.store and self.publisher and self.directory
+        directory = self.directory
+        self.prompter = Prompter(self.store, load_catalogue(self.settings.recognition_catalogue),
+                                 lambda: {f.id: f.record for f in directory})
+        relay = OutboxRelay(self.store, self.publisher, recognition_outbox,
+                            self.settings.topics.recognition, "hie.recognition.v1")
+        self.feeds["recognition"] = relay
+        for coro, label in ((relay.run(), "feed:recognition"),
+                            (self.prompter.run(), "prompter")):
+            self._tasks.append(asyncio.create_task(coro, name=label))
+        return self._tasks[-1]
 
     def _start_mpi(self, runner: ProjectionRunner) -> asyncio.Task:
         """The patient index decides where its projection runs: it reads what that folds."""
@@ -248,6 +267,8 @@ class Hub:
             self.mpi.stop()
         for relay in self.feeds.values():
             relay.stop()
+        if self.prompter is not None:
+            self.prompter.stop()
         for r in self.runners:
             r.stop()
         tasks, self._tasks = self._tasks, []

@@ -104,3 +104,29 @@ leases = sa.Table(
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("expires", sa.Float, nullable=False),
 )
+
+# The recognition prompter's own state: which orders it has looked at, and the prompts it
+# raised (open, or withdrawn when the results they relied on stopped qualifying).
+recognition_prompts = sa.Table(
+    "hub_recognition_prompts",
+    metadata,
+    sa.Column("request_id", sa.String(200), primary_key=True),
+    sa.Column("status", sa.String(12), nullable=False),  # none | open | withdrawn
+    sa.Column("facility", sa.String(64), nullable=False),
+    sa.Column("patient_key", sa.String(200), nullable=False),
+    sa.Column("ordered", sa.String(10), nullable=False),
+    sa.Column("items", sa.Text, nullable=False),  # JSON: {item: [result ids relied on]}
+    sa.Column("checked_at", sa.String(40), nullable=False),
+)
+
+# Outbox of hie.recognition.v1 (prompts and withdrawals), relayed like the feeds.
+recognition_outbox = sa.Table(
+    "hub_recognition_outbox",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("feed_id", sa.String(220), nullable=False, unique=True),
+    sa.Column("patient_key", sa.String(200), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("sent", sa.Boolean, nullable=False, default=False),
+)

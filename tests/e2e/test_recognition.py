@@ -116,3 +116,88 @@ async def test_check_explains_each_prior_result(make_settings):
             lines = csv.text.lstrip("\ufeff").splitlines()
             assert lines[0].startswith("facility,month,item,recognised")
             assert any(line.startswith("city-1,2026-11,GLU,1,0,0,1.0,4.00") for line in lines)
+
+
+async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_settings, tmp_path):
+
+    from hub.demo.population import gb11643_check
+    from hub.registry.consortium_file import read_consortium, write_consortium
+
+    consortium = tmp_path / "consortium.yaml"
+    write_consortium(read_consortium(None), consortium)
+    settings = make_settings(facilities_file=consortium, registry_poll_seconds=0.2)
+    body = "33040219600305123"
+    nid = body + gb11643_check(body)
+
+    def person(pid: str) -> dict:
+        return {"resourceType": "Patient", "id": pid,
+                "identifier": [{"system": "urn:oid:2.16.156.10011.1.1", "value": nid}],
+                "name": [{"text": "张伟"}], "gender": "male", "birthDate": "1960-03-05"}
+
+    hba1c = {**glucose("h1", "2026-11-10T08:00:00+08:00"),
+             "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+             "valueQuantity": {"value": 6.1, "unit": "%", "system": "http://unitsofmeasure.org",
+                               "code": "%"}}
+    async with running_hub(settings) as (_, base):
+        async def put(token: str, res: dict) -> None:
+            async with httpx.AsyncClient(base_url=base, headers=auth(token)) as c:
+                r = await c.put(f"/fhir/{res['resourceType']}/{res['id']}", json=res)
+                assert r.status_code in (200, 201), r.text
+
+        t1, county = "demo-secret-township-1", "demo-secret-county-1"
+        await put(t1, person("p1"))
+        await put(county, person("p7"))
+        await put(t1, glucose("g1", "2026-11-20T08:00:00+08:00"))
+        await put(t1, hba1c)
+        async with httpx.AsyncClient(base_url=base, headers=auth(county)) as c:
+            async def linked() -> bool:
+                r = (await c.get("/mpi/records/county-1.p7")).json()
+                return r["records"] == ["county-1.p7", "township-1.p1"]
+
+            await eventually(linked)
+            await put(county, {
+                "resourceType": "ServiceRequest", "id": "o1", "status": "active",
+                "intent": "order", "authoredOn": "2026-11-23T09:00:00+08:00",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
+                "subject": {"reference": "Patient/p7"}})
+            (prompt,) = await _messages(settings, 1)
+            assert prompt["type"] == "hie.recognition.prompt.v1"
+            assert prompt["request"] == "ServiceRequest/county-1.o1"
+            assert prompt["items"][0]["item"] == "GLU"
+            assert [r["result"] for r in prompt["items"][0]["results"]] == ["township-1.g1"]
+
+            # township-1 loses its lab EQA pass from 2026-11-20: the prompt relying on its
+            # result of that day is withdrawn; its result of 2026-11-10 stays recognisable.
+            done = await asyncio.to_thread(CliRunner().invoke, app, [
+                "facility", "set-eqa", "township-1", "lab", "--from", "2026-01-01", "--to",
+                "2026-11-19", "--facilities", str(consortium)])
+            assert done.exit_code == 0, done.output
+            msgs = await _messages(settings, 2)
+            assert msgs[1]["type"] == "hie.recognition.withdrawn.v1"
+            assert msgs[1]["items"] == ["GLU"]
+            after = (await c.post("/recognition/$check", json={
+                "patient": "county-1.p7", "items": ["GLU", "HBA1C"],
+                "time": "2026-11-23T10:00:00+08:00"})).json()
+            verdict = {i["item"]: i for i in after["items"]}
+            assert verdict["GLU"]["recognisable"] == []
+            assert "EQA" in verdict["GLU"]["reason"]
+            assert [r["result"] for r in verdict["HBA1C"]["recognisable"]] == ["township-1.h1"]
+
+
+async def _messages(settings, n: int) -> list[dict]:
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(settings.topics.recognition,
+                                bootstrap_servers=settings.bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list[dict] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + 45
+        while len(out) < n and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return out
