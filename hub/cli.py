@@ -311,7 +311,7 @@ def demo(
 def bench(
     events: Annotated[int, typer.Option(help="Events per measurement.")] = 20000,
     only: Annotated[str | None, typer.Option(
-        help="One of: ingest, rebuild, latency, lab, mllp, mpi.")] = None,
+        help="One of: ingest, rebuild, latency, lab, mllp, recognition, mpi.")] = None,
 ) -> None:
     """Measure the issue's figures, each beside its same-run baseline."""
     from bench.run import run_all

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Annotated
 
@@ -11,10 +12,9 @@ from hub.access.rules import may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, ReaderDep
 from hub.api.outcome import FhirResponse, error
 from hub.envelope import now_rfc3339
-from hub.mpi.service import linked_records
-from hub.recognition import read as rec_read
 from hub.recognition.catalogue import load_catalogue
-from hub.recognition.rules import CONSORTIUM_TZ, check
+from hub.recognition.rules import CONSORTIUM_TZ
+from hub.recognition.service import run_check
 
 router = APIRouter(prefix="/recognition", tags=["mutual test recognition"])
 
@@ -43,17 +43,10 @@ def recognition_check(
         return error(400, f"time: {time!r} is not an RFC 3339 time", "value")
     if ordered_at.tzinfo is None:
         ordered_at = ordered_at.replace(tzinfo=CONSORTIUM_TZ)
-    catalogue = _catalogue(ctx)
-    wanted = [catalogue.item(c) for c in items]
-    loinc = [code for it in wanted if it for code in it.loinc]
-    imaging = any(it and it.category in ("imaging", "ecg", "pathology") for it in wanted)
-    allowed = readable_facilities(reader)
-    keys = [k for k in linked_records(ctx.store, key)
-            if allowed is None or k.partition(".")[0] in allowed]
-    results = rec_read.prior_results(ctx.store, keys, loinc, imaging)
     registry = {f.id: f.record for f in ctx.directory}
-    verdicts = check(catalogue, items, results, registry,
-                     ordered_at.astimezone(CONSORTIUM_TZ).date())
+    keys, verdicts = run_check(ctx.store, registry, _catalogue(ctx), key, items,
+                               ordered_at.astimezone(CONSORTIUM_TZ).date(),
+                               readable_facilities(reader))
     from hub.api.read import _audit
 
     _audit(ctx, reader, "operation", f"recognition/$check?patient={key}", set(keys))
@@ -114,10 +107,9 @@ async def decide(
 def _stats_rows(ctx, facility: str | None, month: str | None) -> list[dict]:
     import sqlalchemy as sa
 
-    from hub.recognition.projection import REASONS, STATS, RecognitionProjection
+    from hub.recognition.projection import REASONS, STATS
 
-    t = RecognitionProjection().tables(sa.MetaData())
-    s, r = t[STATS], t[REASONS]
+    s, r = _stats_tables()[STATS], _stats_tables()[REASONS]
     where_s, where_r = [], []
     for col_s, col_r, value in ((s.c.facility, r.c.facility, facility),
                                 (s.c.month, r.c.month, month)):
@@ -178,3 +170,12 @@ def statistics_csv(ctx: ContextDep, reader: ReaderDep, facility: str | None = No
                     *(r["reasons"].get(c, 0) for c in CODES)])
     return Response("\ufeff" + buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": "attachment; filename=recognition.csv"})
+
+
+@functools.cache
+def _stats_tables():
+    import sqlalchemy as sa
+
+    from hub.recognition.projection import RecognitionProjection
+
+    return RecognitionProjection().tables(sa.MetaData())

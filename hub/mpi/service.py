@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -48,7 +49,9 @@ class NotLeader(HubError):
     """Another hub replica holds the patient index's writer lease."""
 
 
+@functools.cache
 def _tables() -> dict[str, sa.Table]:
+    # Built once: building Table objects costs milliseconds, and reads call this per request.
     return MpiProjection().tables(sa.MetaData())
 
 

@@ -24,10 +24,9 @@ import sqlalchemy as sa
 from hub.engine.writer import dialect_insert
 from hub.envelope import now_rfc3339
 from hub.errors import HubError
-from hub.mpi.service import linked_records
-from hub.recognition import read as rec_read
 from hub.recognition.projection import ORDERS, RecognitionProjection
-from hub.recognition.rules import CONSORTIUM_TZ, Catalogue, check
+from hub.recognition.rules import CONSORTIUM_TZ, Catalogue
+from hub.recognition.service import run_check
 from hub.registry.model import FacilityRecord
 from hub.store import lease
 from hub.store.db import Store
@@ -82,14 +81,9 @@ class Prompter:
         return self._new_orders(), self._recheck_open()
 
     def _verdicts(self, patient_key: str, items: list[str], ordered: str) -> dict[str, list]:
-        keys = linked_records(self.store, patient_key)
-        wanted = [self.catalogue.items[i] for i in items if i in self.catalogue.items]
-        results = rec_read.prior_results(
-            self.store, keys, [c for it in wanted for c in it.loinc],
-            any(it.category != "lab" for it in wanted))
-        day = datetime.fromisoformat(ordered).date()
-        return {v.item: v.recognisable
-                for v in check(self.catalogue, items, results, self.registry(), day)}
+        _, verdicts = run_check(self.store, self.registry(), self.catalogue, patient_key,
+                                items, datetime.fromisoformat(ordered).date())
+        return {v.item: v.recognisable for v in verdicts}
 
     def _new_orders(self) -> int:
         p = recognition_prompts
