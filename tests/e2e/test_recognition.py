@@ -4,8 +4,11 @@ judged by the catalogue and the registry (EQA on the result date, tier, status, 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
+import jsonschema
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -173,6 +176,10 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
                 "2026-11-19", "--facilities", str(consortium)])
             assert done.exit_code == 0, done.output
             msgs = await _messages(settings, 2)
+            schema = orjson.loads((Path(__file__).resolve().parents[2] / "schemas" /
+                                   "recognition-prompt.schema.json").read_bytes())
+            for m in msgs:
+                jsonschema.validate(m, schema)
             assert msgs[1]["type"] == "hie.recognition.withdrawn.v1"
             assert msgs[1]["items"] == ["GLU"]
             after = (await c.post("/recognition/$check", json={
