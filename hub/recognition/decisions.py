@@ -37,6 +37,7 @@ class Decision:
 
 
 def decision_task(d: Decision, price_yuan: float, when: str) -> dict[str, Any]:
+    text = (d.text or "").strip() or None  # FHIR strings may not be blank
     if d.outcome not in ("recognised", "retested"):
         raise DecisionError("decision must be 'recognised' or 'retested'")
     if d.outcome == "recognised" and not d.result:
@@ -46,7 +47,7 @@ def decision_task(d: Decision, price_yuan: float, when: str) -> dict[str, Any]:
             raise DecisionError("a re-test needs a reason code: " + ", ".join(REASONS))
         if d.reason not in REASONS:
             raise DecisionError(f"unknown reason {d.reason!r}; one of: {', '.join(REASONS)}")
-        if d.reason == "other" and not (d.text or "").strip():
+        if d.reason == "other" and not text:
             raise DecisionError("reason 'other' needs a text saying why")
     task: dict[str, Any] = {
         "resourceType": "Task", "id": f"rd-{uuid.uuid4().hex[:20]}", "status": "completed",
@@ -61,7 +62,7 @@ def decision_task(d: Decision, price_yuan: float, when: str) -> dict[str, Any]:
     if d.reason:
         task["reasonCode"] = {"coding": [{"system": REASON_SYSTEM, "code": d.reason,
                                           "display": REASONS[d.reason]}],
-                              **({"text": d.text} if d.text else {})}
+                              **({"text": text} if text else {})}
     return task
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.recognition.catalogue import load_catalogue
@@ -106,3 +106,45 @@ def test_decisions_round_trip_and_a_retest_needs_a_reason(reason, text):
     task = decision_task(d, 4.0, "2026-11-23T08:00:00Z")
     assert validate(task, "Task") == []
     assert read_decision(task) == ("retested", "GLU", 4.0, reason)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(["preliminary", "final", "amended", "corrected",
+                                 "entered-in-error"]), min_size=1, max_size=5), st.randoms())
+def test_a_check_follows_the_results_newest_status_whatever_the_arrival_order(statuses, rnd):
+    """Versions of one result arrive in any order; the check judges the newest version."""
+    import sqlalchemy as sa
+
+    from hub.engine.projection import Event
+    from hub.engine.writer import write
+    from hub.lab.projection import LabProjection
+    from hub.recognition.service import run_check
+    from hub.store.db import open_store
+    from tests.support.events import envelope
+
+    versions = []
+    for v, status in enumerate(statuses, 1):
+        obs = {"resourceType": "Observation", "id": "g1", "status": status,
+               "category": [{"coding": [{"code": "laboratory"}]}],
+               "meta": {"versionId": str(v), "lastUpdated": f"2026-03-01T08:00:0{v}Z"},
+               "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
+               "subject": {"reference": "Patient/p1"},
+               "effectiveDateTime": "2026-03-01T08:00:00+08:00",
+               "valueQuantity": {"value": 5.0 + v, "code": "mmol/L"}}
+        versions.append(Event.from_envelope(envelope(obs, "lab-a"), "t", 0, v))
+    rnd.shuffle(versions)
+    store = open_store("sqlite://")
+    projection = LabProjection()
+    tables = projection.tables(sa.MetaData())
+    with store.begin() as conn:
+        for t in tables.values():
+            t.create(conn)
+        write(conn, tables, projection.apply(versions))
+    from hub.mpi.projection import MpiProjection
+
+    with store.begin() as conn:
+        for t in MpiProjection().tables(sa.MetaData()).values():
+            t.create(conn)
+    _, (verdict,) = run_check(store, REGISTRY, CAT, "lab-a.p1", ["GLU"], date(2026, 3, 2))
+    assert bool(verdict.recognisable) == (statuses[-1] == "final")
+    store.dispose()
