@@ -11,8 +11,8 @@ import httpx
 import jsonschema
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
+from tests.support.events import read_json_topic
 from tests.support.hub_server import auth, eventually, running_hub
 from tests.support.resources import patient
 
@@ -182,7 +182,8 @@ async def test_reading_workflow(make_settings):
             await county.aclose()
             await city.aclose()
 
-        feed = [m for m in await _feed(settings, 4) if "nope" not in m["study"]]
+        feed = [m for m in await read_json_topic(settings, settings.topics.imaging, 4)
+                if "nope" not in m["study"]]
         schema = orjson.loads((Path(__file__).resolve().parents[2] / "schemas" /
                                "imaging-feed.schema.json").read_bytes())
         for m in feed:
@@ -190,21 +191,6 @@ async def test_reading_workflow(make_settings):
         assert {m["facility"] for m in feed} == {"township-1"}
         assert [m["status"] for m in feed if m["study"] == "ImagingStudy/township-1.s1"] == [
             "final", "amended"]
-
-
-async def _feed(settings, n: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(settings.topics.imaging, bootstrap_servers=settings.bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
-    finally:
-        await consumer.stop()
-    return out
 
 
 async def test_a_pacs_drop_folder_reaches_the_reading_centre(make_settings, tmp_path):

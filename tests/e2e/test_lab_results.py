@@ -4,17 +4,15 @@ by patient, code and date with paging; the change feed carries every change."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 import jsonschema
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 from fhirpy import AsyncFHIRClient
 
-from tests.support.events import envelope, publish
+from tests.support.events import envelope, publish, read_json_topic
 from tests.support.hub_server import auth, eventually, running_hub
 from tests.support.resources import patient
 
@@ -117,7 +115,7 @@ async def test_lab_results_across_facilities(make_settings):
             odd = await c.get("/fhir/Observation", params={"code": "urn:x|1"})
             assert odd.status_code == 400 and "only LOINC" in odd.text
 
-        feed = await _feed(settings, 6)
+        feed = await read_json_topic(settings, settings.topics.lab, 6)
         assert len({m["id"] for m in feed}) == 6  # every lab result event, once
         schema = orjson.loads((SCHEMAS / "lab-feed.schema.json").read_bytes())
         for m in feed:
@@ -128,18 +126,3 @@ async def test_lab_results_across_facilities(make_settings):
 
 async def _len_is(fetch, n: int) -> bool:
     return len(await fetch()) == n
-
-
-async def _feed(settings, n: int) -> list[dict]:
-    consumer = AIOKafkaConsumer(settings.topics.lab, bootstrap_servers=settings.bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
-    finally:
-        await consumer.stop()
-    return out

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hub.cli import app
+from tests.support.events import read_json_topic
 from tests.support.hub_server import auth, eventually, running_hub
 from tests.support.resources import patient
 
@@ -163,7 +164,7 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
                 "intent": "order", "authoredOn": "2026-11-23T09:00:00+08:00",
                 "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
                 "subject": {"reference": "Patient/p7"}})
-            (prompt,) = await _messages(settings, 1)
+            (prompt,) = await read_json_topic(settings, settings.topics.recognition, 1)
             assert prompt["type"] == "hie.recognition.prompt.v1"
             assert prompt["request"] == "ServiceRequest/county-1.o1"
             assert prompt["items"][0]["item"] == "GLU"
@@ -175,7 +176,7 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
                 "facility", "set-eqa", "township-1", "lab", "--from", "2026-01-01", "--to",
                 "2026-11-19", "--facilities", str(consortium)])
             assert done.exit_code == 0, done.output
-            msgs = await _messages(settings, 2)
+            msgs = await read_json_topic(settings, settings.topics.recognition, 2)
             schema = orjson.loads((Path(__file__).resolve().parents[2] / "schemas" /
                                    "recognition-prompt.schema.json").read_bytes())
             for m in msgs:
@@ -189,22 +190,3 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
             assert verdict["GLU"]["recognisable"] == []
             assert "EQA" in verdict["GLU"]["reason"]
             assert [r["result"] for r in verdict["HBA1C"]["recognisable"]] == ["township-1.h1"]
-
-
-async def _messages(settings, n: int) -> list[dict]:
-    import orjson
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(settings.topics.recognition,
-                                bootstrap_servers=settings.bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    out: list[dict] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + 45
-        while len(out) < n and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
-    finally:
-        await consumer.stop()
-    return out

@@ -25,3 +25,26 @@ async def publish(settings: Settings, envelopes: list[Envelope], topic: str | No
         await pub.publish(topic or settings.topics.events, envelopes)
     finally:
         await pub.stop()
+
+
+async def read_json_topic(settings: Settings, topic: str, n: int, timeout: float = 45.0
+                          ) -> list[dict]:
+    """The first ``n`` JSON messages of ``topic`` (fewer if ``timeout`` passes first), read
+    as a downstream consumer would: a plain Kafka consumer from the earliest offset."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    out: list[dict] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(out) < n and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            out += [orjson.loads(m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return out
