@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import statistics
 import time
 from pathlib import Path
 
@@ -115,7 +114,3 @@ ORU = ("MSH|^~\\&|LIS|township-1|HUB|HIE|20261101083000||ORU^R01|{ctl}|P|2.5.1||
 def oru_messages(n: int) -> list[bytes]:
     return [ORU.format(ctl=f"B{i}", pid=i % 500, glucose=f"{5 + i % 40 / 10:.1f}").encode()
             for i in range(n)]
-
-
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
