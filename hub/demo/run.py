@@ -25,6 +25,7 @@ from hub.config import Settings
 from hub.demo.population import PopulationSimulator, SimFacility
 from hub.engine.rebuild import ensure_built
 from hub.facilities import Facility
+from hub.imaging.projection import ImagingProjection
 from hub.lab.projection import LabProjection
 from hub.mpi.projection import MpiProjection
 from hub.projections import all_projections
@@ -125,6 +126,11 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
             mpi["mpi_link"].c.person_id)))).scalar_one()
         reviews = conn.execute(sa.select(sa.func.count()).select_from(mpi["mpi_review"])
                                .where(mpi["mpi_review"].c.status == "requested")).scalar_one()
+        img = ImagingProjection().tables(sa.MetaData())
+        waiting = conn.execute(sa.select(sa.func.count()).select_from(
+            img["img_study"].outerjoin(img["img_report"], img["img_report"].c.study_id ==
+                                       img["img_study"].c.study_id))
+            .where(img["img_report"].c.study_id.is_(None))).scalar_one()
         lab = LabProjection().tables(sa.MetaData())
         results, abnormal = conn.execute(sa.select(
             sa.func.count(), sa.func.sum(sa.case((lab["lab_result"].c.flag.in_(
@@ -151,6 +157,9 @@ def _summary(hub: Hub, sim: ConsortiumSimulator, started: float) -> Group:
         f"patient index: {records} facility records of {persons} residents, {reviews} open "
         f"reviews (hub mpi reviews --url http://{hub.settings.api_host}:"
         f"{hub.settings.api_port} --token demo-secret-city-1)",
+        f"imaging and ECG: {waiting} studies waiting for a reading centre (curl -H "
+        f"'Authorization: Bearer demo-secret-county-1' http://{hub.settings.api_host}:"
+        f"{hub.settings.api_port}/imaging/worklist)",
         f"lab results: {results} shown, {abnormal or 0} flagged abnormal; change feed "
         f"{hub.settings.topics.lab}: "
         f"{hub.feeds['lab'].sent if 'lab' in hub.feeds else 0} messages sent",
