@@ -15,10 +15,16 @@ APP = "demo-app-token-chronic-dashboard"  # may read township-1/2 and village-1/
 
 async def test_app_scopes_and_audit_trail(make_settings):
     async with running_hub(make_settings()) as (_, base):
+        # Two different residents (the patient index must not link them: this test is about
+        # scopes, and the audit trail follows the index's links).
+        others = {"name": [{"text": "李娜", "family": "李", "given": ["娜"]}],
+                  "birthDate": "1985-11-20"}
         for facility in ("township-1", "city-1"):
             async with httpx.AsyncClient(base_url=base,
                                          headers=auth(f"demo-secret-{facility}")) as c:
-                await c.put("/fhir/Patient/p1", json=patient("p1"))
+                resident = patient("p1") if facility == "township-1" else {**patient("p1"),
+                                                                            **others}
+                await c.put("/fhir/Patient/p1", json=resident)
                 await c.put("/fhir/Observation/o1", json=observation("o1", pid="p1"))
         async with httpx.AsyncClient(base_url=base, headers=auth(APP)) as app, \
                 httpx.AsyncClient(base_url=base, headers=auth("demo-secret-city-1")) as city:
