@@ -77,6 +77,11 @@ async def test_lis_over_mllp(make_settings, tmp_path):
                 return [e["resource"]["valueQuantity"]["value"] for e in entries] == [6.8]
 
             await eventually(corrected)
+
+            async def registered() -> bool:  # projections run independently: wait for it
+                return (await c.get("/fhir/Patient/township-1.P001")).status_code == 200
+
+            await eventually(registered)
             patient = (await c.get("/fhir/Patient/township-1.P001")).json()
             assert patient["name"][0]["text"] == "张伟"
             summary = (await c.get("/fhir/Patient/township-1.P001/$lab-summary")).json()
