@@ -149,10 +149,13 @@ async def test_reading_workflow(make_settings):
 
             # Cross-facility imaging history in FHIR search shape: the studies, and their
             # reports wherever they were read.
-            studies = (await city.get("/fhir/ImagingStudy", params={
-                "patient": "township-1.p1"})).json()
-            assert {e["resource"]["id"] for e in studies["entry"]} == {
-                "township-1.s1", "township-1.s2"}
+            async def both_studies() -> bool:  # the shared record has its own runner
+                found = (await city.get("/fhir/ImagingStudy", params={
+                    "patient": "township-1.p1"})).json()
+                return {e["resource"]["id"] for e in found.get("entry", [])} == {
+                    "township-1.s1", "township-1.s2"}
+
+            await eventually(both_studies)
             reports = (await city.get("/fhir/DiagnosticReport", params={
                 "patient": "township-1.p1", "category": "imaging"})).json()
             assert [(e["resource"]["id"], e["resource"]["status"]) for e in reports["entry"]

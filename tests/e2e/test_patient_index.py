@@ -85,10 +85,13 @@ async def test_index_links_reviews_and_follows_decisions(make_settings):
         same = {"township-1.p1", "county-1.p7", "city-1.p3"}
         await eventually(lambda: linked("township-1.p1", same))
 
-        obs = (await county.get("/fhir/Observation",
-                                params={"patient": "Patient/county-1.p7"})).json()
-        assert {e["resource"]["id"] for e in obs["entry"]} == {
-            "township-1.o-p1", "county-1.o-p7", "city-1.o-p3"}
+        async def followed() -> bool:  # the shared record has its own runner
+            obs = (await county.get("/fhir/Observation",
+                                    params={"patient": "Patient/county-1.p7"})).json()
+            return {e["resource"]["id"] for e in obs.get("entry", [])} == {
+                "township-1.o-p1", "county-1.o-p7", "city-1.o-p3"}
+
+        await eventually(followed)
 
         async def queued() -> list[dict]:
             return (await county.get("/mpi/reviews")).json()["reviews"]
@@ -101,6 +104,10 @@ async def test_index_links_reviews_and_follows_decisions(make_settings):
         assert await linked("village-1.p4", {"village-1.p4"})  # flagged, never merged
 
         # The national ID is never kept in clear, not even in the shared record.
+        async def recorded() -> bool:
+            return (await county.get("/fhir/Patient/township-1.p1")).status_code == 200
+
+        await eventually(recorded)
         patient = (await county.get("/fhir/Patient/township-1.p1")).json()
         assert NATIONAL_ID not in str(patient)
         assert any(i["system"] == "urn:hie:keyed-hash:national-id"
