@@ -159,6 +159,14 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
                 return r["records"] == ["county-1.p7", "township-1.p1"]
 
             await eventually(linked)
+
+            async def on_file() -> bool:  # the lab projection runs on its own: wait for it
+                r = (await c.post("/recognition/$check", json={
+                    "patient": "county-1.p7", "items": ["GLU"],
+                    "time": "2026-11-23T09:00:00+08:00"})).json()
+                return bool(r["items"][0]["recognisable"])
+
+            await eventually(on_file)
             await put(county, {
                 "resourceType": "ServiceRequest", "id": "o1", "status": "active",
                 "intent": "order", "authoredOn": "2026-11-23T09:00:00+08:00",
