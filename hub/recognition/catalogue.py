@@ -10,18 +10,16 @@ import yaml
 
 from hub.errors import ConfigError
 from hub.recognition.rules import Catalogue, Item
-
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
-DEFAULT = SCHEMAS / "recognition-catalogue.yaml"
+from hub.schemas import schema_file
 
 
 def load_catalogue(path: Path | None = None) -> Catalogue:
-    path = Path(path or DEFAULT)
+    path = Path(path or schema_file("recognition-catalogue.yaml"))
     try:
         doc = yaml.safe_load(path.read_text("utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read the recognition catalogue {path}: {exc}") from exc
-    schema = json.loads((SCHEMAS / "recognition-catalogue.schema.json").read_text("utf-8"))
+    schema = json.loads(schema_file("recognition-catalogue.schema.json").read_text("utf-8"))
     try:
         jsonschema.validate(doc, schema)
     except jsonschema.ValidationError as exc:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from hub.schemas import schema_file
 
 SYSTEM = "urn:hie:recognition"
 REASON_SYSTEM = "urn:hie:recognition:reason"
-_CODES = json.loads((Path(__file__).resolve().parents[2] / "schemas" /
-                     "recognition-reasons.json").read_text("utf-8"))
+_CODES = json.loads(schema_file("recognition-reasons.json").read_text("utf-8"))
 REASONS = {c["code"]: c["display"] for c in _CODES["concept"]}
 COUNTS = {c["code"]: c["property"][0]["valueBoolean"] for c in _CODES["concept"]}
 

@@ -23,9 +23,9 @@ from hub.envelope import FACILITY_ID
 from hub.errors import ConfigError
 from hub.facilities import App, Facility, FacilityDirectory
 from hub.registry.model import FacilityRecord, Qualification, SigningKey
+from hub.schemas import schema_file
 from hub.signing import HUB_OWNER, load_public_key
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "consortium.schema.json"
 BUNDLED = "demo-consortium.yaml"
 
 
@@ -113,7 +113,7 @@ def check_references(c: Consortium) -> None:
 
 
 def parse_consortium(doc: Any, origin: str) -> Consortium:
-    schema = yaml.safe_load(SCHEMA_PATH.read_text("utf-8")) if SCHEMA_PATH.exists() else None
+    schema = yaml.safe_load(schema_file("consortium.schema.json").read_text("utf-8"))
     if schema is not None:
         try:
             jsonschema.validate(_jsonable(doc), schema)
