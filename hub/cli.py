@@ -27,9 +27,6 @@ console = Console()
 app.add_typer(facility_app, name="facility")
 app.add_typer(mpi_app, name="mpi")
 app.add_typer(recognition_app, name="recognition")
-app.command("mllp")(cli_adapters.mllp)
-app.command("hl7-import")(cli_adapters.hl7_import)
-app.command("dicom-scan")(cli_adapters.dicom_scan)
 
 KafkaOpt = Annotated[str | None, typer.Option(
     "--kafka", envvar="HUB_KAFKA_BOOTSTRAP",
@@ -321,3 +318,9 @@ def bench(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+# Facility systems in (listed after the hub's own commands in --help).
+app.command("mllp")(cli_adapters.mllp)
+app.command("hl7-import")(cli_adapters.hl7_import)
+app.command("dicom-scan")(cli_adapters.dicom_scan)
