@@ -174,6 +174,11 @@ async def test_reading_workflow(make_settings):
 
             # Turnaround on this fixed scenario: first report 40 min after acquisition for
             # s1 (US), 20 min for s2 (ECG); the amendment does not change it.
+            async def both_reported() -> bool:
+                rows = (await county.get("/imaging/turnaround")).json()["rows"]
+                return sum(r["reports"] for r in rows) == 2
+
+            await eventually(both_reported)
             tat = (await county.get("/imaging/turnaround", params={"by": "modality"})).json()
             rows = {r["modality"]: r for r in tat["rows"]}
             assert rows["US"]["p50_minutes"] == 40.0 and rows["US"]["day"] == "2026-11-01"

@@ -79,7 +79,17 @@ async def test_lab_results_across_facilities(make_settings):
 
         # The index links the two records of the same resident, so both facilities' results
         # come back for either record.
-        await eventually(lambda: _len_is(glucose, 2))
+        async def all_applied() -> bool:  # both facilities' events, to the last version
+            if len(await glucose()) != 2:
+                return False
+            labs = await fhir.resources("Observation").search(
+                patient="county-1.p1", category="laboratory").fetch_all()
+            reports = await fhir.resources("DiagnosticReport").search(
+                patient="township-1.p1", category="LAB").fetch_all()
+            return len(labs) == 3 and len(reports) == 1 and any(
+                o["id"] == "township-1.c1" and o["status"] == "amended" for o in labs)
+
+        await eventually(all_applied)
         found = await fhir.resources("Observation").search(
             patient="township-1.p1", code="2339-0,15074-8", date="ge2026-09-15"
         ).sort("-date").fetch_all()
@@ -122,7 +132,3 @@ async def test_lab_results_across_facilities(make_settings):
             jsonschema.validate(m, schema)
         gone = [m for m in feed if m["resource"] == "Observation/township-1.x1"]
         assert gone[-1]["visible"] is False and gone[-1]["status"] == "entered-in-error"
-
-
-async def _len_is(fetch, n: int) -> bool:
-    return len(await fetch()) == n
