@@ -157,13 +157,11 @@ class Hub:
             log.info("registry: published %d Organization event(s): %s", len(changed),
                      ", ".join(r.id for r in changed))
         fresh = consortium.directory(hub)
-        if {f.record for f in fresh} != {f.record for f in self.directory} or \
-                fresh.apps != self.directory.apps:
-            self.directory.refresh(fresh)
-            if self.checks is not None:
-                await asyncio.to_thread(self.checks.reload)
-        else:
-            self.directory.refresh(fresh)
+        records_changed = {f.record for f in fresh} != {f.record for f in self.directory}
+        self.directory.refresh(fresh)  # tokens and apps: only this process uses them
+        if records_changed and self.checks is not None:
+            # Validation workers read the consortium file themselves: restart them on it.
+            await asyncio.to_thread(self.checks.reload)
         return len(changed)
 
     def start_registry_watch(self) -> asyncio.Task:
