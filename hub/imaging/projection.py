@@ -21,6 +21,7 @@ from hub.engine.projection import Change, Event, Upsert
 from hub.envelope import HUB_SOURCE
 from hub.imaging import rules
 from hub.record.rules import utc_instant, version_order
+from hub.store.schema import outbox_table
 
 FEED_TYPE = "hie.imaging.report.v1"
 STUDIES, REQUESTS, CLAIMS, REPORTS, FIRST, HISTORY, FEED = (
@@ -96,16 +97,7 @@ class ImagingProjection:
             sa.Column("status", sa.String(20), nullable=False),
             sa.Column("body", sa.Text, nullable=False),
         )
-        feed = sa.Table(
-            FEED + s, metadata,
-            sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                      primary_key=True, autoincrement=True),
-            sa.Column("feed_id", sa.String(220), nullable=False, unique=True),
-            sa.Column("patient_key", text, nullable=False),
-            sa.Column("payload", sa.LargeBinary, nullable=False),
-            sa.Column("sent", sa.Boolean, nullable=False, default=False),
-        )
-        sa.Index(f"ix_{feed.name}_unsent", feed.c.sent, feed.c.seq)
+        feed = outbox_table(FEED + s, metadata)
         return {STUDIES: studies, REQUESTS: requests, CLAIMS: claims, REPORTS: reports,
                 FIRST: first, HISTORY: history, FEED: feed}
 

@@ -26,6 +26,7 @@ from hub.lab.rules import (
     loinc_of,
 )
 from hub.record.rules import version_order
+from hub.store.schema import outbox_table
 
 RESULTS, REPORTS, FEED = "lab_result", "lab_report", "lab_feed"
 _FIELDS = tuple(f.name for f in fields(LabResult))
@@ -78,16 +79,7 @@ class LabProjection:
             sa.Column("body", sa.Text),
         )
         sa.Index(f"ix_{reports.name}_patient", reports.c.patient_key, reports.c.effective)
-        feed = sa.Table(
-            FEED + s, metadata,
-            sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                      primary_key=True, autoincrement=True),
-            sa.Column("feed_id", sa.String(220), nullable=False, unique=True),
-            sa.Column("patient_key", sa.String(200), nullable=False),
-            sa.Column("payload", sa.LargeBinary, nullable=False),
-            sa.Column("sent", sa.Boolean, nullable=False, default=False),
-        )
-        sa.Index(f"ix_{feed.name}_unsent", feed.c.sent, feed.c.seq)
+        feed = outbox_table(FEED + s, metadata)
         return {RESULTS: results, REPORTS: reports, FEED: feed}
 
     def apply(self, events: Sequence[Event]) -> list[Change]:

@@ -6,6 +6,23 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 
+
+
+def outbox_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    """A change feed's outbox: messages written with the rows they describe, then relayed
+    in ``seq`` order by ``hub.engine.outbox`` (``patient_key`` is the Kafka key)."""
+    t = sa.Table(
+        name, metadata,
+        sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                  autoincrement=True),
+        sa.Column("feed_id", sa.String(220), nullable=False, unique=True),
+        sa.Column("patient_key", sa.String(200), nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Column("sent", sa.Boolean, nullable=False, default=False),
+    )
+    sa.Index(f"ix_{name}_unsent", t.c.sent, t.c.seq)
+    return t
+
 # Last offset each consumer applied, per topic identity (Kafka topic id) and partition.
 # Written in the same transaction as the consumer's rows: this *is* the consumer's progress;
 # Kafka's committed offsets are only a hint for monitoring tools.
@@ -120,13 +137,5 @@ recognition_prompts = sa.Table(
 )
 
 # Outbox of hie.recognition.v1 (prompts and withdrawals), relayed like the feeds.
-recognition_outbox = sa.Table(
-    "hub_recognition_outbox",
-    metadata,
-    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-              autoincrement=True),
-    sa.Column("feed_id", sa.String(220), nullable=False, unique=True),
-    sa.Column("patient_key", sa.String(200), nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-    sa.Column("sent", sa.Boolean, nullable=False, default=False),
-)
+recognition_outbox = outbox_table("hub_recognition_outbox", metadata)
+

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.support.events import read_json_topic
-from tests.support.hub_server import auth, eventually, running_hub
+from tests.support.hub_server import auth, eventually, put_resource, running_hub
 from tests.support.resources import patient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
@@ -49,10 +49,7 @@ def report(rid: str, study_ref: str, status: str, conclusion: str, issued: str,
                                             "code": "17621005", "display": "Normal"}]}]}
 
 
-async def put(base: str, token: str, resource: dict) -> None:
-    async with httpx.AsyncClient(base_url=base, headers=auth(token)) as c:
-        r = await c.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
-        assert r.status_code in (200, 201), r.text
+put = put_resource
 
 
 async def test_reading_workflow(make_settings):

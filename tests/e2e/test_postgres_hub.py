@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from hub.demo.population import gb11643_check
-from tests.support.hub_server import auth, eventually, running_hub
+from tests.support.hub_server import auth, eventually, put_resource, running_hub
 from tests.support.stores import drop_schema, postgres_schema_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract, pytest.mark.postgres]
@@ -39,9 +39,7 @@ async def test_hub_on_postgres(make_settings, pg_url):
         assert hub.store.dialect == "postgresql"
 
         async def put(token: str, res: dict) -> None:
-            async with httpx.AsyncClient(base_url=base, headers=auth(token)) as c:
-                r = await c.put(f"/fhir/{res['resourceType']}/{res['id']}", json=res)
-                assert r.status_code in (200, 201), r.text
+            await put_resource(base, token, res)
 
         t1, county = "demo-secret-township-1", "demo-secret-county-1"
         await put(t1, person("p1"))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hub.cli import app
 from tests.support.events import read_json_topic
-from tests.support.hub_server import auth, eventually, running_hub
+from tests.support.hub_server import auth, eventually, put_resource, running_hub
 from tests.support.resources import patient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
@@ -34,9 +34,7 @@ def glucose(oid: str, when: str, status: str = "final", version: int = 1) -> dic
 async def test_check_explains_each_prior_result(make_settings):
     async with running_hub(make_settings()) as (_, base):
         async def put(token: str, res: dict) -> None:
-            async with httpx.AsyncClient(base_url=base, headers=auth(token)) as c:
-                r = await c.put(f"/fhir/{res['resourceType']}/{res['id']}", json=res)
-                assert r.status_code in (200, 201), r.text
+            await put_resource(base, token, res)
 
         t1, t4 = "demo-secret-township-1", "demo-secret-township-4"
         await put(t1, patient("p1"))
@@ -144,9 +142,7 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
                                "code": "%"}}
     async with running_hub(settings) as (_, base):
         async def put(token: str, res: dict) -> None:
-            async with httpx.AsyncClient(base_url=base, headers=auth(token)) as c:
-                r = await c.put(f"/fhir/{res['resourceType']}/{res['id']}", json=res)
-                assert r.status_code in (200, 201), r.text
+            await put_resource(base, token, res)
 
         t1, county = "demo-secret-township-1", "demo-secret-county-1"
         await put(t1, person("p1"))

@@ -41,3 +41,10 @@ def auth(secret: str) -> dict[str, str]:
 
 async def status_of(client: httpx.AsyncClient, path: str) -> int:
     return (await client.get(path)).status_code
+
+
+async def put_resource(base: str, token: str, resource: dict) -> None:
+    """PUT a resource through the gateway as the facility owning ``token``."""
+    async with httpx.AsyncClient(base_url=base, headers=auth(token)) as c:
+        r = await c.put(f"/fhir/{resource['resourceType']}/{resource['id']}", json=resource)
+        assert r.status_code in (200, 201), r.text
