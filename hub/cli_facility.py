@@ -9,7 +9,7 @@ the registry projection, i.e. from the log.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub import clock
 from hub.config import load_settings
 from hub.errors import ConfigError, HubError
 from hub.registry.consortium_file import (
@@ -131,7 +132,7 @@ def list_facilities(facilities: FileOpt = None, as_of: AsOfOpt = None,
     table.add_column("name", overflow="fold")
     table.add_column("imaging / ECG / pathology read at")
     table.add_column("EQA today")
-    today = date.today()
+    today = clock.today()
     for r in records:
         centres = " / ".join(r.reading_centre(s) or "-" for s in SERVICES)
         eqa = " ".join(sorted({q.category for q in r.eqa if q.covers(today)})) or "-"
@@ -193,12 +194,12 @@ def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
         eqa.add_column(col)
     for q in rec.eqa:
         eqa.add_row(q.category, q.valid_from.isoformat(), q.valid_to.isoformat(),
-                    "valid" if q.covers(date.today()) else "not valid")
+                    "valid" if q.covers(clock.today()) else "not valid")
     console.print(eqa)
     keys = Table(title="signing keys")
     for col in ("kid", "created", "retired", "revoked", "status now"):
         keys.add_column(col)
-    now = datetime.now(UTC)
+    now = clock.now()
     for k in rec.keys:
         keys.add_row(k.kid, _t(k.created), _t(k.retired), _t(k.revoked), k.status_at(now))
     console.print(keys)
@@ -248,7 +249,7 @@ def add(
     centres = {s: v for s, v in (("imaging", imaging), ("ecg", ecg), ("pathology", pathology))
                if v}
     rec = FacilityRecord(facility_id, name, tier, group, tuple(sorted(centres.items())))
-    now = datetime.now(UTC)
+    now = clock.now()
     pub = _new_key(rec, public_key, key_out, path)
     rec = FacilityRecord(rec.id, rec.name, rec.tier, rec.group, rec.reading_centres,
                          keys=(SigningKey(rec.next_kid(), pub, now),))
@@ -280,7 +281,7 @@ def rotate_key(
     except HubError as exc:
         raise _fail(exc) from exc
     pub = _new_key(f.record, public_key, key_out, path)
-    rec = f.record.with_rotated_key(pub, datetime.now(UTC), revoke_old=revoke)
+    rec = f.record.with_rotated_key(pub, clock.now(), revoke_old=revoke)
     c.put(Facility(rec, f.token))
     _save(path, c, f"{facility_id} now signs with {rec.keys[-1].kid}")
 

@@ -13,8 +13,9 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from hub import clock
 from hub.errors import EnvelopeError
 
 SPECVERSION = "1.0"
@@ -160,7 +161,7 @@ def check(env: Envelope) -> None:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return clock.now_rfc3339()
 
 
 _ID_PREFIX = uuid.uuid4().hex

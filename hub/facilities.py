@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from hub import clock
 from hub.access.rules import ALL, Principal
 from hub.envelope import Addressed
 from hub.errors import AuthError
@@ -158,7 +159,7 @@ class FacilityDirectory:
         if not signature_valid(public, env, sig):
             raise AuthError(f"bad signature on event {env.id} with key {kid!r}",  # type: ignore[attr-defined]
                             reason="bad-signature")
-        real_now = datetime.now(UTC)
+        real_now = clock.now()
         status = key.status_at(at or real_now)
         if key.revoked is not None and (now or real_now) >= key.revoked:
             status = "revoked"

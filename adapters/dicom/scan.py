@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from hub.clock import CONSORTIUM_TZ  # DICOM dates and times carry no zone
+
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
-CONSORTIUM_TZ = ZoneInfo("Asia/Shanghai")  # DICOM dates and times carry no zone
 _ID_CHARS = re.compile(r"[^A-Za-z0-9\-.]")
 
 

@@ -8,9 +8,9 @@ anything else as GB18030, which decodes every byte sequence GBK systems produce.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 
 from adapters.hl7v2.mapping import CONSORTIUM_TZ
+from hub import clock
 
 START, END = b"\x0b", b"\x1c\x0d"
 _CHARSETS = {"UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "GB18030": "gb18030",
@@ -56,7 +56,7 @@ def ack(text: str, code: str, reason: str = "", encoding: str = "utf-8") -> byte
     def field(n: int) -> str:  # MSH-n is f[n-1]: MSH-1 is the field separator itself
         return f[n - 1] if len(f) >= n else ""
 
-    now = datetime.now(CONSORTIUM_TZ).strftime("%Y%m%d%H%M%S")
+    now = clock.now().astimezone(CONSORTIUM_TZ).strftime("%Y%m%d%H%M%S")
     trigger = field(9).split("^")[1] if "^" in field(9) else ""
     control = field(10)
     version = field(12) or "2.5.1"

@@ -12,15 +12,15 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import hl7
 
+from hub import clock
+from hub.clock import CONSORTIUM_TZ  # HL7 times without an offset are local times
 from hub.mpi.demographics import HEALTH_CARD_SYSTEM, NATIONAL_ID_SYSTEM
 
 VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 ADT_EVENTS = ("A01", "A04", "A08")
-CONSORTIUM_TZ = ZoneInfo("Asia/Shanghai")  # HL7 times without an offset are local times
 LOINC = "http://loinc.org"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 OBX_STATUS = {"F": "final", "P": "preliminary", "R": "preliminary", "S": "preliminary",
@@ -168,7 +168,7 @@ def map_message(text: str, facility: str) -> Mapped:
     if sender and sender != facility:
         raise Hl7Refused("AR", f"MSH-4 sending facility {sender!r} is not {facility!r}, the "
                          "facility this listener speaks for", control)
-    sent = hl7_time(_f(msg.segment("MSH"), 7)) or datetime.now(CONSORTIUM_TZ).isoformat()
+    sent = hl7_time(_f(msg.segment("MSH"), 7)) or clock.now().astimezone(CONSORTIUM_TZ).isoformat()
     mapped = Mapped(f"{mtype}^{trigger}", control, sender or facility, version)
     try:
         if mtype == "ORU" and trigger == "R01":

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
+from hub import clock
 from hub.envelope import Envelope, new_event
 from hub.fhir import patient_key
 from hub.signing import Signer, key_owner, read_private_key
@@ -57,7 +58,7 @@ class FacilityPublisher:
         """Queue one event; returns kafka-python's future. Call flush() to wait for acks."""
         env = build_envelope(self._signer, resource, action)
         return self._producer.send(self.topic, key=env.key.encode(), value=env.data,
-                                   headers=env.headers())
+                                   headers=env.headers(), timestamp_ms=_now_ms())
 
     @classmethod
     def from_key_file(cls, bootstrap: str, kid: str, key_file: str | Path,
@@ -65,7 +66,8 @@ class FacilityPublisher:
         return cls(bootstrap, Signer(kid, read_private_key(Path(key_file))), **kwargs)
 
     def publish_raw(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]):
-        return self._producer.send(self.topic, key=key, value=value, headers=headers)
+        return self._producer.send(self.topic, key=key, value=value, headers=headers,
+                                   timestamp_ms=_now_ms())
 
     def flush(self, timeout: float | None = 30.0) -> None:
         self._producer.flush(timeout)
@@ -79,3 +81,9 @@ class FacilityPublisher:
     def __exit__(self, *exc: object) -> None:
         self.flush()
         self.close()
+
+
+def _now_ms() -> int:
+    # The record's timestamp is when it was published: the hub judges retired keys by it,
+    # so it comes from the same clock as the registry's rotation times.
+    return int(clock.now().timestamp() * 1000)

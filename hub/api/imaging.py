@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Body, Query
 
+from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, HubContext, ReaderDep
 from hub.api.outcome import FhirResponse, error
@@ -85,7 +86,7 @@ async def claim(study_id: str, ctx: ContextDep, reader: ReaderDep,
         return error(403, f"{study_id} ({found['service']}) is read at {centre or 'no centre'}"
                      f", not at {reader.id}", "forbidden")
     lasting = minutes or ctx.settings.imaging_claim_minutes
-    now = datetime.now(UTC)
+    now = clock.now()
     task_id = f"claim-{uuid.uuid4().hex[:20]}"
     task = {"resourceType": "Task", "id": task_id, "status": "in-progress",
             "intent": "order",

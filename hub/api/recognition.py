@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
+from hub import clock
 from hub.access.rules import may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, ReaderDep
 from hub.api.outcome import FhirResponse, error
@@ -38,7 +39,7 @@ def recognition_check(
         return error(400, "items: name at least one catalogue item code", "required")
     try:
         ordered_at = datetime.fromisoformat(time.replace("Z", "+00:00")) if time else \
-            datetime.now(CONSORTIUM_TZ)
+            clock.now().astimezone(CONSORTIUM_TZ)
     except ValueError:
         return error(400, f"time: {time!r} is not an RFC 3339 time", "value")
     if ordered_at.tzinfo is None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import orjson
 import sqlalchemy as sa
 
+from hub import clock
+from hub.clock import CONSORTIUM_TZ
 from hub.imaging import rules
 from hub.imaging.projection import (
     CLAIMS,
@@ -23,7 +24,6 @@ from hub.registry.model import FacilityRecord
 from hub.store.db import Store, plain
 
 T = ImagingProjection().tables(sa.MetaData())
-CONSORTIUM_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def _instant(text: str) -> datetime:
@@ -39,7 +39,7 @@ def worklist(store: Store, registry: dict[str, FacilityRecord], centre: str,
              services: Sequence[str] = ("imaging", "ecg", "pathology"),
              now: datetime | None = None) -> list[dict]:
     """Unreported studies routed to ``centre``: priority first, then arrival."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     s, q, c, r = T[STUDIES], T[REQUESTS], T[CLAIMS], T[REPORTS]
     routes = sa.or_(sa.false(), *(sa.and_(s.c.service == svc, s.c.facility.in_(
         routed_to(registry, centre, svc))) for svc in services))

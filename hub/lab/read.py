@@ -9,13 +9,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from hub.clock import CONSORTIUM_TZ  # a date without a zone is a consortium date
 from hub.lab.projection import REPORTS, RESULTS, LabProjection
 from hub.lab.units import ANALYTES
 from hub.store.db import Store, plain
 
 _T = LabProjection().tables(sa.MetaData())
 RES, REP = _T[RESULTS], _T[REPORTS]
-CONSORTIUM_TZ = ZoneInfo("Asia/Shanghai")  # a date without a zone is a consortium date
 PREFIXES = ("eq", "ne", "gt", "ge", "lt", "le")
 
 

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from hub import clock
 from hub.config import Settings
 from hub.envelope import Envelope
 from hub.errors import BrokerError
@@ -101,21 +102,23 @@ class Publisher:
                 p = self._partitioner(rec[0], partitions, partitions)
                 by_partition.setdefault(p, []).append(rec)
             futures = []
+            stamp = int(clock.now().timestamp() * 1000)  # the clock the registry uses
             for p, recs in by_partition.items():
                 batch = producer.create_batch()
                 for key, value, headers in recs:
-                    if batch.append(key=key, value=value, timestamp=None,
+                    if batch.append(key=key, value=value, timestamp=stamp,
                                     headers=headers) is not None:
                         continue
                     batch.close()
                     if batch.record_count():
                         futures.append(await producer.send_batch(batch, topic, partition=p))
                     batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None,
+                    if batch.append(key=key, value=value, timestamp=stamp,
                                     headers=headers) is None:
                         # Larger than a whole batch: aiokafka sizes a batch for it.
                         futures.append(await producer.send(topic, value=value, key=key,
-                                                           headers=headers, partition=p))
+                                                           headers=headers, partition=p,
+                                                           timestamp_ms=stamp))
                 batch.close()
                 if batch.record_count():
                     futures.append(await producer.send_batch(batch, topic, partition=p))

@@ -16,11 +16,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import sqlalchemy as sa
 
+from hub import clock
 from hub.engine.writer import dialect_insert
 from hub.envelope import now_rfc3339
 from hub.errors import HubError
@@ -119,7 +120,7 @@ class Prompter:
 
     def _recheck_open(self) -> int:
         p = recognition_prompts
-        since = (datetime.now(UTC) - OPEN_FOR).astimezone(CONSORTIUM_TZ).date().isoformat()
+        since = (clock.now() - OPEN_FOR).astimezone(CONSORTIUM_TZ).date().isoformat()
         with self.store.connect() as conn:
             rows = conn.execute(sa.select(p).where(p.c.status == "open",
                                                    p.c.ordered >= since)).mappings().all()
