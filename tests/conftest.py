@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import pytest
 
+from hub import clock
 from hub.config import Settings, Topics
 from hub.identity import use_identity_secret
 from hub.log.topics import ensure_topics
 from hub.signing import demo_signer, use_hub_signer
 from hub.store.db import open_store
+from tests.support.clocks import SEED, SEED_ENV, TestClock, chosen_clocks
 from tests.support.kafka import kafka_endpoint
 from tests.support.stores import drop_schema, postgres_schema_url
+
+
+def pytest_report_header() -> str:
+    return (f"time-sensitive tests run at: {', '.join(c.name for c in chosen_clocks())} "
+            f"(reproduce a random date with {SEED_ENV}={SEED})")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "hub_clock" in metafunc.fixturenames:
+        clocks = chosen_clocks()
+        metafunc.parametrize("hub_clock", clocks, indirect=True, ids=[c.name for c in clocks])
+
+
+@pytest.fixture
+def hub_clock(request, monkeypatch):
+    """Run the test, and every hub process it starts, with the clock shifted to one of
+    ``HUB_TEST_CLOCKS``. Dates in such a test are written relative to ``hub_clock.day``."""
+    # On top of a shift the whole run may have been given (HUB_CLOCK_OFFSET).
+    shift = request.param.offset + clock.parse_offset(os.environ.get(clock.OFFSET_ENV) or "0")
+    monkeypatch.setenv(clock.OFFSET_ENV, f"{shift.total_seconds():.0f}")
+    previous = clock.use_clock(clock.SystemClock(shift))
+    yield TestClock(request.param.name, shift)
+    clock.use_clock(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from hub import clock
 from hub.access.rules import ALL
 from hub.envelope import FACILITY_ID
 from hub.errors import ConfigError
@@ -27,6 +28,10 @@ from hub.schemas import schema_file
 from hub.signing import HUB_OWNER, load_public_key
 
 BUNDLED = "demo-consortium.yaml"
+# The bundled demo consortium is written as if it were July 2026. Its dates (EQA windows,
+# key creation) move with the clock by whole months, so a demo or a test run on any day sees
+# the same story: passes valid for six months either side, township-4's lapsed half a year ago.
+DEMO_WRITTEN_FOR = (2026, 7)
 
 
 @dataclass
@@ -153,6 +158,9 @@ def read_consortium(path: Path | None) -> Consortium:
     if path is None:
         text = resources.files("hub.data").joinpath(BUNDLED).read_text("utf-8")
         origin = f"bundled {BUNDLED}"
+        today = clock.today()
+        months = today.year * 12 + today.month - (DEMO_WRITTEN_FOR[0] * 12 + DEMO_WRITTEN_FOR[1])
+        return parse_consortium(shift_dates(yaml.safe_load(text), months), origin)
     else:
         try:
             text = Path(path).read_text("utf-8")
@@ -166,6 +174,32 @@ def read_consortium(path: Path | None) -> Consortium:
     if not isinstance(doc, dict):
         raise ConfigError(f"{origin}: expected a mapping with 'facilities'")
     return parse_consortium(doc, origin)
+
+
+def _shift_day(day: date, months: int) -> date:
+    """``day`` moved by whole months; a month's last day stays its month's last day."""
+    last = (day + timedelta(days=1)).month != day.month
+    total = day.year * 12 + day.month - 1 + months
+    year, month = divmod(total, 12)
+    month += 1
+    length = (date(year + (month == 12), month % 12 + 1, 1) - timedelta(days=1)).day
+    return date(year, month, length if last else min(day.day, length))
+
+
+def shift_dates(doc: dict, months: int) -> dict:
+    """The consortium document with every EQA day and key time moved by ``months``."""
+    if not months:
+        return doc
+    for item in doc.get("facilities") or ():
+        for q in item.get("eqa") or ():
+            for k in ("valid_from", "valid_to"):
+                q[k] = _shift_day(_day(q[k]), months).isoformat()
+        for key in item.get("keys") or ():
+            for k in ("created", "retired", "revoked"):
+                if key.get(k):
+                    t = _time(key[k])
+                    key[k] = _iso(datetime.combine(_shift_day(t.date(), months), t.timetz()))
+    return doc
 
 
 def to_document(c: Consortium) -> dict:

@@ -52,17 +52,18 @@ def report(rid: str, study_ref: str, status: str, conclusion: str, issued: str,
 put = put_resource
 
 
-async def test_reading_workflow(make_settings):
+async def test_reading_workflow(make_settings, hub_clock):
+    on = hub_clock.on
     settings = make_settings(imaging_claim_minutes=30)
     async with running_hub(settings) as (_, base):
         t1, t2, v1, c1 = ("demo-secret-township-1", "demo-secret-township-2",
                           "demo-secret-village-1", "demo-secret-community-1")
         await put(base, t1, patient("p1"))
-        await put(base, t1, study("s1", "US", "2026-11-01T08:00:00+08:00"))
-        await put(base, t1, study("s2", "ECG", "2026-11-01T08:10:00+08:00"))
-        await put(base, t2, study("s3", "CT", "2026-11-01T08:20:00+08:00"))
-        await put(base, v1, study("s4", "DX", "2026-11-01T08:30:00+08:00"))
-        await put(base, c1, study("s5", "US", "2026-11-01T08:40:00+08:00"))
+        await put(base, t1, study("s1", "US", on(-20, "08:00:00")))
+        await put(base, t1, study("s2", "ECG", on(-20, "08:10:00")))
+        await put(base, t2, study("s3", "CT", on(-20, "08:20:00")))
+        await put(base, v1, study("s4", "DX", on(-20, "08:30:00")))
+        await put(base, c1, study("s5", "US", on(-20, "08:40:00")))
         await put(base, t1, request("r2", "s2", "stat"))
         await put(base, t1, request("r1", "s1", "urgent"))
 
@@ -117,7 +118,7 @@ async def test_reading_workflow(make_settings):
             # an amendment supersedes it, with the history kept.
             await put(base, "demo-secret-county-1", report(
                 "rep1", "ImagingStudy/township-1.s1", "final", "肝胆胰脾未见明显异常",
-                "2026-11-01T08:40:00+08:00"))
+                on(-20, "08:40:00")))
 
             async def reported() -> bool:
                 w = (await county.get("/imaging/worklist")).json()["studies"]
@@ -126,10 +127,10 @@ async def test_reading_workflow(make_settings):
             await eventually(reported)
             await put(base, "demo-secret-county-1", report(
                 "rep1", "ImagingStudy/township-1.s1", "amended", "胆囊小结石，建议复查",
-                "2026-11-01T09:30:00+08:00", version=2))
+                on(-20, "09:30:00"), version=2))
             await put(base, "demo-secret-county-1", report(
                 "rep2", "ImagingStudy/township-1.s2", "final", "窦性心律，正常心电图",
-                "2026-11-01T08:30:00+08:00"))
+                on(-20, "08:30:00")))
 
             async def amended() -> bool:
                 h = (await county.get("/imaging/history",
@@ -161,7 +162,7 @@ async def test_reading_workflow(make_settings):
             # A report for a study the hub never received: kept and listed, not lost.
             await put(base, "demo-secret-county-1", report(
                 "rep9", "ImagingStudy/township-1.nope", "final", "?",
-                "2026-11-01T10:00:00+08:00"))
+                on(-20, "10:00:00")))
 
             async def unmatched() -> bool:
                 r = (await county.get("/imaging/unmatched-reports")).json()["reports"]
@@ -178,10 +179,10 @@ async def test_reading_workflow(make_settings):
             await eventually(both_reported)
             tat = (await county.get("/imaging/turnaround", params={"by": "modality"})).json()
             rows = {r["modality"]: r for r in tat["rows"]}
-            assert rows["US"]["p50_minutes"] == 40.0 and rows["US"]["day"] == "2026-11-01"
+            assert rows["US"]["p50_minutes"] == 40.0 and rows["US"]["day"] == hub_clock.date(-20)
             assert rows["ECG"]["p90_minutes"] == 20.0
             by_centre = (await county.get("/imaging/turnaround")).json()["rows"]
-            assert by_centre == [{"centre": "county-1", "day": "2026-11-01", "reports": 2,
+            assert by_centre == [{"centre": "county-1", "day": hub_clock.date(-20), "reports": 2,
                                   "p50_minutes": 20.0, "p90_minutes": 40.0}]
         finally:
             await county.aclose()

@@ -31,7 +31,8 @@ def glucose(oid: str, when: str, status: str = "final", version: int = 1) -> dic
                               "system": "http://unitsofmeasure.org", "code": "mmol/L"}}
 
 
-async def test_check_explains_each_prior_result(make_settings):
+async def test_check_explains_each_prior_result(make_settings, hub_clock):
+    on = hub_clock.on
     async with running_hub(make_settings()) as (_, base):
         async def put(token: str, res: dict) -> None:
             await put_resource(base, token, res)
@@ -39,14 +40,14 @@ async def test_check_explains_each_prior_result(make_settings):
         t1, t4 = "demo-secret-township-1", "demo-secret-township-4"
         await put(t1, patient("p1"))
         await put(t4, patient("p1"))
-        # township-1 holds a 2026 lab EQA pass; township-4's lapsed at the end of 2025.
-        await put(t1, glucose("g1", "2026-11-20T08:00:00+08:00"))
-        await put(t4, glucose("g4", "2026-11-21T08:00:00+08:00"))
-        await put(t1, glucose("g0", "2026-11-01T08:00:00+08:00"))  # too old by the 23rd
-        await put(t1, glucose("g2", "2026-11-22T08:00:00+08:00", "amended", 2))
+        # township-1 holds a current lab EQA pass; township-4's lapsed months ago.
+        await put(t1, glucose("g1", on(-4, "08:00:00")))
+        await put(t4, glucose("g4", on(-3, "08:00:00")))
+        await put(t1, glucose("g0", on(-23, "08:00:00")))  # too old for GLU by the day of ordering
+        await put(t1, glucose("g2", on(-2, "08:00:00"), "amended", 2))
 
         async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-city-1")) as c:
-            async def check(time: str = "2026-11-23T09:00:00+08:00") -> dict:
+            async def check(time: str = on(-1, "09:00:00")) -> dict:
                 r = await c.post("/recognition/$check", json={
                     "patient": "Patient/township-1.p1", "items": ["GLU", "HBA1C", "ABG"],
                     "time": time})
@@ -62,10 +63,10 @@ async def test_check_explains_each_prior_result(make_settings):
             glu = got["GLU"]
             assert glu["mark"] == "HR"
             assert [r["result"] for r in glu["recognisable"]] == ["township-1.g1"]
-            assert glu["recognisable"][0]["valid_through"] == "2026-11-27"
+            assert glu["recognisable"][0]["valid_through"] == hub_clock.date(3)
             why = {r["result"]: r["why_not"] for r in glu["not_recognisable"]}
             assert "amended" in why["township-1.g2"]
-            assert "no valid lab EQA pass on the result date 2026-11-21" in why[
+            assert f"no valid lab EQA pass on the result date {hub_clock.date(-3)}" in why[
                 "township-4.g4"]
             assert "expired" in why["township-1.g0"]
             assert got["HBA1C"]["reason"] == "no prior result for this item"
@@ -73,12 +74,12 @@ async def test_check_explains_each_prior_result(make_settings):
             # The same check, the operator's way.
             shown = await asyncio.to_thread(CliRunner().invoke, app, [
                 "recognition", "check", "--patient", "township-1.p1", "--items", "GLU,ABG",
-                "--time", "2026-11-23T09:00:00+08:00", "--url", base,
+                "--time", on(-1, "09:00:00"), "--url", base,
                 "--token", "demo-secret-city-1"], env={"COLUMNS": "250"})
             assert shown.exit_code == 0, shown.output
             assert "HR recognisable" in shown.output and "township-1.g1" in shown.output
             assert "negative list" in shown.output
-            later = (await check("2026-11-28T09:00:00+08:00"))["GLU"]  # g1 valid through 27th
+            later = (await check(on(4, "09:00:00")))["GLU"]  # g1 is valid for 7 days
             assert later["recognisable"] == []
             bad = await c.post("/recognition/$check", json={
                 "patient": "township-1.p1", "items": ["GLU"], "time": "tomorrow"})
@@ -108,7 +109,8 @@ async def test_check_explains_each_prior_result(make_settings):
                 return {r["item"] for r in s["rows"]} == {"GLU", "HBA1C", "XYZ"}
 
             await eventually(counted)
-            stats = (await c.get("/recognition/statistics", params={"month": "2026-11"})).json()
+            month = hub_clock.date()[:7]
+            stats = (await c.get("/recognition/statistics", params={"month": month})).json()
             rows = {r["item"]: r for r in stats["rows"]}
             assert rows["GLU"]["saved_yuan"] == 4.0 and rows["GLU"]["recognition_rate"] == 1.0
             assert rows["HBA1C"]["reasons"] == {"condition-changed": 1}
@@ -117,10 +119,12 @@ async def test_check_explains_each_prior_result(make_settings):
             assert csv.headers["content-type"].startswith("text/csv")
             lines = csv.text.lstrip("\ufeff").splitlines()
             assert lines[0].startswith("facility,month,item,recognised")
-            assert any(line.startswith("city-1,2026-11,GLU,1,0,0,1.0,4.00") for line in lines)
+            assert any(line.startswith(f"city-1,{month},GLU,1,0,0,1.0,4.00") for line in lines)
 
 
-async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_settings, tmp_path):
+async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_settings, tmp_path,
+                                                                   hub_clock):
+    on = hub_clock.on
 
     from hub.demo.population import gb11643_check
     from hub.registry.consortium_file import read_consortium, write_consortium
@@ -136,7 +140,7 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
                 "identifier": [{"system": "urn:oid:2.16.156.10011.1.1", "value": nid}],
                 "name": [{"text": "张伟"}], "gender": "male", "birthDate": "1960-03-05"}
 
-    hba1c = {**glucose("h1", "2026-11-10T08:00:00+08:00"),
+    hba1c = {**glucose("h1", on(-14, "08:00:00")),
              "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
              "valueQuantity": {"value": 6.1, "unit": "%", "system": "http://unitsofmeasure.org",
                                "code": "%"}}
@@ -147,7 +151,7 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
         t1, county = "demo-secret-township-1", "demo-secret-county-1"
         await put(t1, person("p1"))
         await put(county, person("p7"))
-        await put(t1, glucose("g1", "2026-11-20T08:00:00+08:00"))
+        await put(t1, glucose("g1", on(-4, "08:00:00")))
         await put(t1, hba1c)
         async with httpx.AsyncClient(base_url=base, headers=auth(county)) as c:
             async def linked() -> bool:
@@ -159,13 +163,13 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
             async def on_file() -> bool:  # the lab projection runs on its own: wait for it
                 r = (await c.post("/recognition/$check", json={
                     "patient": "county-1.p7", "items": ["GLU"],
-                    "time": "2026-11-23T09:00:00+08:00"})).json()
+                    "time": on(-1, "09:00:00")})).json()
                 return bool(r["items"][0]["recognisable"])
 
             await eventually(on_file)
             await put(county, {
                 "resourceType": "ServiceRequest", "id": "o1", "status": "active",
-                "intent": "order", "authoredOn": "2026-11-23T09:00:00+08:00",
+                "intent": "order", "authoredOn": on(-1, "09:00:00"),
                 "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
                 "subject": {"reference": "Patient/p7"}})
             (prompt,) = await read_json_topic(settings, settings.topics.recognition, 1)
@@ -174,11 +178,11 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
             assert prompt["items"][0]["item"] == "GLU"
             assert [r["result"] for r in prompt["items"][0]["results"]] == ["township-1.g1"]
 
-            # township-1 loses its lab EQA pass from 2026-11-20: the prompt relying on its
-            # result of that day is withdrawn; its result of 2026-11-10 stays recognisable.
+            # township-1 loses its lab EQA pass from the day of g1: the prompt relying on it
+            # is withdrawn; its older HbA1c result stays recognisable.
             done = await asyncio.to_thread(CliRunner().invoke, app, [
-                "facility", "set-eqa", "township-1", "lab", "--from", "2026-01-01", "--to",
-                "2026-11-19", "--facilities", str(consortium)])
+                "facility", "set-eqa", "township-1", "lab", "--from", hub_clock.date(-200),
+                "--to", hub_clock.date(-5), "--facilities", str(consortium)])
             assert done.exit_code == 0, done.output
             msgs = await read_json_topic(settings, settings.topics.recognition, 2)
             schema = orjson.loads((Path(__file__).resolve().parents[2] / "schemas" /
@@ -189,7 +193,7 @@ async def test_order_time_prompt_and_its_withdrawal_when_eqa_lapses(make_setting
             assert msgs[1]["items"] == ["GLU"]
             after = (await c.post("/recognition/$check", json={
                 "patient": "county-1.p7", "items": ["GLU", "HBA1C"],
-                "time": "2026-11-23T10:00:00+08:00"})).json()
+                "time": on(-1, "10:00:00")})).json()
             verdict = {i["item"]: i for i in after["items"]}
             assert verdict["GLU"]["recognisable"] == []
             assert "EQA" in verdict["GLU"]["reason"]
