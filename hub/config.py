@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     batch_max_records: int = 2000
     fetch_max_wait_ms: int = 20
     max_retries: int = 3
+    consumer_groups: bool = Field(
+        default=True, description="Join consumer groups, so that several hub processes share "
+        "the partitions; false: this process reads every partition itself (a hub that runs "
+        "alone starts faster).")
     session_timeout_ms: int = Field(
         default=10000, description="Consumer group session timeout; a dead member's "
         "partitions move to the others after this long.")

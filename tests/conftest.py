@@ -71,6 +71,9 @@ def make_settings(kafka, tmp_path: Path):
                           imaging=f"t{tag}.imaging", recognition=f"t{tag}.recognition"),
             group_prefix=f"g{tag}", data_dir=tmp_path, events_partitions=3,
             session_timeout_ms=6000,
+            # One hub per test reads every partition itself; tests of group behaviour
+            # (replicas sharing partitions) ask for consumer_groups=True.
+            consumer_groups=False,
         )
         values.update(overrides)
         s = Settings(**values)

@@ -113,7 +113,7 @@ class ProjectionRunner:
 
     async def run(self, until_caught_up: bool = False) -> RunnerStats:
         """Consume until stop() (or, with ``until_caught_up``, until the log is applied)."""
-        self._topic_id, _ = await asyncio.to_thread(
+        self._topic_id, partitions = await asyncio.to_thread(
             topic_identity, self.settings.bootstrap, self.topic)
         self.tables = await asyncio.to_thread(ensure_built, self.store, self.projection)
         self._consumer = AIOKafkaConsumer(
@@ -128,7 +128,12 @@ class ProjectionRunner:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await self._consumer.start()
-        self._consumer.subscribe([self.topic], listener=_Listener(self))
+        if self.settings.consumer_groups:
+            self._consumer.subscribe([self.topic], listener=_Listener(self))
+        else:  # alone: every partition is ours, no group to join (seconds saved at start)
+            assigned = [TopicPartition(self.topic, p) for p in range(partitions)]
+            self._consumer.assign(assigned)
+            await self._seek_to_stored(assigned)
         try:
             while not self._stop.is_set():
                 records = await self._consumer.getmany(

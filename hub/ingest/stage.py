@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.config import Settings
 from hub.engine.deadletter import Record, dead_letter
@@ -62,15 +62,24 @@ class IngestStage:
     async def run(self, until_caught_up: bool = False) -> IngestStats:
         t = self.settings.topics
         consumer = AIOKafkaConsumer(
-            t.inbound, bootstrap_servers=self.settings.bootstrap,
+            bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.ingest", client_id="hub-ingest",
             enable_auto_commit=False, auto_offset_reset="earliest",
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(500, self.settings.session_timeout_ms // 5))
         await consumer.start()
-        self._topic_id, _ = await asyncio.to_thread(topic_identity, self.settings.bootstrap,
-                                                    t.inbound)
+        self._topic_id, partitions = await asyncio.to_thread(
+            topic_identity, self.settings.bootstrap, t.inbound)
+        if self.settings.consumer_groups:
+            consumer.subscribe([t.inbound])
+        else:  # alone: read every partition from the group's committed offsets, no join
+            assigned = [TopicPartition(t.inbound, p) for p in range(partitions)]
+            consumer.assign(assigned)
+            committed = {tp: await consumer.committed(tp) for tp in assigned}
+            starts = await consumer.beginning_offsets(assigned)
+            for tp in assigned:
+                consumer.seek(tp, committed[tp] if committed[tp] is not None else starts[tp])
         try:
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200,

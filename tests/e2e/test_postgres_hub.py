@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from hub.demo.population import gb11643_check
+from tests.support.clocks import local_time
 from tests.support.hub_server import auth, eventually, put_resource, running_hub
 from tests.support.stores import drop_schema, postgres_schema_url
 
@@ -49,14 +50,14 @@ async def test_hub_on_postgres(make_settings, pg_url):
             "category": [{"coding": [{"code": "laboratory"}]}],
             "code": {"coding": [{"system": "http://loinc.org", "code": "2339-0"}]},
             "subject": {"reference": "Patient/p1"},
-            "effectiveDateTime": "2026-11-22T08:00:00+08:00",
+            "effectiveDateTime": local_time(-2),
             "valueQuantity": {"value": 100, "unit": "mg/dL",
                               "system": "http://unitsofmeasure.org", "code": "mg/dL"}})
         await put(t1, {
             "resourceType": "ImagingStudy", "id": "s1", "status": "available",
             "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}],
             "modality": [{"code": "US"}], "subject": {"reference": "Patient/p1"},
-            "started": "2026-11-22T08:00:00+08:00"})
+            "started": local_time(-2)})
         async with httpx.AsyncClient(base_url=base, headers=auth(county)) as c:
             async def ready() -> bool:
                 linked = (await c.get("/mpi/records/county-1.p9")).json()["records"]
@@ -79,6 +80,6 @@ async def test_hub_on_postgres(make_settings, pg_url):
 
             check = (await c.post("/recognition/$check", json={
                 "patient": "county-1.p9", "items": ["GLU"],
-                "time": "2026-11-23T09:00:00+08:00"})).json()
+                "time": local_time(-1, "09:00:00")})).json()
             assert [r["result"] for r in check["items"][0]["recognisable"]] == [
                 "township-1.g1"]

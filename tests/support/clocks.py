@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from hub import clock
 from hub.clock import CONSORTIUM_TZ, parse_offset
 
 CLOCKS_ENV = "HUB_TEST_CLOCKS"
@@ -63,3 +64,8 @@ def _parse(spec: str) -> TestClock:
 
 def chosen_clocks() -> list[TestClock]:
     return [_parse(s) for s in (os.environ.get(CLOCKS_ENV) or DEFAULT).split(",") if s.strip()]
+
+
+def local_time(days: int, at: str = "08:00:00") -> str:
+    """An RFC 3339 local time ``days`` from today by the process clock (the run's date)."""
+    return f"{(clock.today() + timedelta(days=days)).isoformat()}T{at}+08:00"
