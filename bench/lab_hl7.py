@@ -1,4 +1,4 @@
-"""Issue 5's figures: the lab projection's apply rate, and the MLLP round trip.
+"""Lab figures: the lab projection's apply rate, and the MLLP round trip.
 
 Both print beside a baseline measured in the same run: for the projection, parsing the same
 events (with fhir.resources, the FHIR parser; and with orjson, the hub's fast path); for

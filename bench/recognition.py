@@ -1,4 +1,4 @@
-"""Issue 7's figure: the recognition check at 200 requests/s with 100,000 patients and
+"""The recognition figure: the recognition check at 200 requests/s with 100,000 patients and
 5 million results loaded, beside the same-run latency of a bare indexed lookup of the same
 rows (what any implementation must at least do)."""
 

@@ -1,4 +1,4 @@
-"""``hub bench``: the issue's figures, each printed beside a baseline measured in the same run.
+"""``hub bench``: the hub's performance figures, each beside a baseline measured in the same run.
 
 1. Ingest throughput, through the gateway (Bundles of 100) and through hie.inbound.v1 -> the
    ingest stage, vs bare fhir.resources validation of the same resources in one process.

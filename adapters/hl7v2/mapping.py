@@ -237,6 +237,7 @@ def _oru(msg: Any, facility: str, sent: str) -> list[dict[str, Any]]:
     report: dict[str, Any] | None = None
     specimen = ""
     n_obx = 0
+    ids: set[str] = set()
     for seg in msg:
         sid = str(seg[0])
         if sid == "OBR":
@@ -262,6 +263,9 @@ def _oru(msg: Any, facility: str, sent: str) -> list[dict[str, Any]]:
                 raise Hl7Refused("AE", "OBX before any OBR: results need their order")
             n_obx += 1
             obs = _observation(seg, report, patient, facility, specimen, sent)
+            if obs["id"] in ids:  # OBX-1 repeated (some senders number every OBX "1")
+                obs["id"] = fhir_id(f"{obs['id']}-{n_obx}")
+            ids.add(obs["id"])
             report["result"].append({"reference": f"Observation/{obs['id']}"})
             out.append(obs)
     if report is None:

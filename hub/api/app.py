@@ -13,6 +13,7 @@ from starlette.responses import Response
 import hub
 from hub.api import gateway, imaging, lab, mpi, read, recognition
 from hub.api.deps import HubContext
+from hub.api.docs import install_docs
 from hub.api.outcome import FhirResponse, error
 from hub.errors import AuthError, BrokerError, HubError, StoreError
 from hub.fhir import Issue
@@ -51,7 +52,8 @@ def create_app(ctx: HubContext) -> FastAPI:
         yield
 
     app = FastAPI(title="HIE hub", version=hub.__version__, lifespan=lifespan,
-                  default_response_class=FhirResponse)
+                  default_response_class=FhirResponse,
+                  docs_url=None, redoc_url=None)  # the CDN-free pages of install_docs
     app.state.hub = ctx
 
     @app.exception_handler(AuthError)
@@ -100,4 +102,5 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(mpi.router)
     app.include_router(imaging.router)
     app.include_router(recognition.router)
+    install_docs(app)
     return app
