@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/hub demo $(ARGS)
 
 test: $(STAMP)
+	@scripts/ensure-chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

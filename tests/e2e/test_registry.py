@@ -5,7 +5,7 @@ registry projection answers "as of" questions exactly as live processing did."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from adapters.sdk import FacilityPublisher
+from hub import clock
 from hub.cli import app
 from hub.engine.rebuild import rebuild
 from hub.log.inspect import read_deadletters
@@ -43,8 +44,9 @@ def build_consortium(tmp_path: Path) -> Path:
               "--group", "county-x", "--imaging", "county-a", "--ecg", "county-a", *f)
     assert "private key for clinic-a#1 written to" in out and "gateway token" in out
     assert (tmp_path / "keys" / "clinic-a-1.pem").stat().st_mode & 0o777 == 0o600
-    cli("facility", "set-eqa", "county-a", "lab", "--from", "2026-01-01", "--to",
-        "2026-12-31", *f)
+    today = clock.today()
+    cli("facility", "set-eqa", "county-a", "lab", "--from", str(today - timedelta(days=180)),
+        "--to", str(today + timedelta(days=180)), *f)
     shown = cli("facility", "show", "clinic-a", *f)
     assert "reads imaging at: county-a" in shown and "clinic-a#1" in shown
     return path
@@ -66,7 +68,8 @@ def test_cli_refuses_bad_edits(tmp_path):
     assert len(read_consortium(path).facilities) == 2  # nothing half-written
 
 
-async def test_registry_changes_are_events_and_take_effect_live(make_settings, tmp_path):
+async def test_registry_changes_are_events_and_take_effect_live(make_settings, tmp_path,
+                                                                hub_clock):
     path = build_consortium(tmp_path)
     settings = make_settings(facilities_file=path, registry_poll_seconds=0.2)
     key_file = tmp_path / "keys" / "clinic-a-1.pem"
@@ -78,7 +81,7 @@ async def test_registry_changes_are_events_and_take_effect_live(make_settings, t
             return found is not None and found.current_key().kid == kid
 
         await eventually(lambda: registered("clinic-a#1"))
-        before_rotation = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        before_rotation = clock.now_rfc3339()
         old = FacilityPublisher.from_key_file(settings.bootstrap, "clinic-a#1", key_file,
                                               topic=settings.topics.inbound)
         old.publish(patient("p1"))
@@ -116,7 +119,7 @@ async def test_registry_changes_are_events_and_take_effect_live(make_settings, t
         then = await asyncio.to_thread(read.as_of, store, before_rotation)
         now = await asyncio.to_thread(read.current, store)
         assert then["clinic-a"].current_key().kid == "clinic-a#1"
-        assert then["county-a"].eqa_valid("lab", datetime(2026, 6, 1).date())
+        assert then["county-a"].eqa_valid("lab", clock.today())
         assert "hub" in now and now["hub"].keys  # the gateway's key is in the registry too
 
         async def journaled() -> bool:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hub import clock
 from hub.envelope import new_event
 from hub.errors import AuthError, ConfigError
 from hub.facilities import Facility
@@ -64,10 +65,10 @@ def _event(signer, when: datetime | None = None):
     return signer.sign(new_event(signer.kid.split("#")[0], "Patient", "p1", "x.p1", b"{}"))
 
 
-def test_rotation_retires_the_old_key_but_keeps_old_events_verifiable():
+def test_rotation_retires_the_old_key_but_keeps_old_events_verifiable(hub_clock):
     c = read_consortium(None)
     old = c.get("village-1")
-    rotated_at = datetime.now(UTC) - timedelta(minutes=5)
+    rotated_at = clock.now() - timedelta(minutes=5)
     new_signer = demo_signer("village-1", 2)
     rec = old.record.with_rotated_key(new_signer.public_key, rotated_at)
     assert [k.kid for k in rec.keys] == ["village-1#1", "village-1#2"]
@@ -85,10 +86,10 @@ def test_rotation_retires_the_old_key_but_keeps_old_events_verifiable():
     assert d.verify(_event(new_signer), at=after) == "village-1#2"
 
 
-def test_a_revoked_key_is_refused_whatever_the_event_claims():
+def test_a_revoked_key_is_refused_whatever_the_event_claims(hub_clock):
     c = read_consortium(None)
     f = c.get("village-2")
-    revoked_at = datetime.now(UTC) - timedelta(minutes=5)
+    revoked_at = clock.now() - timedelta(minutes=5)
     rec = f.record.with_rotated_key(demo_signer("village-2", 2).public_key, revoked_at,
                                     revoke_old=True)
     c.put(Facility(rec, f.token))
@@ -135,12 +136,12 @@ def test_set_eqa_replaces_the_window_of_its_category_only():
     assert renewed.eqa_valid("ecg", date(2025, 6, 1))
 
 
-def test_demo_registry_routes_reading_and_knows_eqa():
+def test_demo_registry_routes_reading_and_knows_eqa(hub_clock):
     c = read_consortium(None)
     assert c.get("township-1").record.reading_centre("imaging") == "county-1"
     assert c.get("community-1").record.reading_centre("ecg") == "city-1"
-    assert c.get("city-1").record.eqa_valid("pathology", date(2026, 6, 30))
-    assert not c.get("township-4").record.eqa_valid("lab", date(2026, 6, 30))  # lapsed
+    assert c.get("city-1").record.eqa_valid("pathology", clock.today())
+    assert not c.get("township-4").record.eqa_valid("lab", clock.today())  # lapsed
 
 
 def test_consortium_file_round_trip_and_checks(tmp_path):
