@@ -155,3 +155,34 @@ async def test_rebuild_while_live_runner_keeps_running(make_settings, store):
         await asyncio.gather(*tasks)
         await pub.stop()
     assert counts(store) == {"Patient": 60}
+
+
+async def test_replicas_in_one_consumer_group_share_the_partitions(make_settings, store):
+    """Two runners of one projection in one group, as two hub replicas would run: each gets
+    some partitions, and every event is applied once in all."""
+    settings = make_settings(consumer_groups=True)
+    events = [envelope(patient(f"p{i}"), facility=f"township-{1 + i % 4}") for i in range(90)]
+    await publish(settings, events)
+    pub = await Publisher(settings).start()
+    runners = [ProjectionRunner(settings, store, ActivityProjection(), pub) for _ in range(2)]
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+    try:
+        async def shared() -> bool:
+            held = [r._consumer.assignment() if r._consumer else set() for r in runners]
+            return all(held) and sum(r.stats.applied for r in runners) == len(events)
+
+        for _ in range(300):
+            if await shared():
+                break
+            await asyncio.sleep(0.1)
+        held = [r._consumer.assignment() for r in runners]
+        assert all(held) and not held[0] & held[1], held
+        assert sum(r.stats.applied for r in runners) == len(events)
+    finally:
+        for r in runners:
+            r.stop()
+        await asyncio.gather(*tasks)
+        await pub.stop()
+    with store.connect() as conn:
+        total = conn.execute(sa.text("SELECT SUM(events) FROM activity_counts")).scalar_one()
+    assert total == len(events)
