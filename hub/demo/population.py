@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from hub import clock
 from hub.clock import CONSORTIUM_TZ
 
 LOINC = "http://loinc.org"
@@ -189,10 +190,12 @@ ITEM_OF_LOINC = {spec: code for code, (_, _, spec) in ITEMS.items() if isinstanc
 ITEM_OF_STUDY = {spec: code for code, (_, _, spec) in ITEMS.items() if isinstance(spec, tuple)}
 ITEM_OF_STUDY[("CR", "chest")] = "XR-CHEST"
 # Reading requests: how urgent the acquiring facility says a study is (FHIR request priority),
-# and how long a reading centre then takes, from acquisition to report (median minutes and
-# log-normal spread; the SLA targets are stat 30, asap 60, urgent 120, routine 24 h).
+# how many minutes after acquisition the study is sent, and how long a reading centre then
+# takes, from acquisition to report (median minutes and log-normal spread; the SLA targets
+# are stat 30, asap 60, urgent 120, routine 24 h).
 PRIORITY_WEIGHTS = {"imaging": {"stat": 5, "asap": 10, "urgent": 20, "routine": 65},
                     "ecg": {"stat": 20, "asap": 20, "urgent": 30, "routine": 30}}
+UPLOAD_DELAY = {"stat": (2, 8), "asap": (3, 15), "urgent": (5, 30), "routine": (15, 90)}
 TURNAROUND = {"stat": (18, 0.45), "asap": (40, 0.4), "urgent": (75, 0.4), "routine": (360, 0.9)}
 NORMAL = ("17621005", "Normal")
 # modality: (conclusion, SNOMED finding) choices; the first is the normal finding.
@@ -254,11 +257,42 @@ def order_items(resource: dict) -> list[str]:
             if c.get("system") == ITEM_SYSTEM and c.get("code")]
 
 
+def _ref(rtype: str, hub_id: str, sender: str) -> str:
+    """A reference as ``sender`` writes it: its own resources by local id, others' by hub id."""
+    owner, _, local = hub_id.partition(".")
+    return f"{rtype}/{local if owner == sender else hub_id}"
+
+
 def _years_before(day: date, years: int) -> date:
     try:
         return day.replace(year=day.year - years)
     except ValueError:  # 29 February
         return day.replace(year=day.year - years, day=28)
+
+
+def history_times(now: datetime, events: int, since: datetime | None = None
+                  ) -> list[datetime]:
+    """Stamps for back-filling the story up to ``now``: ``events`` spread evenly over the
+    last :data:`HISTORY`, or proportionally fewer from ``since`` (where an earlier run left
+    off) when that is more recent."""
+    begin = now - HISTORY if since is None else max(now - HISTORY, since)
+    if begin >= now or events <= 0:
+        return []
+    n = max(1, round(events * ((now - begin) / HISTORY)))
+    return [begin + (now - begin) * (i + 1) / n for i in range(n)]
+
+
+def anchored(facilities: list[SimFacility], seed: int, history_events: int,
+             state: dict | None = None, now: datetime | None = None
+             ) -> tuple[PopulationSimulator, list[datetime]]:
+    """A population living at ``now`` (default: the hub's clock) and the stamps of the
+    history to back-fill first; with ``state``, the story continues where it stopped."""
+    now = now or clock.now()
+    since = datetime.fromisoformat(state["now"]) if state and state.get("now") else None
+    times = history_times(now, history_events, since)
+    sim = PopulationSimulator(facilities, seed, start=times[0] if times else now,
+                              live_from=now, state=state)
+    return sim, times
 
 
 class PopulationSimulator:
@@ -391,8 +425,8 @@ class PopulationSimulator:
                 ("EC", "Electrocardiac") if ecg else ("RAD", "Radiology")))]}],
             "code": {"coding": [_coding(LOINC, *(("11524-6", "EKG study") if ecg else (
                 "18748-4", "Diagnostic imaging study")))], "text": description or mod},
-            "subject": {"reference": f"Patient/{patient_key}"},
-            "imagingStudy": [{"reference": f"ImagingStudy/{study_id}"}],
+            "subject": {"reference": _ref("Patient", patient_key, centre_id)},
+            "imagingStudy": [{"reference": _ref("ImagingStudy", study_id, centre_id)}],
             "issued": iso(issued),
             "performer": [{"reference": f"Organization/{centre_id}"}],
             "conclusion": text,
@@ -674,7 +708,10 @@ class PopulationSimulator:
                    "numberOfInstances": rng.randint(i_lo, i_hi),
                    "bodySite": _coding(SNOMED, *SITES[site])}
                   for n in range(1, rng.randint(s_lo, s_hi) + 1)]
-        started = self._past(15, 90, at)
+        service = "ecg" if modality == "ECG" else "imaging"
+        weights = PRIORITY_WEIGHTS[service]
+        priority = rng.choices(list(weights), list(weights.values()))[0]
+        started = self._past(*UPLOAD_DELAY[priority], at)
         study = {
             "resourceType": "ImagingStudy", "id": fac.next_id("img"),
             "meta": {"versionId": "1"},
@@ -685,9 +722,6 @@ class PopulationSimulator:
             "numberOfSeries": len(series),
             "numberOfInstances": sum(s["numberOfInstances"] for s in series),
             "series": series}
-        service = "ecg" if modality == "ECG" else "imaging"
-        weights = PRIORITY_WEIGHTS[service]
-        priority = rng.choices(list(weights), list(weights.values()))[0]
         request = {
             "resourceType": "ServiceRequest", "id": fac.next_id("sr"),
             "meta": {"versionId": "1"}, "status": "active", "intent": "order",
