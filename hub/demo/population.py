@@ -51,6 +51,9 @@ MAX_REMEMBERED = 300  # per facility; bounds memory in long demo runs
 RESULTS_REMEMBERED = 12  # per resident: what an ordering doctor may find on file
 HISTORY_RETEST_SHARE = 0.35  # in the history, orders the doctor had tested again
 AMENDED_REPORT_SHARE = 0.04
+# The reading centres' backlog: routine studies of the last days still unread at "now", some
+# of them past their SLA (the worklist shows both).
+BACKLOG_SHARE, BACKLOG_DAYS = 0.25, timedelta(days=3)
 
 # How often a facility of each tier publishes, relative to a village clinic.
 TIER_RATE = {"village-clinic": 1, "community-centre": 2, "township-centre": 2,
@@ -397,6 +400,18 @@ class PopulationSimulator:
         if state.get("now"):
             self._now = max(self._now, datetime.fromisoformat(state["now"]).astimezone(
                 CONSORTIUM_TZ) + timedelta(seconds=1))
+
+    def busiest_patient(self, facility_ids: tuple[str, ...]) -> str | None:
+        """The hub id of a remembered patient of these facilities with the most results on
+        file (for a hint that shows something)."""
+        best, most = None, 0
+        for fid in facility_ids:
+            fac = self._by_id.get(fid)
+            for pid in fac.patients if fac else ():
+                n = len(self._results.get(self._person.get(f"{fid}.{pid}", ""), ()))
+                if n > most:
+                    best, most = f"{fid}.{pid}", n
+        return best
 
     def reserve_ids(self, facility_id: str, prefix: str, used: int) -> None:
         """Never hand out ``<prefix>-n`` for n <= ``used`` at this facility (ids already in
@@ -750,7 +765,9 @@ class PopulationSimulator:
         issued = max(started + timedelta(minutes=median * rng.lognormvariate(0, spread)),
                      sent + timedelta(minutes=1))
         amend = rng.random() < AMENDED_REPORT_SHARE
-        if self._live_from is not None and issued > self._live_from:
+        behind = priority == "routine" and rng.random() < BACKLOG_SHARE
+        if self._live_from is not None and (issued > self._live_from or (
+                behind and self._live_from - sent < BACKLOG_DAYS)):
             return  # still waiting at "now": the demo's readers take it from the worklist
         report = self.reading_report(
             centre.spec.id, f"{fac.spec.id}.{study['id']}", f"{fac.spec.id}.{patient['id']}",
