@@ -23,6 +23,7 @@ import random
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -182,6 +183,7 @@ class Counts:
     claims_unsettled: int = 0  # published, but not applied within the API's wait (503)
     reports: int = 0  # readers' reports (and amendments) accepted by the gateway
     errors: dict[str, int] = field(default_factory=dict)
+    why_not: Counter = field(default_factory=Counter)  # ordered items with nothing to recognise
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -261,6 +263,10 @@ class ConsortiumSimulator:
             async with httpx.AsyncClient(base_url=base, timeout=60) as client:
                 self._client = client
                 await self._history(stop, sdk)
+                # Live work starts on a hub that has taken the history in: a doctor's check
+                # must find last week's results.
+                self.phase = "catching up"
+                await self._catch_up(stop)
                 self.phase = "live"
                 for centre in self.centres:
                     self._spawn(self._reading_centre(centre, stop))
@@ -303,6 +309,16 @@ class ConsortiumSimulator:
             await self._send(chunk, sdk)
             self.counts.history += len(chunk)
         self.backlog = []
+
+    async def _catch_up(self, stop: asyncio.Event, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            runners = [r for r in self.hub.runners if r._consumer is not None]
+            with contextlib.suppress(Exception):
+                if runners and all([await r._caught_up() for r in runners]):
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
 
     async def _live(self, stop: asyncio.Event, sdk: dict) -> None:
         while not stop.is_set():
@@ -372,6 +388,7 @@ class ConsortiumSimulator:
                         if reason == "other":
                             body["text"] = "复诊医生要求本院复查"
                     else:
+                        self.counts.why_not[_why_not(verdict.get("reason") or "")] += 1
                         body = {"decision": "retested", "reason": "no-qualified-result"}
                     d = await client.post("/recognition/decisions", headers=headers,
                                           json={"patient": patient, "item": item, **body})
@@ -627,7 +644,7 @@ class Summary:
         f, c, sim = self.last, self.sim.counts, self.sim
         assert f is not None
         phase = (f"history {c.history:,}/{sim.history_total:,}" if sim.phase == "history"
-                 else "live")
+                 else sim.phase)
         worst = max(self.lags(), key=lambda x: x[2], default=("-", 0, 0, 0.0))
         waiting = sum(w[0] for w in f.worklists.values())
         breached = sum(w[1] for w in f.worklists.values())
@@ -650,7 +667,7 @@ class Summary:
         sdk_accepted = ingest.accepted if ingest else 0
         accepted = c.gateway + c.reports + sdk_accepted + c.through_api
         phase = (f"history {c.history:,}/{sim.history_total:,} sent"
-                 if sim.phase == "history" else "live")
+                 if sim.phase == "history" else sim.phase)
         rate = "" if final else f", {self.journal_rate():,.0f}/s now"
         prompts = f.prompts
         rec, ret, nc, saved = f.decisions
@@ -688,6 +705,9 @@ class Summary:
             f" decisions: {rec:,} recognised, {ret:,} re-tested, {nc:,} not counted; "
             f"{saved:,.0f} yuan saved",
         ]
+        if c.why_not:
+            lines.append(" nothing to recognise (this run): " + ", ".join(
+                f"{label} {n:,}" for label, n in c.why_not.most_common()))
         if c.errors:
             lines.append("errors: " + ", ".join(f"{k} ×{n}" for k, n in sorted(c.errors.items())))
         types = Table(title="accepted events by type")
@@ -718,6 +738,19 @@ class Summary:
                     "that are not theirs), so 'applied' is the same for all once they are "
                     "caught up; lag = events in the log not yet applied.", style="dim")
         return Group(Panel("\n".join(lines), title="hub demo"), types, tiers, lag, note)
+
+
+def _why_not(reason: str) -> str:
+    """A short label for the check's reason why no prior result qualified."""
+    for words, label in ((("no prior result",), "no result on file"),
+                         (("expired",), "expired"), (("EQA",), "no EQA pass"),
+                         (("or above",), "tier too low"),
+                         (("amended", "corrected", "retracted", "not final", "cancelled"),
+                          "not final or not reported"),
+                         (("after the order",), "dated after the order")):
+        if any(w in reason for w in words):
+            return label
+    return "other"
 
 
 def rec_n(c: Counts) -> int:
