@@ -67,8 +67,8 @@ TICK = 0.25
 RETEST_REASONS = {"condition-changed": 40, "no-longer-reflects": 20, "emergency": 15,
                   "patient-request": 12, "quality-doubt": 8, "other": 5}
 RECOGNISE_SHARE = 0.8
-EVENT_TYPE_HUB = {"Organization": "registry", "Person": "patient index: persons",
-                  "Task": "patient index: reviews"}
+EVENT_TYPE_HUB = {"Organization": "registry", "Person": "patient index",
+                  "Task": "index reviews"}
 
 
 def hub_command() -> str:
@@ -676,7 +676,7 @@ class Summary:
             f"{f.journal_total:,} events{rate}, {(fac_n + own_n) / max(elapsed, 1e-6):,.0f}/s "
             "this run on average",
             f"journal {f.journal_total:,} = earlier runs {before_n:,} + this run: facilities "
-            f"{fac_n:,} + the hub's own {own_n:,}",
+            f"{fac_n:,} + hub's own {own_n:,}",
             f" facilities: accepted {accepted:,}, of which {max(0, accepted - fac_n):,} not "
             "yet journaled",
             f"   gateway: {c.gateway:,} from facility systems, {c.reports:,} readers' reports",
@@ -684,7 +684,7 @@ class Summary:
             f"{ingest.rejected if ingest else 0:,} refused)",
             f"   API: {c.claims_won + c.claims_lost + c.claims_unsettled:,} readers' claims, "
             f"{rec_n(c):,} doctors' decisions",
-            " the hub's own: " + (", ".join(
+            " hub's own: " + (", ".join(
                 f"{t} {n:,} ({EVENT_TYPE_HUB.get(t, 'hub')})"
                 for t, n in sorted(_by_type(own).items())) or "none yet"),
             f" refused by the gateway: {c.gateway_refused:,} ({c.spoiled:,} sent invalid on "
@@ -872,8 +872,9 @@ def _print_start(console: Console, settings: Settings, sim: ConsortiumSimulator,
         story = (f"continuing the story from {journaled:,} journaled events (run "
                  f"{sim.runs})" + ("" if state else "; no " + STATE_FILE +
                                    ": new residents only, ids after those in the store"))
-    history = (f"back-filling {sim.history_total:,} events of history up to now, then live"
-               if sim.history_total else "live from now")
+    n = sim.history_total
+    history = (f"back-filling {n:,} event{'s' if n != 1 else ''} of history up to now, then "
+               "live" if n else "live from now")
     say = lambda text="", style=None: console.print(  # noqa: E731
         Text(text, style=style) if style else Text(text), soft_wrap=True)
     say(f"hub demo: {story}; {history}", "bold")
@@ -883,7 +884,7 @@ def _print_start(console: Console, settings: Settings, sim: ConsortiumSimulator,
     say(f"  FHIR API: {base}/fhir   docs: {base}/docs   metrics: {base}/metrics")
     if key_file is not None:
         say(f"  SDK: kid {demo_signer(SDK_FACILITY).kid}, private key {_shown(key_file)} "
-            "(README, Signed provenance)")
+            "(see README, Signed provenance)")
     patient = sim.example_patient()
     say("Try (one command per line):")
     for token, path in (

@@ -160,7 +160,7 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
                                 r"'http://127\.0\.0\.1:\d+/\S+'", line), line
     flat = " ".join(first.replace("│", " ").split())
     assert re.search(r"journal [\d,]+ = earlier runs 0 \+ this run: facilities [\d,]+ \+ "
-                     r"the hub's own [\d,]+", flat), flat
+                     r"hub's own [\d,]+", flat), flat
     assert (data / STATE_FILE).exists()
 
     db = settings.db_url
