@@ -730,9 +730,11 @@ class Summary:
         lag = Table(title="projections")
         lag.add_column("projection")
         lag.add_column("applied this run", justify="right")
-        lag.add_column("ev/s", justify="right")
+        lag.add_column("ev/s (average)" if final else "ev/s now", justify="right")
         lag.add_column("lag", justify="right")
         for name, applied, behind, rate in self.lags():
+            if final:
+                rate = applied / max(elapsed, 1e-6)
             lag.add_row(name, f"{applied:,}", f"{rate:,.0f}", f"{behind:,}")
         note = Text("Every projection reads every event of the log (most ignore the types "
                     "that are not theirs), so 'applied' is the same for all once they are "
