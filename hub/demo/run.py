@@ -790,6 +790,8 @@ async def run_demo(settings: Settings, console: Console, seconds: float | None,
         assert hub.store is not None and hub.directory is not None
         before = await asyncio.to_thread(journal_counts, hub.store)
         used = await asyncio.to_thread(used_ids, hub.store) if before else {}
+        if not before:
+            state = None  # an empty store (removed by hand?) starts a new story
         hub.start_api()
         hub.start_registry_watch()
         hub.start_ingest()
