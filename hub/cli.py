@@ -284,6 +284,9 @@ def demo(
     rate: Annotated[float, typer.Option(help="Events per second the simulator publishes.")] = 50,
     kafka: KafkaOpt = None, db: DbOpt = None, data_dir: DataOpt = None,
     port: Annotated[int, typer.Option(help="API port.")] = 8080,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Clear the demo's store (hub.db and demo-state.json; keys stay) and "
+        "start a new story instead of continuing the one in the data directory.")] = False,
 ) -> None:
     """Broker + gateway + ingest + journal + projections + API, and a simulated consortium."""
     from hub.demo.run import run_demo
@@ -301,7 +304,7 @@ def demo(
         console.print(f"[yellow]{name.replace('_', ' ')} {getattr(settings, name)} is taken; "
                       f"using {new}[/yellow]")
     settings = settings.model_copy(update=moved)
-    _run(run_demo(settings, console, seconds, rate))
+    _run(run_demo(settings, console, seconds, rate, fresh=fresh))
 
 
 @app.command()

@@ -1,18 +1,32 @@
 """A deterministic simulated consortium population: FHIR R4B resources as plain JSON dicts.
 
-Everything derives from one ``random.Random(seed)`` and a simulated clock, so a seed replays
-the same stream byte for byte. Each facility publishes a Patient before anything refers to
-it, and a DiagnosticReport only after the Observations it lists.
+Everything derives from one ``random.Random(seed)`` and a simulated clock, so a seed and a
+start time replay the same stream byte for byte. Each facility publishes a Patient before
+anything refers to it, and a DiagnosticReport only after the Observations it lists.
+
+The consortium's whole day: primary care measures, townships and hospitals run labs and take
+images, each study goes with a reading request (a priority) to its reading centre, whose
+report comes back after a realistic turnaround; hospitals order catalogue items
+(ServiceRequests coded with the recognition catalogue's item codes) for patients with recent
+results, here or at a referring facility. ``live_from`` splits the story: before it (the
+history) the simulator plays the reading centres and the ordering doctors' follow-up itself;
+from it on, the demo's readers and doctors do that through the hub's API
+(``reading_report``, ``fulfil``). ``snapshot()``/``state=`` carry the population across
+runs, so a second demo continues the story with new ids instead of replaying it.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
+
+from hub import clock
+from hub.clock import CONSORTIUM_TZ
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -22,14 +36,24 @@ OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 REPORT_CATEGORY = "http://terminology.hl7.org/CodeSystem/v2-0074"
 NATIONAL_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"
+ITEM_SYSTEM = "urn:hie:recognition:item"  # recognition catalogue item codes
 REFERRED_SHARE = 0.25  # new patients who are already known at another member facility
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 DICOM_ROOT = "1.2.826.0.1.3680043.8.498."  # UUID-derived root: free to use, no registration
+# A fixed instant for reproducible streams (benchmarks, the patient-index quality figures);
+# the demo anchors its population to the hub's clock instead (``start``).
 START = datetime(2026, 11, 1, 8, 0, tzinfo=timezone(timedelta(hours=8)))
+HISTORY = timedelta(days=14)  # how far back the demo back-fills its story
 
 REVISION_SHARE = 0.03  # share of events that are a new version of an earlier resource
 ERROR_SHARE = 0.005  # part of REVISION_SHARE that retracts an Observation
 MAX_REMEMBERED = 300  # per facility; bounds memory in long demo runs
+RESULTS_REMEMBERED = 12  # per resident: what an ordering doctor may find on file
+HISTORY_RETEST_SHARE = 0.35  # in the history, orders the doctor had tested again
+AMENDED_REPORT_SHARE = 0.04
+# The reading centres' backlog: routine studies of the last days still unread at "now", some
+# of them past their SLA (the worklist shows both).
+BACKLOG_SHARE, BACKLOG_DAYS = 0.25, timedelta(days=3)
 
 # How often a facility of each tier publishes, relative to a village clinic.
 TIER_RATE = {"village-clinic": 1, "community-centre": 2, "township-centre": 2,
@@ -40,8 +64,9 @@ TIER_MIX: dict[str, dict[str, int]] = {
     "community-centre": {**_PRIMARY, "lab": 10},
     "township-centre": {"bp": 25, "hr": 8, "weight": 7, "capglu": 15, "lab": 15, "panel": 12,
                         "imaging": 18},
-    "county-hospital": {"bp": 12, "hr": 4, "weight": 4, "panel": 55, "imaging": 25},
-    "city-hospital": {"bp": 10, "hr": 3, "weight": 3, "panel": 57, "imaging": 27},
+    "county-hospital": {"bp": 12, "hr": 4, "weight": 4, "panel": 40, "imaging": 20,
+                        "order": 25},
+    "city-hospital": {"bp": 10, "hr": 3, "weight": 3, "panel": 42, "imaging": 22, "order": 25},
 }
 SINGLE_LABS = {"community-centre": ("15074-8", "14647-2", "4548-4"),
                "township-centre": ("15074-8", "4548-4", "718-7", "14682-9")}
@@ -51,12 +76,6 @@ _HOSPITAL = {"panel": ("24323-8", "24323-8", "58410-2", "58410-2", "24331-1", "5
 ORDERS = {"township-centre": {"panel": ("58410-2", "55399-0"),
                               "imaging": ("US", "US", "DX", "DX", "ECG")},
           "county-hospital": _HOSPITAL, "city-hospital": _HOSPITAL}
-
-
-@dataclass(frozen=True)
-class SimFacility:
-    id: str
-    tier: str
 
 
 @dataclass(frozen=True)
@@ -155,6 +174,64 @@ VITALS = _coding(OBS_CATEGORY, "vital-signs", "Vital Signs")
 LABORATORY = _coding(OBS_CATEGORY, "laboratory", "Laboratory")
 
 
+# Recognition catalogue items (schemas/recognition-catalogue.yaml) the simulated facilities
+# produce results for: name, validity in days (as in the example catalogue), and the LOINC
+# code of the analyte, or the modality and body site of the study.
+ITEMS: dict[str, tuple[str, int, str | tuple[str, str]]] = {
+    "GLU": ("葡萄糖", 7, "15074-8"), "HBA1C": ("糖化血红蛋白", 90, "4548-4"),
+    "CREA": ("肌酐", 14, "14682-9"), "ALT": ("丙氨酸氨基转移酶", 14, "1742-6"),
+    "HGB": ("血红蛋白", 7, "718-7"), "K": ("钾", 3, "2823-3"),
+    "TC": ("总胆固醇", 30, "14647-2"), "WBC": ("白细胞计数", 7, "6690-2"),
+    "PLT": ("血小板计数", 7, "777-3"),
+    "CT-HEAD": ("头颅CT平扫", 30, ("CT", "head")), "CT-CHEST": ("胸部CT平扫", 30, ("CT", "chest")),
+    "MR-HEAD": ("头颅MRI平扫", 60, ("MR", "brain")),
+    "XR-CHEST": ("胸部X线摄影", 90, ("DX", "chest")),
+    "US-ABD": ("腹部超声", 30, ("US", "liver")),
+    "ECG-12": ("常规十二导联心电图", 7, ("ECG", "heart")),
+}
+ITEM_OF_LOINC = {spec: code for code, (_, _, spec) in ITEMS.items() if isinstance(spec, str)}
+ITEM_OF_STUDY = {spec: code for code, (_, _, spec) in ITEMS.items() if isinstance(spec, tuple)}
+ITEM_OF_STUDY[("CR", "chest")] = "XR-CHEST"
+# Reading requests: how urgent the acquiring facility says a study is (FHIR request priority),
+# how many minutes after acquisition the study is sent, and how long a reading centre then
+# takes, from acquisition to report (median minutes and log-normal spread; the SLA targets
+# are stat 30, asap 60, urgent 120, routine 24 h).
+PRIORITY_WEIGHTS = {"imaging": {"stat": 5, "asap": 10, "urgent": 20, "routine": 65},
+                    "ecg": {"stat": 20, "asap": 20, "urgent": 30, "routine": 30}}
+UPLOAD_DELAY = {"stat": (2, 8), "asap": (3, 15), "urgent": (5, 30), "routine": (15, 90)}
+TURNAROUND = {"stat": (18, 0.45), "asap": (40, 0.4), "urgent": (75, 0.4), "routine": (360, 0.9)}
+NORMAL = ("17621005", "Normal")
+# modality: (conclusion, SNOMED finding) choices; the first is the normal finding.
+CONCLUSIONS: dict[str, tuple[tuple[str, tuple[str, str]], ...]] = {
+    "CT": (("未见明显异常", NORMAL), ("右肺上叶小结节，建议3个月后复查CT",
+                                 ("427359005", "Solitary nodule of lung")),
+           ("双侧基底节区腔隙性脑梗死", ("230698000", "Lacunar infarction")),
+           ("右肺下叶炎症", ("233604007", "Pneumonia"))),
+    "MR": (("未见明显异常", NORMAL), ("脑内多发腔隙灶", ("230698000", "Lacunar infarction")),
+           ("L4/5椎间盘突出", ("76107001", "Prolapsed lumbar intervertebral disc")),
+           ("膝关节退行性变", ("239873007", "Osteoarthritis of knee"))),
+    "CR": (("心肺膈未见明显异常", NORMAL),
+           ("右下肺纹理增多，考虑炎症", ("233604007", "Pneumonia"))),
+    "US": (("肝胆胰脾未见明显异常", NORMAL),
+           ("脂肪肝（轻度）", ("197321007", "Steatosis of liver")),
+           ("胆囊结石", ("235919008", "Gallstone")),
+           ("甲状腺结节（TI-RADS 3类）", ("237495005", "Thyroid nodule"))),
+    "ECG": (("窦性心律，正常心电图", ("426783006", "Sinus rhythm")),
+            ("窦性心动过速", ("11092001", "Sinus tachycardia")),
+            ("心房颤动", ("49436004", "Atrial fibrillation"))),
+}
+CONCLUSIONS["DX"] = CONCLUSIONS["CR"]
+READERS = {"city-1": ("陈医生", "赵医生"), "county-1": ("王医生", "李医生")}
+
+
+@dataclass(frozen=True)
+class SimFacility:
+    id: str
+    tier: str
+    # service (imaging, ecg, pathology) -> the facility that reads this one's studies
+    reading_centres: dict[str, str] = field(default_factory=dict, hash=False)
+
+
 @dataclass
 class _Facility:
     """What one facility has published so far, as far as later events need to know."""
@@ -169,33 +246,239 @@ class _Facility:
         return f"{prefix}-{n:06d}"
 
 
-class PopulationSimulator:
-    """Yields ``(facility_id, resource)`` events; the dicts returned are the caller's to keep."""
+def iso(when: datetime) -> str:
+    """An instant as the consortium's facilities write it: Asia/Shanghai offset."""
+    local = when.astimezone(CONSORTIUM_TZ)
+    return local.isoformat(timespec="milliseconds" if local.microsecond else "seconds")
 
-    def __init__(self, facilities: list[SimFacility], seed: int = 7) -> None:
+
+def order_items(resource: dict) -> list[str]:
+    """The catalogue items an order (ServiceRequest) names with ``urn:hie:recognition:item``."""
+    if resource.get("resourceType") != "ServiceRequest":
+        return []
+    return [c["code"] for c in (resource.get("code") or {}).get("coding") or ()
+            if c.get("system") == ITEM_SYSTEM and c.get("code")]
+
+
+def _ref(rtype: str, hub_id: str, sender: str) -> str:
+    """A reference as ``sender`` writes it: its own resources by local id, others' by hub id."""
+    owner, _, local = hub_id.partition(".")
+    return f"{rtype}/{local if owner == sender else hub_id}"
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - years, day=28)
+
+
+def history_times(now: datetime, events: int, since: datetime | None = None
+                  ) -> list[datetime]:
+    """Stamps for back-filling the story up to ``now``: ``events`` spread evenly over the
+    last :data:`HISTORY`, or proportionally fewer from ``since`` (where an earlier run left
+    off) when that is more recent."""
+    begin = now - HISTORY if since is None else max(now - HISTORY, since)
+    if begin >= now or events <= 0:
+        return []
+    n = max(1, round(events * ((now - begin) / HISTORY)))
+    return [begin + (now - begin) * (i + 1) / n for i in range(n)]
+
+
+def anchored(facilities: list[SimFacility], seed: int, history_events: int,
+             state: dict | None = None, now: datetime | None = None
+             ) -> tuple[PopulationSimulator, list[datetime]]:
+    """A population living at ``now`` (default: the hub's clock) and the stamps of the
+    history to back-fill first; with ``state``, the story continues where it stopped."""
+    now = now or clock.now()
+    since = datetime.fromisoformat(state["now"]) if state and state.get("now") else None
+    times = history_times(now, history_events, since)
+    sim = PopulationSimulator(facilities, seed, start=times[0] if times else now,
+                              live_from=now, state=state)
+    return sim, times
+
+
+class PopulationSimulator:
+    """Yields ``(facility_id, resource)`` events; the dicts returned are the caller's to keep.
+
+    ``start`` is the simulated clock's first instant (default :data:`START`); each event moves
+    it 1-5 s on, or to ``at`` when :meth:`next_event` is given one. ``live_from``: from that
+    instant on the simulator leaves reading and ordering decisions to the caller (see the
+    module's docstring). ``state`` is a :meth:`snapshot` of an earlier run to continue.
+    """
+
+    def __init__(self, facilities: list[SimFacility], seed: int = 7,
+                 start: datetime | None = None, live_from: datetime | None = None,
+                 state: dict | None = None) -> None:
         unknown = sorted({f.tier for f in facilities} - TIER_RATE.keys())
         if not facilities or unknown:
             raise ValueError(f"need at least one facility, all of known tiers; unknown: {unknown}")
         self._rng = random.Random(seed)
         self._facilities = [_Facility(f) for f in facilities]
+        self._by_id = {f.spec.id: f for f in self._facilities}
         self._weights = [TIER_RATE[f.tier] for f in facilities]
-        self._now = START
+        self._now = (start or START).astimezone(CONSORTIUM_TZ)
+        self._live_from = live_from
         self._queue: deque[tuple[_Facility, dict]] = deque()
+        # Events due later (reports, results of a test ordered earlier): (due, n, facility, res)
+        self._timed: list[tuple[datetime, int, _Facility, dict]] = []
+        self._timed_n = 0
+        # Residents: each facility record ("fid.pid") belongs to one person, whose recent
+        # results (catalogue item, effective time) an ordering doctor may find.
+        self._person: dict[str, str] = {}
+        self._results: dict[str, deque[tuple[str, datetime]]] = {}
+        if state:
+            self._restore(state)
 
-    def next_event(self) -> tuple[str, dict]:
-        """Return (facility_id, resource) for the next thing a facility publishes."""
+    @property
+    def now(self) -> datetime:
+        return self._now
+
+    @property
+    def live(self) -> bool:
+        return self._live_from is not None and self._now >= self._live_from
+
+    def next_event(self, at: datetime | None = None) -> tuple[str, dict]:
+        """Return (facility_id, resource) for the next thing a facility publishes, stamped
+        ``at`` (or 1-5 s after the previous event); stamps always move forward."""
         rng = self._rng
-        self._now += timedelta(seconds=rng.randint(1, 5))  # strictly later than any earlier stamp
+        step = timedelta(seconds=rng.randint(1, 5))
+        if at is None:
+            self._now += step
+        else:
+            at = at.astimezone(CONSORTIUM_TZ)
+            at = at.replace(microsecond=at.microsecond // 1000 * 1000)
+            self._now = max(at, self._now + timedelta(milliseconds=1))
         r = rng.random()
-        event = self._revise(retract=r < ERROR_SHARE) if r < REVISION_SHARE else None
+        event = None
+        # What is due goes out between plans, so it never overtakes what it refers to.
+        if not self._queue and self._timed and self._timed[0][0] <= self._now:
+            _, _, fac, res = heapq.heappop(self._timed)
+            event = (fac, res)
+        elif r < REVISION_SHARE:
+            event = self._revise(retract=r < ERROR_SHARE)
         if event is None:
             if not self._queue:
                 self._plan()
             event = self._queue.popleft()
         fac, res = event
-        res["meta"]["lastUpdated"] = self._now.isoformat()
+        res["meta"]["lastUpdated"] = iso(self._now)
         self._remember(fac, res)
         return fac.spec.id, res
+
+    # --- across runs ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain JSON: what a later run needs to continue (ids, patients, their results)."""
+        records = {f"{f.spec.id}.{pid}" for f in self._facilities for pid in f.patients}
+        persons = {k: p for k, p in self._person.items() if k in records}
+        return {
+            "version": 1, "now": iso(self._now),
+            "facilities": {f.spec.id: {"counters": dict(f.counters),
+                                       "patients": list(f.patients.values())}
+                           for f in self._facilities},
+            "persons": persons,
+            "results": {p: [[item, iso(when)] for item, when in self._results[p]]
+                        for p in sorted(set(persons.values())) if p in self._results},
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("version") != 1:
+            raise ValueError(f"unknown population state version {state.get('version')!r}")
+        for fid, saved in state.get("facilities", {}).items():
+            fac = self._by_id.get(fid)
+            if fac is None:
+                continue  # the facility left the consortium
+            for prefix, n in saved.get("counters", {}).items():
+                fac.counters[prefix] = max(fac.counters.get(prefix, 0), int(n))
+            fac.patients.update((p["id"], p) for p in saved.get("patients", ()))
+        self._person.update(state.get("persons", {}))
+        for person, rows in state.get("results", {}).items():
+            self._results[person] = deque(
+                ((item, datetime.fromisoformat(when)) for item, when in rows),
+                maxlen=RESULTS_REMEMBERED)
+        if state.get("now"):
+            self._now = max(self._now, datetime.fromisoformat(state["now"]).astimezone(
+                CONSORTIUM_TZ) + timedelta(seconds=1))
+
+    def busiest_patient(self, facility_ids: tuple[str, ...]) -> str | None:
+        """The hub id of a remembered patient of these facilities with the most results on
+        file (for a hint that shows something)."""
+        best, most = None, 0
+        for fid in facility_ids:
+            fac = self._by_id.get(fid)
+            for pid in fac.patients if fac else ():
+                n = len(self._results.get(self._person.get(f"{fid}.{pid}", ""), ()))
+                if n > most:
+                    best, most = f"{fid}.{pid}", n
+        return best
+
+    def reserve_ids(self, facility_id: str, prefix: str, used: int) -> None:
+        """Never hand out ``<prefix>-n`` for n <= ``used`` at this facility (ids already in
+        the hub's store from an earlier run)."""
+        fac = self._by_id.get(facility_id)
+        if fac is not None:
+            fac.counters[prefix] = max(fac.counters.get(prefix, 0), used)
+
+    # --- what the demo's readers and doctors ask for ------------------------------------
+
+    def reading_report(self, centre_id: str, study_id: str, patient_key: str, modality: str,
+                       description: str | None, started: str | None, issued: datetime,
+                       reader: str | None = None, rng: random.Random | None = None) -> dict:
+        """A reading centre's report on another facility's study, named by hub ids
+        (``township-1.img-000001``, ``township-1.p-000001``)."""
+        rng = rng or self._rng
+        centre = self._by_id[centre_id]
+        mod = modality.split(",")[0]
+        choices = CONCLUSIONS.get(mod, CONCLUSIONS["CT"])
+        text, (code, display) = choices[0] if rng.random() < 0.55 else rng.choice(choices)
+        ecg = mod == "ECG"
+        report: dict[str, Any] = {
+            "resourceType": "DiagnosticReport", "id": centre.next_id("rep"),
+            "meta": {"versionId": "1", "lastUpdated": iso(issued)}, "status": "final",
+            "category": [{"coding": [_coding(REPORT_CATEGORY, *(
+                ("EC", "Electrocardiac") if ecg else ("RAD", "Radiology")))]}],
+            "code": {"coding": [_coding(LOINC, *(("11524-6", "EKG study") if ecg else (
+                "18748-4", "Diagnostic imaging study")))], "text": description or mod},
+            "subject": {"reference": _ref("Patient", patient_key, centre_id)},
+            "imagingStudy": [{"reference": _ref("ImagingStudy", study_id, centre_id)}],
+            "issued": iso(issued),
+            "performer": [{"reference": f"Organization/{centre_id}"}],
+            "conclusion": text,
+            "conclusionCode": [{"coding": [_coding(SNOMED, code, display)]}]}
+        if started:
+            report["effectiveDateTime"] = iso(datetime.fromisoformat(
+                started.replace("Z", "+00:00")))
+        readers = READERS.get(centre_id) or (f"{centre_id} 医生",)
+        report["resultsInterpreter"] = [{"display": reader or rng.choice(readers)}]
+        return report
+
+    def amendment(self, report: dict, issued: datetime, rng: random.Random | None = None
+                  ) -> dict:
+        """The next version of a report: amended, with another conclusion."""
+        rng = rng or self._rng
+        new = copy.deepcopy(report)
+        choices = next((c for c in CONCLUSIONS.values()
+                        if any(text == new["conclusion"] for text, _ in c)), CONCLUSIONS["CT"])
+        others = [c for c in choices if c[0] != new["conclusion"]]
+        text, (code, display) = rng.choice(others)
+        new.update(status="amended", conclusion=f"{text}（复核更正）", issued=iso(issued),
+                   conclusionCode=[{"coding": [_coding(SNOMED, code, display)]}])
+        new["meta"] = {"versionId": str(int(report["meta"]["versionId"]) + 1),
+                       "lastUpdated": iso(issued)}
+        return new
+
+    def fulfil(self, facility_id: str, patient_id: str, item: str) -> bool:
+        """The ordering doctor had the item tested again: its result follows in 20-90 s."""
+        fac = self._by_id.get(facility_id)
+        patient = fac.patients.get(patient_id) if fac else None
+        if fac is None or patient is None or item not in ITEMS:
+            return False
+        self._test(fac, patient, item,
+                   self._now + timedelta(seconds=self._rng.randint(20, 90)))
+        return True
+
+    # --- the story -----------------------------------------------------------------------
 
     def _remember(self, fac: _Facility, res: dict) -> None:
         # Copies, so a caller that edits what it got cannot corrupt later versions.
@@ -205,6 +488,10 @@ class PopulationSimulator:
         store[res["id"]] = copy.deepcopy(res)
         if len(store) > MAX_REMEMBERED:
             del store[next(iter(store))]  # oldest first: recent results are what gets amended
+
+    def _push(self, due: datetime, fac: _Facility, res: dict) -> None:
+        self._timed_n += 1
+        heapq.heappush(self._timed, (due, self._timed_n, fac, res))
 
     def _revise(self, retract: bool) -> tuple[_Facility, dict] | None:
         rng = self._rng
@@ -259,7 +546,9 @@ class PopulationSimulator:
         mix = TIER_MIX[fac.spec.tier]
         kind = rng.choices(list(mix), list(mix.values()))[0]
         tier = fac.spec.tier
-        if kind == "panel":
+        if kind == "order" and self._order(fac):
+            return
+        if kind in ("panel", "order"):  # nobody with recent results to order for: a panel
             self._panel(fac, patient, rng.choice(ORDERS[tier]["panel"]))
         elif kind == "imaging":
             self._imaging(fac, patient, rng.choice(ORDERS[tier]["imaging"]))
@@ -272,8 +561,8 @@ class PopulationSimulator:
         else:
             self._queue.append((fac, self._vital(fac, patient, kind)))
 
-    def _past(self, lo_min: int, hi_min: int) -> str:
-        return (self._now - timedelta(minutes=self._rng.randint(lo_min, hi_min))).isoformat()
+    def _past(self, lo_min: int, hi_min: int, before: datetime | None = None) -> str:
+        return iso((before or self._now) - timedelta(minutes=self._rng.randint(lo_min, hi_min)))
 
     def _phone(self) -> dict[str, Any]:
         number = self._rng.choice(MOBILE_PREFIXES) + f"{self._rng.randrange(10**8):08d}"
@@ -288,8 +577,8 @@ class PopulationSimulator:
             return self._referred(fac, rng.choice(known))
         gender = rng.choice(("male", "female"))
         age = 1 + round(94 * rng.betavariate(2.0, 1.3))  # consortium patients skew old
-        # Any birthday from a year before START.date() - age years up to that day itself.
-        birth = START.date().replace(year=START.year - age) - timedelta(days=rng.randrange(365))
+        # Any birthday from a year before today - age years up to that day itself.
+        birth = _years_before(self._now.date(), age) - timedelta(days=rng.randrange(365))
         generation = 0 if birth.year < 1970 else 1 if birth.year < 1995 else 2
         family, given = rng.choice(SURNAMES), rng.choice(GIVEN[gender][generation])
         region, city, district = rng.choice(REGIONS)
@@ -315,6 +604,8 @@ class PopulationSimulator:
                          "city": city, "district": district, "state": "浙江省",
                          "country": "CN"}],
         })
+        key = f"{fac.spec.id}.{pid}"
+        self._person[key] = key
         return res
 
     def _referred(self, fac: _Facility, origin: _Facility) -> dict:
@@ -333,7 +624,18 @@ class PopulationSimulator:
         for k in ("name", "gender", "birthDate", "address", "telecom"):
             if k in src:
                 res[k] = copy.deepcopy(src[k])
+        origin_key = f"{origin.spec.id}.{src['id']}"
+        self._person[f"{fac.spec.id}.{pid}"] = self._person.get(origin_key, origin_key)
         return res
+
+    def _on_file(self, fac: _Facility, patient: dict, item: str | None, when: str) -> None:
+        """Remember a catalogue item's result for the patient's person (for later orders)."""
+        if item is None:
+            return
+        key = f"{fac.spec.id}.{patient['id']}"
+        person = self._person.setdefault(key, key)
+        self._results.setdefault(person, deque(maxlen=RESULTS_REMEMBERED)).append(
+            (item, datetime.fromisoformat(when)))
 
     def _observation(self, fac: _Facility, patient: dict, code: str, display: str,
                      category: dict, when: str) -> dict[str, Any]:
@@ -362,11 +664,12 @@ class PopulationSimulator:
         obs["interpretation"] = _interpret(value, low, high)
         obs["referenceRange"] = [{"low": _qty(low, a.ucum, a.unit),
                                   "high": _qty(high, a.ucum, a.unit)}]
+        self._on_file(fac, patient, ITEM_OF_LOINC.get(a.code), when)
         return obs
 
     def _vital(self, fac: _Facility, patient: dict, kind: str) -> dict:
         rng, when = self._rng, self._past(0, 5)
-        age = START.year - int(patient["birthDate"][:4])
+        age = self._now.year - int(patient["birthDate"][:4])
         if kind == "bp":
             sys_ = round(min(210, max(85, 108 + 0.55 * max(0, age - 30) + rng.gauss(0, 13))))
             dia = round(min(125, sys_ - 20, max(50, sys_ * 0.6 + rng.gauss(0, 7))))
@@ -400,30 +703,135 @@ class PopulationSimulator:
             "category": [{"coding": [_coding(REPORT_CATEGORY, "LAB", "Laboratory")]}],
             "code": {"coding": [_coding(LOINC, code, display)], "text": display},
             "subject": {"reference": f"Patient/{patient['id']}"},
-            "effectiveDateTime": collected, "issued": self._now.isoformat(),
+            "effectiveDateTime": collected, "issued": iso(self._now),
             "performer": [{"reference": f"Organization/{fac.spec.id}"}],
             "result": [{"reference": f"Observation/{o['id']}"} for o in results]}))
 
-    def _imaging(self, fac: _Facility, patient: dict, modality: str) -> None:
+    def _imaging(self, fac: _Facility, patient: dict, modality: str, site: str | None = None,
+                 at: datetime | None = None) -> None:
+        """A study, its reading request, and (in the history) the reading centre's report;
+        published now, or at ``at`` (a study ordered earlier)."""
         rng = self._rng
         display, (s_lo, s_hi), (i_lo, i_hi), sites = MODALITIES[modality]
-        site, description = rng.choice(sites)
+        if site is None:
+            site, description = rng.choice(sites)
+        else:
+            description = next(d for s, d in sites if s == site)
         study_uid = f"{DICOM_ROOT}{rng.getrandbits(80)}"  # <= 52 chars, DICOM allows 64
         series = [{"uid": f"{study_uid}.{n}", "number": n,
                    "modality": _coding(DCM, modality, display),
                    "numberOfInstances": rng.randint(i_lo, i_hi),
                    "bodySite": _coding(SNOMED, *SITES[site])}
                   for n in range(1, rng.randint(s_lo, s_hi) + 1)]
-        self._queue.append((fac, {
+        service = "ecg" if modality == "ECG" else "imaging"
+        weights = PRIORITY_WEIGHTS[service]
+        priority = rng.choices(list(weights), list(weights.values()))[0]
+        started = self._past(*UPLOAD_DELAY[priority], at)
+        study = {
             "resourceType": "ImagingStudy", "id": fac.next_id("img"),
             "meta": {"versionId": "1"},
             "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study_uid}"}],
             "status": "available", "modality": [_coding(DCM, modality, display)],
             "subject": {"reference": f"Patient/{patient['id']}"},
-            "started": self._past(15, 90), "description": description,
+            "started": started, "description": description,
             "numberOfSeries": len(series),
             "numberOfInstances": sum(s["numberOfInstances"] for s in series),
-            "series": series}))
+            "series": series}
+        request = {
+            "resourceType": "ServiceRequest", "id": fac.next_id("sr"),
+            "meta": {"versionId": "1"}, "status": "active", "intent": "order",
+            "priority": priority, "code": {"text": f"{description}：远程阅片"},
+            "subject": {"reference": f"Patient/{patient['id']}"},
+            "supportingInfo": [{"reference": f"ImagingStudy/{study['id']}"}],
+            "authoredOn": started,
+            "requester": {"reference": f"Organization/{fac.spec.id}"}}
+        for res in (study, request):
+            if at is None:
+                self._queue.append((fac, res))
+            else:
+                self._push(at, fac, res)
+        self._on_file(fac, patient, ITEM_OF_STUDY.get((modality, site)), started)
+        self._read_later(fac, patient, study, modality, service, priority, at or self._now)
+
+    def _read_later(self, fac: _Facility, patient: dict, study: dict, modality: str,
+                    service: str, priority: str, sent: datetime) -> None:
+        """In the history, the reading centre reports after a realistic turnaround."""
+        centre = self._by_id.get(fac.spec.reading_centres.get(service, ""))
+        if centre is None:
+            return
+        rng = self._rng
+        median, spread = TURNAROUND[priority]
+        started = datetime.fromisoformat(study["started"])
+        issued = max(started + timedelta(minutes=median * rng.lognormvariate(0, spread)),
+                     sent + timedelta(minutes=1))
+        amend = rng.random() < AMENDED_REPORT_SHARE
+        behind = priority == "routine" and rng.random() < BACKLOG_SHARE
+        if self._live_from is not None and (issued > self._live_from or (
+                behind and self._live_from - sent < BACKLOG_DAYS)):
+            return  # still waiting at "now": the demo's readers take it from the worklist
+        report = self.reading_report(
+            centre.spec.id, f"{fac.spec.id}.{study['id']}", f"{fac.spec.id}.{patient['id']}",
+            modality, study["description"], study["started"],
+            issued.replace(microsecond=0))
+        self._push(issued, centre, report)
+        later = issued + timedelta(minutes=rng.randint(30, 240))
+        if amend and (self._live_from is None or later <= self._live_from):
+            self._push(later, centre, self.amendment(report, later.replace(microsecond=0)))
+
+    def _order(self, fac: _Facility) -> bool:
+        """A hospital doctor orders catalogue items for a patient with recent results (here
+        or, for a referred resident, at another facility): the order-time recognition
+        check has something to find. False if no such patient is on file."""
+        rng = self._rng
+        ids = list(fac.patients)
+        if not ids:
+            return False
+        found = []
+        for pid in rng.sample(ids, min(40, len(ids))):
+            person = self._person.get(f"{fac.spec.id}.{pid}")
+            recent = sorted({item for item, when in self._results.get(person, ())
+                             if self._now - when <= timedelta(days=ITEMS[item][1])})
+            if recent:
+                found.append((pid, recent))
+        if not found:
+            return False
+        pid, recent = found[0]
+        items = rng.sample(recent, min(len(recent), rng.choice((1, 1, 2))))
+        if rng.random() < 0.3:  # and something not on file, or no longer valid
+            extra = rng.choice(sorted(ITEMS))
+            if extra not in items:
+                items.append(extra)
+        patient = fac.patients[pid]
+        for item in items:
+            name, _, spec = ITEMS[item]
+            coding = [_coding(ITEM_SYSTEM, item, name)]
+            if isinstance(spec, str):
+                coding.append(_coding(LOINC, spec, ANALYTES[spec].display))
+            lab = isinstance(spec, str)
+            self._queue.append((fac, {
+                "resourceType": "ServiceRequest", "id": fac.next_id("sr"),
+                "meta": {"versionId": "1"}, "status": "active", "intent": "order",
+                "priority": "routine",
+                "category": [{"coding": [_coding(SNOMED, *(
+                    ("108252007", "Laboratory procedure") if lab else
+                    ("363679005", "Imaging")))]}],
+                "code": {"coding": coding, "text": name},
+                "subject": {"reference": f"Patient/{pid}"}, "authoredOn": iso(self._now),
+                "requester": {"reference": f"Organization/{fac.spec.id}"}}))
+            if not self.live and rng.random() < HISTORY_RETEST_SHARE:
+                self._test(fac, patient, item,
+                           self._now + timedelta(minutes=rng.randint(30, 180)))
+        return True
+
+    def _test(self, fac: _Facility, patient: dict, item: str, due: datetime) -> None:
+        """The ordered item done again at ``fac``: its result is published at ``due``."""
+        spec = ITEMS[item][2]
+        if isinstance(spec, str):
+            when = self._past(5, 25, due)
+            self._push(due, fac, self._lab(fac, patient, ANALYTES[spec], when))
+        else:
+            modality, site = spec
+            self._imaging(fac, patient, modality, site, at=due)
 
 
 def _round(value: float, places: int) -> float:
