@@ -167,29 +167,35 @@ def dicom_scan(folder: Annotated[Path, typer.Argument(help="A PACS drop folder (
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             fail(f"--endpoint {endpoint!r} is not an http(s) URL")
-    total = sum(1 for p in folder.rglob("*") if p.is_file())
-    with progress() as bar:
-        task = bar.add_task("reading DICOM headers", total=total)
-        scan = scan_folder(folder, lambda k: bar.advance(task, k))
-    studies = [imaging_study(st, endpoint) for st in scan.studies.values()]
-    problems = [(str(p), reason) for p, reason in scan.problems]
-    for res in list(studies):
-        issues = validate(res, "ImagingStudy")
-        if issues:
-            problems.append((res["id"], "; ".join(i.diagnostics for i in issues)))
-            studies.remove(res)
+    studies: list[dict] = []
+    problems: list[tuple[str, str]] = []
 
     async def main() -> None:
-        publisher = await Publisher(s).start()
+        # Kafka first: a silent broker is worth knowing before a long scan, not after it.
+        with quiet_kafka():
+            publisher = await Publisher(s).start()
         try:
-            await publisher.publish(s.topics.inbound,
-                                    [build_envelope(signer, r) for r in studies])
+            total = sum(1 for p in folder.rglob("*") if p.is_file())
+            with progress() as bar:
+                task = bar.add_task("reading DICOM headers", total=total)
+                scan = await asyncio.to_thread(scan_folder, folder,
+                                               lambda k: bar.advance(task, k))
+            problems.extend((str(p), reason) for p, reason in scan.problems)
+            for st in scan.studies.values():
+                res = imaging_study(st, endpoint)
+                issues = validate(res, "ImagingStudy")
+                if issues:
+                    problems.append((res["id"], "; ".join(i.diagnostics for i in issues)))
+                else:
+                    studies.append(res)
+            if studies:
+                with quiet_kafka():
+                    await publisher.publish(s.topics.inbound,
+                                            [build_envelope(signer, r) for r in studies])
         finally:
             await publisher.stop()
 
-    if studies:
-        with quiet_kafka():
-            run(main())
+    run(main())
     console.print(f"[green]{len(studies)} studies published[/green] ("
                   f"{sum(r['numberOfInstances'] for r in studies)} instances) to "
                   f"{s.topics.inbound}; {len(problems)} files skipped")
