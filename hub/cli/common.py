@@ -30,7 +30,7 @@ from hub.store.db import Store, open_existing_store
 
 console = Console()
 # Errors never wrap: an operator (or a script) reads one line, whatever the terminal width.
-errors = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 # Expected operator situations. OSError covers missing or unreadable files and refused
 # connections that a library let through untranslated; anything else is a bug and may raise.
@@ -73,7 +73,7 @@ def _entry_point() -> Path | None:
 
 def fail(message: str, code: int = USAGE_EXIT) -> NoReturn:
     """Report an operator's mistake in one line and stop (exit code 2 unless told)."""
-    errors.print(f"[red]error:[/red] {escape(' '.join(message.split()))}")
+    err_console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}")
     raise typer.Exit(code)
 
 

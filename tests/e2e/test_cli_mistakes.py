@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -167,6 +168,20 @@ def test_ingest_without_kafka_looks_for_the_bundled_one_and_says_so(place, monke
 @pytest.mark.parametrize("value", ["nonsense", "127.0.0.1", "127.0.0.1:port", "host:99999"])
 def test_a_malformed_kafka_address(place, value):
     check(place, ["topics", "--kafka", value], "is not HOST:PORT")
+
+
+def test_a_taken_port(place):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = str(busy.getsockname()[1])
+        check(place, ["broker", "--port", taken], f"port {taken} is already in use")
+        check(place, ["serve", "--port", taken], f"port {taken} on 127.0.0.1 is taken")
+
+
+def test_a_bad_setting_in_the_environment(place, monkeypatch):
+    monkeypatch.setenv("HUB_BROKER_WAIT_SECONDS", "-1")
+    check(place, ["topics", "--kafka", place.dead], "bad setting HUB_BROKER_WAIT_SECONDS")
 
 
 # --- no store yet --------------------------------------------------------------------------
