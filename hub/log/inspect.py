@@ -12,9 +12,7 @@ from hub.errors import BrokerError
 
 async def read_deadletters(settings: Settings, limit: int) -> list[dict]:
     topic = settings.topics.deadletter
-    wait_ms = int(settings.broker_wait_seconds * 1000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                request_timeout_ms=max(wait_ms, 1000))
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
     try:
         await consumer.start()
     except KafkaError as exc:
