@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
+	@echo 'installed. The hub command is $(BIN)/hub; run `. $(BIN)/activate` to type just `hub`.'
 
 install: $(STAMP)
 

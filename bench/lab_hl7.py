@@ -19,6 +19,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from adapters.hl7v2.codec import END, START, ack, frame
 from adapters.hl7v2.intake import Hl7Intake
 from adapters.hl7v2.mllp import MllpServer
+from bench.workload import fill_journal
 from hub.config import Settings
 from hub.engine.rebuild import rebuild
 from hub.lab.projection import LabProjection
@@ -30,8 +31,6 @@ from hub.store.schema import journal
 
 def lab_rates(workdir: Path, envs: list) -> tuple[float, float, float]:
     """(lab projection ev/s, fhir.resources parse ev/s, orjson parse ev/s) over one journal."""
-    from bench.run import fill_journal
-
     store = open_store(f"sqlite:///{workdir / 'lab.db'}")
     try:
         fill_journal(store, envs)

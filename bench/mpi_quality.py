@@ -12,7 +12,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from hub.mpi.noisy_population import evaluate, generate
+from hub.demo.noisy_population import evaluate, generate
 
 PRECISION_TARGET = 0.99
 RECALL_TARGET = 0.95

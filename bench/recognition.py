@@ -12,12 +12,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from hub.engine.rebuild import ensure_built
-from hub.facilities import load_directory
 from hub.lab.projection import RESULTS, LabProjection
 from hub.lab.units import ANALYTES
 from hub.mpi.projection import LINKS, MpiProjection
 from hub.recognition.catalogue import load_catalogue
 from hub.recognition.service import run_check
+from hub.registry.consortium_file import load_directory
 from hub.store.db import open_store
 
 ITEMS = ("GLU", "HBA1C", "CREA", "ALT", "TC", "K")

@@ -1,4 +1,4 @@
-"""``hub bench``: the hub's performance figures, each beside a baseline measured in the same run.
+"""``hub bench``: the performance figures, each printed beside a baseline measured in the same run.
 
 1. Ingest throughput, through the gateway (Bundles of 100) and through hie.inbound.v1 -> the
    ingest stage, vs bare fhir.resources validation of the same resources in one process.
@@ -31,46 +31,26 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from hub.cli import run_loop
+from bench.lab_hl7 import lab_rates, mllp_round_trips, oru_messages
+from bench.mpi_quality import main as mpi_quality
+from bench.recognition import measure
+from bench.workload import envelopes, fill_journal, population
+from hub.aio import run_loop
 from hub.config import Settings, Topics, load_settings
-from hub.demo.population import PopulationSimulator, SimFacility
 from hub.engine.projection import Event
 from hub.engine.rebuild import rebuild
 from hub.engine.runner import ProjectionRunner
 from hub.envelope import Envelope
-from hub.facilities import load_directory
-from hub.identity import use_identity_secret
 from hub.ingest.checks import EdgeChecks
-from hub.ingest.prepare import prepare_upsert
 from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker, free_port
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.record.projection import SharedRecordProjection
 from hub.record.rules import order_key
-from hub.signing import demo_signer, use_hub_signer
+from hub.registry.consortium_file import load_directory
 from hub.store.db import open_store
 from hub.store.schema import journal
-
-
-def population(n: int) -> list[tuple[str, dict]]:
-    directory = load_directory(None)
-    sim = PopulationSimulator([SimFacility(f.id, f.tier) for f in directory], seed=3)
-    return [sim.next_event() for _ in range(n)]
-
-
-def envelopes(items: list[tuple[str, dict]]) -> list[Envelope]:
-    """Envelopes as each facility's own system signs them for ``hie.inbound.v1``."""
-    directory = load_directory(None)
-    use_hub_signer(demo_signer("hub"))
-    use_identity_secret(b"bench-identity-secret-0123456789")
-    signers = {f.id: demo_signer(f.id) for f in directory}
-    out = []
-    for fid, res in items:
-        p = prepare_upsert(directory.get(fid), res)
-        assert p.envelope is not None, p.issues
-        out.append(signers[fid].sign(p.envelope))
-    return out
 
 
 def bare_validation_rate(items: list[tuple[str, dict]]) -> float:
@@ -185,15 +165,6 @@ async def inbound_rate(settings: Settings, items: list[tuple[str, dict]], worker
 
 
 # --- 2. rebuild ---------------------------------------------------------------------------
-
-def fill_journal(store, envs: list[Envelope]) -> None:
-    rows = [{"event_id": e.id, "source": e.source, "type": e.type, "subject": e.subject,
-             "time": e.time, "key": e.key, "signature": e.signature, "data": e.data,
-             "topic": "hie.events.v1", "topic_id": "bench", "partition": i % 6, "offset": i}
-            for i, e in enumerate(envs)]
-    with store.begin() as conn:
-        conn.execute(sa.insert(journal), rows)
-
 
 def bare_rebuild_rate(store) -> tuple[float, int]:
     """The best case: parse, key, upsert the newest version with executemany."""
@@ -372,8 +343,6 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                 latency_rows("publish -> queryable @500/s", hub_ms, bare_ms, "bare consumer",
                              100)
             if only in (None, "lab"):
-                from bench.lab_hl7 import lab_rates
-
                 console.print("measuring the lab projection ...")
                 lab, fhir_parse, plain = lab_rates(workdir, envelopes(items))
                 row("lab projection apply (vs fhir.resources parsing)", lab, fhir_parse,
@@ -382,8 +351,6 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                               f"{lab:,.0f} ev/s", f"{plain:,.0f} ev/s", f"{lab / plain:.2f}x",
                               "- (reference)", "")
             if only in (None, "mllp"):
-                from bench.lab_hl7 import mllp_round_trips, oru_messages
-
                 console.print("measuring MLLP round trips at 100 messages/s ...")
                 fresh = settings.model_copy(update={"topics": Topics(
                     inbound="mllp.inbound", events="mllp.events",
@@ -393,8 +360,6 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                     min(n, 3000))))
                 latency_rows("MLLP message -> ACK @100/s", hub_ms, bare_ms, "bare listener", 50)
             if only in (None, "recognition"):
-                from bench.recognition import measure
-
                 console.print("loading 100,000 patients and 5,000,000 results for the "
                               "recognition check ...")
                 with Progress(BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -408,6 +373,4 @@ def run_all(console: Console, n: int, only: str | None) -> None:
     if only not in ("mpi",):
         console.print(table, width=150)
     if only in (None, "mpi"):
-        from bench.mpi_quality import main as mpi_quality
-
         mpi_quality([])

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         description="HOST:PORT of an existing Kafka; empty means start the bundled broker.",
     )
     embedded_broker_port: int = 19092
+    broker_wait_seconds: float = Field(
+        default=5.0, gt=0, description="How long a command waits for Kafka to answer before "
+        "it gives up (a mistyped --kafka should fail fast; deployments where Kafka starts "
+        "alongside the hub raise it).")
     enable_idempotence: bool = Field(
         default=False,
         description="Idempotent producer; on for Apache Kafka (the bundled broker rejects it).",

@@ -1,9 +1,10 @@
 """Who is who at runtime: member facilities, their credentials and keys, and apps.
 
-Built from the consortium file (``hub.registry.consortium_file``). A facility has a gateway
-bearer token (a credential, kept out of the log) and Ed25519 public keys (in the registry
-and the log). The directory verifies event signatures and authenticates HTTP callers; it can
-be refreshed in place when the registry changes, so every holder sees the new state.
+Built from the consortium file (``hub.registry.consortium_file.load_directory``). A
+facility has a gateway bearer token (a credential, kept out of the log) and Ed25519 public
+keys (in the registry and the log). The directory verifies event signatures and
+authenticates HTTP callers; it can be refreshed in place when the registry changes, so every
+holder sees the new state.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from hub import clock
 from hub.access.rules import ALL, Principal
@@ -20,7 +20,7 @@ from hub.errors import AuthError
 from hub.registry.model import TIERS, FacilityRecord
 from hub.signing import HUB_OWNER, key_owner, load_public_key, parse_signature, signature_valid
 
-__all__ = ["TIERS", "App", "Facility", "FacilityDirectory", "load_directory"]
+__all__ = ["TIERS", "App", "Facility", "FacilityDirectory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +167,3 @@ class FacilityDirectory:
             raise AuthError(f"key {kid!r} is {status}: sign with the facility's current key",
                             reason=f"key-{status}")
         return kid
-
-
-def load_directory(path: Path | None) -> FacilityDirectory:
-    """Read and check a consortium file; the bundled demo consortium when ``path`` is None."""
-    from hub.registry.consortium_file import read_consortium
-
-    return read_consortium(path).directory()

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Query
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
 from hub.envelope import new_event, now_rfc3339
 from hub.fhir import validate
@@ -59,10 +60,8 @@ def worklist(ctx: ContextDep, reader: ReaderDep,
     centre = centre or reader.id
     items = img.worklist(ctx.store, _registry(ctx), centre,
                          (service,) if service else SERVICES)
-    from hub.api.read import _audit
-
-    _audit(ctx, reader, "search-type", f"imaging/worklist?centre={centre}",
-           {i["patient_key"] for i in items})
+    audit(ctx, reader, "search-type", f"imaging/worklist?centre={centre}",
+          {i["patient_key"] for i in items})
     return FhirResponse({"centre": centre, "count": len(items), "studies": items})
 
 
@@ -152,16 +151,14 @@ def history(ctx: ContextDep, reader: ReaderDep,
             patient: Annotated[str, Query(description="Patient/<facility>.<id>")]
             ) -> FhirResponse:
     """A patient's studies at every facility, each with its report and earlier versions."""
-    from hub.api.read import _audit
-
     key = patient.rstrip("/").split("/")[-1]
     if not may_read_patient(reader, key):
-        _audit(ctx, reader, "search-type", f"imaging/history?patient={key}", {key}, "4")
+        audit(ctx, reader, "search-type", f"imaging/history?patient={key}", {key}, "4")
         return error(403, f"{reader.kind} {reader.id} may not read patients of "
                      f"{key.partition('.')[0]}", "forbidden")
     allowed = readable_facilities(reader)
     keys = [k for k in linked_records(ctx.store, key)
             if allowed is None or k.partition(".")[0] in allowed]
     studies = img.history(ctx.store, keys)
-    _audit(ctx, reader, "search-type", f"imaging/history?patient={key}", set(keys))
+    audit(ctx, reader, "search-type", f"imaging/history?patient={key}", set(keys))
     return FhirResponse({"patient": f"Patient/{key}", "studies": studies})

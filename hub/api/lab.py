@@ -10,6 +10,7 @@ from starlette.datastructures import QueryParams
 
 from hub.access.rules import may_read_patient, may_read_projection, readable_facilities
 from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
 from hub.imaging import read as imaging_read
 from hub.lab import read as lab_read
@@ -71,18 +72,16 @@ def lab_search(ctx: HubContext, rtype: str, params: QueryParams, keys: list[str]
 def lab_summary(pid: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
     """Per analyte, across every facility: the latest result with its flag and source
     facility, and the trend in one unit."""
-    from hub.api.read import _audit, _forbidden
-
     key = pid.rstrip("/").split("/")[-1]
     if not may_read_projection(reader, "lab"):
-        return _forbidden(f"{reader.kind} {reader.id} has no access to lab")
+        return forbidden(f"{reader.kind} {reader.id} has no access to lab")
     if not may_read_patient(reader, key):
-        _audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", {key}, "4")
-        return _forbidden(f"{reader.kind} {reader.id} may not read patients of "
-                          f"{key.partition('.')[0]}")
+        audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", {key}, "4")
+        return forbidden(f"{reader.kind} {reader.id} may not read patients of "
+                         f"{key.partition('.')[0]}")
     keys = linked_records(ctx.store, key)
     analytes = lab_read.summary(ctx.store, keys, readable_facilities(reader))
-    _audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", set(keys))
+    audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", set(keys))
     if not analytes and not keys:
         return error(404, f"no lab results for {key}", "not-found")
     return FhirResponse({"patient": f"Patient/{key}", "records": keys, "analytes": [{

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Body, Query
 
 from hub.access.rules import Principal
 from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
-from hub.api.read import _audit
 from hub.mpi.ledger import review_of
 from hub.mpi.projection import REVIEWS, MpiProjection
 from hub.mpi.service import MpiError, MpiService, NotLeader, linked_records
@@ -60,8 +60,8 @@ def reviews(ctx: ContextDep, reader: ReaderDep,
         rows = conn.execute(sa.select(_REVIEWS.c.body).where(_REVIEWS.c.status == status)
                             .order_by(_REVIEWS.c.seq).limit(count)).scalars().all()
     items = [_review_json(orjson.loads(b)) for b in rows]
-    _audit(ctx, reader, "search-type", f"mpi/reviews?status={status}",
-           {i["record"] for i in items} | {i["candidate_record"] for i in items})
+    audit(ctx, reader, "search-type", f"mpi/reviews?status={status}",
+          {i["record"] for i in items} | {i["candidate_record"] for i in items})
     return FhirResponse({"reviews": items})
 
 
@@ -113,5 +113,5 @@ def person_of(record_key: str, ctx: ContextDep, reader: ReaderDep) -> FhirRespon
     if (refused := _refuse(reader)) is not None:
         return refused
     records = linked_records(ctx.store, record_key)
-    _audit(ctx, reader, "read", f"mpi/records/{record_key}", set(records))
+    audit(ctx, reader, "read", f"mpi/records/{record_key}", set(records))
     return FhirResponse({"record": record_key, "records": records})

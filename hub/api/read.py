@@ -13,18 +13,15 @@ from fastapi import APIRouter, Query, Request
 
 from hub.access import audit_store
 from hub.access.rules import (
-    AuditRecord,
-    Principal,
     audit_event,
-    audit_id,
     may_read_patient,
     may_read_projection,
     readable_facilities,
 )
-from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.deps import ContextDep, ReaderDep
+from hub.api.guard import audit, forbidden
 from hub.api.lab import lab_search
 from hub.api.outcome import FhirResponse, error
-from hub.envelope import now_rfc3339
 from hub.lab.read import SearchError
 from hub.mpi.service import linked_records
 from hub.record.read import get_resource, search
@@ -40,17 +37,6 @@ AUDIT_SCOPE = "audit"
 def _patient_key(value: str) -> str:
     """``Patient/township-1.p-1``, a full URL, or the bare id all name the same patient."""
     return value.rstrip("/").split("/")[-1]
-
-
-def _audit(ctx: HubContext, who: Principal, interaction: str, what: str,
-           patients: set[str], outcome: str = "0") -> None:
-    now = now_rfc3339()
-    audit_store.record(ctx.store, [AuditRecord(audit_id(), now, who.kind, who.id, interaction,
-                                               what, p, outcome) for p in sorted(patients)])
-
-
-def _forbidden(message: str) -> FhirResponse:
-    return error(403, message, "forbidden")
 
 
 def _links(request: Request, offset: int, count: int, total: int) -> list[dict]:
@@ -80,12 +66,12 @@ def audit_trail(
         return error(400, "AuditEvent search needs patient=Patient/<facility>.<id>", "required")
     key = _patient_key(patient)
     if not (may_read_projection(reader, AUDIT_SCOPE) and may_read_patient(reader, key)):
-        _audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key}, "4")
-        return _forbidden(f"{reader.kind} {reader.id} may not read the audit trail of {key}")
+        audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key}, "4")
+        return forbidden(f"{reader.kind} {reader.id} may not read the audit trail of {key}")
     # The resident's trail at every facility the patient index links, that the reader may see.
     keys = [k for k in linked_records(ctx.store, key) if may_read_patient(reader, k)]
     total, records = audit_store.trail(ctx.store, keys, count, offset)
-    _audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", set(keys))
+    audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", set(keys))
     base_url = str(request.base_url).rstrip("/")
     return FhirResponse({
         "resourceType": "Bundle", "type": "searchset", "total": total,
@@ -98,17 +84,17 @@ def audit_trail(
 @router.get("/{rtype}/{rid}")
 def read(rtype: str, rid: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
     if not may_read_projection(reader, PROJECTION):
-        return _forbidden(f"{reader.kind} {reader.id} has no access to {PROJECTION}")
+        return forbidden(f"{reader.kind} {reader.id} has no access to {PROJECTION}")
     found = get_resource(ctx.store, rtype, rid)
     if found is None:
         return error(404, f"{rtype}/{rid} is not in the shared record", "not-found")
     if not may_read_patient(reader, found.patient_key):
-        _audit(ctx, reader, "read", f"{rtype}/{rid}", {found.patient_key}, "4")
-        return _forbidden(f"{reader.kind} {reader.id} may not read patients of "
-                          f"{found.patient_key.partition('.')[0]}")
+        audit(ctx, reader, "read", f"{rtype}/{rid}", {found.patient_key}, "4")
+        return forbidden(f"{reader.kind} {reader.id} may not read patients of "
+                         f"{found.patient_key.partition('.')[0]}")
     if found.deleted:
         return error(410, f"{rtype}/{rid} was deleted", "deleted")
-    _audit(ctx, reader, "read", f"{rtype}/{rid}", {found.patient_key})
+    audit(ctx, reader, "read", f"{rtype}/{rid}", {found.patient_key})
     return FhirResponse(found.resource)
 
 
@@ -137,16 +123,16 @@ def search_type(
                      "not-supported")
     projection = LAB_PROJECTION if lab else PROJECTION
     if not may_read_projection(reader, projection):
-        return _forbidden(f"{reader.kind} {reader.id} has no access to {projection}")
+        return forbidden(f"{reader.kind} {reader.id} has no access to {projection}")
     who = patient or subject
     if rtype == "Patient" and who:
         id_, who = _patient_key(who), None
     key = _patient_key(who) if who else None
     what = f"{rtype}?{request.url.query}"
     if key is not None and not may_read_patient(reader, key):
-        _audit(ctx, reader, "search-type", what, {key}, "4")
-        return _forbidden(f"{reader.kind} {reader.id} may not read patients of "
-                          f"{key.partition('.')[0]}")
+        audit(ctx, reader, "search-type", what, {key}, "4")
+        return forbidden(f"{reader.kind} {reader.id} may not read patients of "
+                         f"{key.partition('.')[0]}")
     # The patient's records at every member facility, as the patient index links them:
     # after a merge the survivor's searches include the merged records, after an unlink not.
     keys = linked_records(ctx.store, key) if key is not None else None
@@ -159,7 +145,7 @@ def search_type(
     else:
         total, page = search(ctx.store, rtype, keys, id_, count, offset,
                              readable_facilities(reader))
-    _audit(ctx, reader, "search-type", what, {k for _, k in page})
+    audit(ctx, reader, "search-type", what, {k for _, k in page})
     base_url = str(request.base_url).rstrip("/")
     return FhirResponse({
         "resourceType": "Bundle",

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Query, Response
 from hub import clock
 from hub.access.rules import may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, ReaderDep
+from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
 from hub.envelope import now_rfc3339
 from hub.recognition.catalogue import load_catalogue
@@ -48,9 +49,7 @@ def recognition_check(
     keys, verdicts = run_check(ctx.store, registry, _catalogue(ctx), key, items,
                                ordered_at.astimezone(CONSORTIUM_TZ).date(),
                                readable_facilities(reader))
-    from hub.api.read import _audit
-
-    _audit(ctx, reader, "operation", f"recognition/$check?patient={key}", set(keys))
+    audit(ctx, reader, "operation", f"recognition/$check?patient={key}", set(keys))
     return FhirResponse({
         "patient": f"Patient/{key}", "ordering_facility": facility or reader.id,
         "ordered": ordered_at.astimezone(CONSORTIUM_TZ).date().isoformat(),

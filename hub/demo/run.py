@@ -20,8 +20,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from rich.text import Text
 
 from adapters.sdk import FacilityPublisher
 from hub import clock
+from hub.cli.common import hub_command
 from hub.config import Settings
 from hub.demo.population import ITEMS, READERS, SimFacility, anchored, order_items
 from hub.envelope import HUB_SOURCE
@@ -69,16 +68,6 @@ RETEST_REASONS = {"condition-changed": 40, "no-longer-reflects": 20, "emergency"
 RECOGNISE_SHARE = 0.8
 EVENT_TYPE_HUB = {"Organization": "registry", "Person": "patient index",
                   "Task": "index reviews"}
-
-
-def hub_command() -> str:
-    """How to run ``hub`` from where the user is: it lives in ``.venv/bin``, not on PATH."""
-    if shutil.which("hub"):
-        return "hub"
-    argv0 = sys.argv[0] if sys.argv else ""
-    if argv0.endswith("hub"):
-        return argv0
-    return ".venv/bin/hub"
 
 
 def _shown(path: Path) -> str:

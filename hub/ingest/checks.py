@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import Settings
-from hub.facilities import Facility, FacilityDirectory, load_directory
+from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.bundle import BodyPlan, plan_body
 from hub.ingest.verdict import Verdict, check_inbound
+from hub.registry.consortium_file import load_directory
 from hub.signing import load_or_create_hub_key, use_hub_signer
 
 InboundRecord = tuple[Any, bytes | None, bytes | None, int | None]  # headers, key, value, ts

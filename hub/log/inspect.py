@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from hub.config import Settings
 from hub.envelope import header_value
+from hub.errors import BrokerError
 
 
 async def read_deadletters(settings: Settings, limit: int) -> list[dict]:
     topic = settings.topics.deadletter
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await consumer.stop()
+        raise BrokerError(f"no Kafka broker answered at {settings.bootstrap} ({exc}); is it "
+                          "running, and is --kafka / HUB_KAFKA_BOOTSTRAP right?") from exc
     try:
         parts = consumer.partitions_for_topic(topic) or {0}
         tps = [TopicPartition(topic, p) for p in sorted(parts)]

@@ -63,8 +63,10 @@ class Publisher:
         try:
             await self._producer.start()
         except KafkaError as exc:
+            await self.stop()  # it holds a connection attempt and a task even when failed
             raise BrokerError(
-                f"cannot connect producer to {self.settings.bootstrap}: {exc}") from exc
+                f"no Kafka broker answered the producer at {self.settings.bootstrap} ({exc}); "
+                "is it running, and is --kafka / HUB_KAFKA_BOOTSTRAP right?") from exc
         return self
 
     async def stop(self) -> None:

@@ -15,18 +15,23 @@ from hub.errors import BrokerError
 def _admin(bootstrap: str, timeout: float) -> KafkaAdminClient:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
         try:
+            # The client's own bootstrap wait (30 s by default) must not outlast ours.
             return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="hub-admin",
-                                    request_timeout_ms=10000)
+                                    request_timeout_ms=10000,
+                                    bootstrap_timeout_ms=max(100, int(left * 1000)))
         except KafkaError as exc:
             last = exc
-            time.sleep(0.2)
-    raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout}s: {last}")
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout:g}s "
+                      f"({last}); is it running, and is --kafka / HUB_KAFKA_BOOTSTRAP right?")
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
-    """Create the hub's topics if missing; existing topics are left as they are."""
+def ensure_topics(settings: Settings, timeout: float | None = None) -> None:
+    """Create the hub's topics if missing; existing topics are left as they are. Gives up
+    after ``timeout`` (default: the settings' ``broker_wait_seconds``) if Kafka is silent."""
+    timeout = settings.broker_wait_seconds if timeout is None else timeout
     t = settings.topics
     wanted = {t.inbound: settings.events_partitions, t.events: settings.events_partitions,
               t.deadletter: 1, t.lab: settings.events_partitions,

@@ -3,7 +3,7 @@
 Scores are Fellegi–Sunter match weights: the sum over fields of log2(m/u), where m is how often
 a field agrees like this on two records of one resident and u how often it does so by chance
 on two residents that share a blocking key. The weights below are rounded estimates of those
-ratios for a county-sized consortium, checked against ``hub.mpi.noisy_population``. A shared
+ratios for a county-sized consortium, checked against ``hub.demo.noisy_population``. A shared
 national ID or health card decides on its own (±``ID_WEIGHT``) and is never overruled by the
 other fields, except that disagreeing sex or birth date turns it into a CONFLICT for a human.
 """

@@ -202,6 +202,11 @@ def shift_dates(doc: dict, months: int) -> dict:
     return doc
 
 
+def load_directory(path: Path | None) -> FacilityDirectory:
+    """Read and check a consortium file; the bundled demo consortium when ``path`` is None."""
+    return read_consortium(path).directory()
+
+
 def to_document(c: Consortium) -> dict:
     out: dict[str, Any] = {"consortium": c.name, "facilities": []}
     for f in c.facilities:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StoreError
-from hub.store.schema import metadata
+from hub.store.schema import journal, metadata
 
 
 def _normalise(url: str) -> str:
@@ -87,6 +87,43 @@ def open_store(url: str, create: bool = True) -> Store:
     if create:
         store.create_hub_tables()
     return store
+
+
+def open_existing_store(url: str, create_tables: bool = False, hint: str = "") -> Store:
+    """Open a store that a hub has already written, for commands that read it.
+
+    Opening a missing SQLite file would create it (and its folder): a command that only reads
+    must not leave an empty store behind, so that is an error here, as is a database without
+    the hub's journal. ``create_tables`` adds hub tables a newer version needs.
+    """
+    norm = _normalise(url)
+    if norm.startswith("sqlite:///"):
+        path = norm.removeprefix("sqlite:///").partition("?")[0]
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise StoreError(f"no hub has run here yet (no {path}): {hint}".rstrip(": "))
+    store = open_store(url, create=False)
+    try:
+        try:
+            ready = sa.inspect(store.engine).has_table(journal.name)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot open store {_shown(norm)}: {exc}") from exc
+        if not ready:
+            raise StoreError(f"no hub has run against {_shown(norm)} yet (no "
+                             f"{journal.name} table): {hint}".rstrip(": "))
+        if create_tables:
+            store.create_hub_tables()
+    except BaseException:
+        store.dispose()
+        raise
+    return store
+
+
+def _shown(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL has no password we could find either
+        return url
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -14,12 +14,12 @@ from aiokafka import AIOKafkaConsumer
 
 from adapters.sdk import FacilityPublisher, build_envelope
 from hub.envelope import Envelope
-from hub.facilities import Facility, load_directory
+from hub.facilities import Facility
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
 from hub.log.inspect import read_deadletters
 from hub.log.producer import Publisher
-from hub.registry.consortium_file import read_consortium, write_consortium
+from hub.registry.consortium_file import load_directory, read_consortium, write_consortium
 from hub.signing import Signer, demo_private_key, demo_signer
 from hub.store.db import open_store
 from tests.support.resources import observation, patient

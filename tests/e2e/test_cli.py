@@ -74,16 +74,15 @@ def test_clear_errors_for_operator_mistakes(tmp_path):
     env = os.environ.copy()
     env["HUB_FACILITIES_FILE"] = str(tmp_path / "missing.yaml")
     done = hub("facility", "list", env=env)
-    assert done.returncode == 1 and "cannot read consortium file" in done.stdout
+    assert done.returncode == 2 and "cannot read consortium file" in done.stderr
     done = hub("facility", "set-eqa", "township-1", "lab", "--from", "2026-01-01",
                "--to", "2026-12-31", env=env)
-    assert done.returncode == 1 and "cannot read consortium file" in done.stdout
+    assert done.returncode == 2 and "cannot read consortium file" in done.stderr
     env.pop("HUB_FACILITIES_FILE")
     done = hub("topics", "--kafka", f"127.0.0.1:{free_port()}", env=env, timeout=90)
-    assert done.returncode == 1 and "no Kafka broker answered" in done.stdout
+    assert done.returncode == 2 and "no Kafka broker answered" in done.stderr
     done = hub("facility", "rotate-key", "township-1", env=env)
-    flat = " ".join(done.stdout.split())  # rich wraps long lines to the terminal width
-    assert done.returncode == 1 and "bundled demo-consortium.yaml is read-only" in flat
+    assert done.returncode == 2 and "bundled demo-consortium.yaml is read-only" in done.stderr
     listing = hub("facility", "list", env=env)
     assert "township-1" in listing.stdout and "village-clinic" in listing.stdout
 

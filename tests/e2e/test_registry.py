@@ -58,13 +58,13 @@ def test_cli_refuses_bad_edits(tmp_path):
     bad = runner.invoke(app, ["facility", "add", "clinic-b", "--name", "B", "--tier",
                               "village-clinic", "--imaging", "nowhere", "--facilities",
                               str(path)])
-    assert bad.exit_code == 1 and "unknown facility 'nowhere'" in bad.output
+    assert bad.exit_code == 2 and "unknown facility 'nowhere'" in bad.output
     bad = runner.invoke(app, ["facility", "set-eqa", "county-a", "lab", "--from",
                               "2026-12-31", "--to", "2026-01-01", "--facilities", str(path)])
-    assert bad.exit_code == 1 and "before --from" in bad.output
+    assert bad.exit_code == 2 and "before --from" in bad.output
     bad = runner.invoke(app, ["facility", "add", "clinic-a", "--name", "A", "--tier",
                               "village-clinic", "--facilities", str(path)])
-    assert bad.exit_code == 1 and "already registered" in bad.output
+    assert bad.exit_code == 2 and "already registered" in bad.output
     assert len(read_consortium(path).facilities) == 2  # nothing half-written
 
 

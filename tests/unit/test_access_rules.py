@@ -13,7 +13,7 @@ from hub.access.rules import (
     patient_facility,
 )
 from hub.errors import ConfigError
-from hub.facilities import load_directory
+from hub.registry.consortium_file import load_directory
 
 facility_ids = st.from_regex(r"[a-z0-9][a-z0-9-]{0,12}", fullmatch=True)
 

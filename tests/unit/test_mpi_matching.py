@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hub.demo.noisy_population import evaluate, generate
 from hub.demo.population import gb11643_check
 from hub.mpi.demographics import (
     HEALTH_CARD_SYSTEM,
@@ -28,7 +29,6 @@ from hub.mpi.matching import (
     compare,
     resolve,
 )
-from hub.mpi.noisy_population import evaluate, generate
 
 SECRET = b"test-consortium-secret"
 NAMES = ("张伟", "章伟", "张玮", "张磊", "王秀英", "王秀兰", "汪秀英", "李娜", "张子轩", "张子涵",

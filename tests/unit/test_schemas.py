@@ -11,7 +11,7 @@ import yaml
 
 from hub.config import Settings
 from hub.envelope import new_event
-from hub.facilities import load_directory
+from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"

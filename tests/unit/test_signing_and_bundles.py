@@ -5,9 +5,10 @@ import pytest
 
 from hub.envelope import new_event
 from hub.errors import AuthError
-from hub.facilities import FacilityDirectory, load_directory
+from hub.facilities import FacilityDirectory
 from hub.ingest.bundle import plan_bundle
 from hub.ingest.prepare import prepare_upsert
+from hub.registry.consortium_file import load_directory
 from hub.registry.model import HUB_TIER, FacilityRecord, SigningKey
 from hub.signing import demo_signer
 from tests.support.resources import bundle, observation, patient

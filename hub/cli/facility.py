@@ -9,37 +9,39 @@ the registry projection, i.e. from the log.
 from __future__ import annotations
 
 import secrets
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
 from hub import clock
-from hub.config import load_settings
-from hub.errors import ConfigError, HubError
+from hub.cli.common import DataOpt, DbOpt, console, existing_store, fail, hub_command, settings
+from hub.errors import ConfigError
+from hub.facilities import Facility
+from hub.registry import read
 from hub.registry.consortium_file import (
     BUNDLED,
     Consortium,
+    parse_consortium,
     read_consortium,
+    to_document,
     write_consortium,
 )
 from hub.registry.model import SERVICES, TIERS, FacilityRecord, Qualification, SigningKey
 from hub.signing import generate_key, load_public_key, public_key_text, write_private_key
+from hub.store.db import Store
 
 facility_app = typer.Typer(help="The consortium registry: member facilities, their tier, "
                            "reading centres, EQA passes and signing keys.",
                            no_args_is_help=True)
-console = Console()
 
 FileOpt = Annotated[Path | None, typer.Option(
     "--facilities", envvar="HUB_FACILITIES_FILE",
     help="Consortium YAML to read or edit. Default for reading: the bundled demo consortium.")]
-DataOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="HUB_DATA_DIR")]
-DbOpt = Annotated[str | None, typer.Option("--db", envvar="HUB_DATABASE_URL")]
 AsOfOpt = Annotated[str | None, typer.Option(
     "--as-of", help="Answer from the log: the registry as of this RFC 3339 time "
     "(e.g. 2026-11-01T00:00:00Z), or 'now' for the latest the hub has published.")]
@@ -51,51 +53,90 @@ KeyOutOpt = Annotated[Path | None, typer.Option(
     "keys/<kid>.pem beside the consortium file. Hand it to the facility; keep no copy.")]
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(1)
-
-
 def _editable(path: Path | None) -> tuple[Path, Consortium]:
     if path is None:
-        raise _fail(ConfigError(
+        raise ConfigError(
             f"no consortium file to edit (the bundled {BUNDLED} is read-only): pass "
-            "--facilities FILE or set HUB_FACILITIES_FILE; `hub facility init FILE` "
-            "starts one"))
-    try:
-        return path, read_consortium(path)
-    except HubError as exc:
-        raise _fail(exc) from exc
+            f"--facilities FILE or set HUB_FACILITIES_FILE; `{hub_command()} facility init "
+            "FILE` starts one")
+    return path, read_consortium(path)
 
 
-def _save(path: Path, c: Consortium, what: str) -> None:
+def _save(path: Path, c: Consortium, what: str, new_key: Path | None = None) -> None:
+    """Write the file; a private key written for this change goes if the file cannot be."""
     try:
         write_consortium(c, path)
-    except HubError as exc:
-        raise _fail(exc) from exc
+    except BaseException:
+        if new_key is not None:
+            new_key.unlink(missing_ok=True)
+        raise
     console.print(f"[green]{what}[/green] in {path}. A running hub publishes it as an "
                   "Organization event within seconds; a stopped hub does so when it starts.")
 
 
-def _new_key(rec: FacilityRecord, public_key: str | None, key_out: Path | None,
-             beside: Path) -> str:
-    """The public key to register: the one given, or a fresh pair's (private half saved)."""
+def _key_pair(public_key: str | None) -> tuple[str, Ed25519PrivateKey | None]:
+    """The public key to register: the one given, or a fresh pair's (the private half is
+    written only once the whole change has been checked)."""
     if public_key:
-        try:
-            load_public_key(public_key)
-        except ConfigError as exc:
-            raise _fail(exc) from exc
-        return public_key
+        load_public_key(public_key)
+        return public_key, None
     key = generate_key()
-    kid = rec.next_kid()
+    return public_key_text(key), key
+
+
+def _write_key(key: Ed25519PrivateKey | None, kid: str, key_out: Path | None,
+               beside: Path) -> Path | None:
+    if key is None:
+        return None
     out = key_out or beside.parent / "keys" / f"{kid.replace('#', '-')}.pem"
     try:
         write_private_key(out, key)
     except FileExistsError as exc:
-        raise _fail(ConfigError(f"{out} exists; choose another --key-out")) from exc
+        raise ConfigError(f"{out} exists; choose another --key-out") from exc
     console.print(f"private key for [bold]{kid}[/bold] written to {out} (give it to the "
                   "facility's integrator, then delete this copy)")
-    return public_key_text(key)
+    return out
+
+
+def _checked(c: Consortium, path: Path) -> None:
+    """Everything the file's schema says, before anything is written."""
+    parse_consortium(to_document(c), str(path))
+
+
+def _day(option: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r} is not a day (YYYY-MM-DD)")
+
+
+def _instant(value: str) -> str:
+    """``--as-of`` as the log writes times (UTC, ``...Z``), so comparing them is right."""
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--as-of {value!r} is not an RFC 3339 time (e.g. 2026-11-01T00:00:00Z) or 'now'")
+    if at.tzinfo is None:
+        fail(f"--as-of {value!r} has no time zone: add Z (UTC) or an offset such as +08:00")
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _registry_store(data_dir: Path | None, db: str | None) -> Store:
+    store = existing_store(settings(db=db, data_dir=data_dir))
+    if not sa.inspect(store.engine).has_table("registry_history"):
+        store.dispose()
+        raise ConfigError(f"no registry in the store {store.engine.url} yet: start the hub "
+                          "once (it publishes the consortium file to the log)")
+    return store
+
+
+def _from_log(as_of: str, data_dir: Path | None, db: str | None) -> dict[str, FacilityRecord]:
+    when = None if as_of == "now" else _instant(as_of)  # check before opening anything
+    store = _registry_store(data_dir, db)
+    try:
+        return read.current(store) if when is None else read.as_of(store, when)
+    finally:
+        store.dispose()
 
 
 @facility_app.command("init")
@@ -106,7 +147,7 @@ def init(path: Annotated[Path, typer.Argument(help="Consortium file to create.")
          ] = False) -> None:
     """Create a consortium file to edit with the other commands."""
     if path.exists():
-        raise _fail(ConfigError(f"{path} exists; not overwriting it"))
+        fail(f"{path} exists; not overwriting it")
     c = read_consortium(None) if demo else Consortium(name, origin=str(path))
     if not demo:
         c.name = name
@@ -118,15 +159,12 @@ def init(path: Annotated[Path, typer.Argument(help="Consortium file to create.")
 def list_facilities(facilities: FileOpt = None, as_of: AsOfOpt = None,
                     data_dir: DataOpt = None, db: DbOpt = None) -> None:
     """Member facilities (from the file, or from the log with --as-of) and apps."""
-    try:
-        c = read_consortium(facilities)
-        records = [f.record for f in c.facilities] if as_of is None else \
-            sorted(_from_log(as_of, data_dir, db).values(), key=lambda r: r.id)
-    except HubError as exc:
-        raise _fail(exc) from exc
+    c = read_consortium(facilities)
+    records = [f.record for f in c.facilities] if as_of is None else \
+        sorted(_from_log(as_of, data_dir, db).values(), key=lambda r: r.id)
     title = c.name if as_of is None else f"{c.name} — registry in the log as of {as_of}"
-    table = Table(title=title, caption="`hub facility show <id>` for groups, EQA windows "
-                  "and keys")
+    table = Table(title=title, caption=f"`{hub_command()} facility show <id>` for groups, "
+                  "EQA windows and keys")
     table.add_column("id", no_wrap=True)
     table.add_column("tier", no_wrap=True)
     table.add_column("name", overflow="fold")
@@ -148,43 +186,27 @@ def list_facilities(facilities: FileOpt = None, as_of: AsOfOpt = None,
         console.print(apps)
 
 
-def _from_log(as_of: str, data_dir: Path | None, db: str | None) -> dict[str, FacilityRecord]:
-    from hub.registry import read
-    from hub.store.db import open_store
-
-    settings = load_settings(data_dir=data_dir, database_url=db)
-    store = open_store(settings.db_url)
-    try:
-        if not sa.inspect(store.engine).has_table("registry_history"):
-            raise ConfigError(f"no registry in the store {settings.db_url} yet: start the hub "
-                              "once (it publishes the consortium file to the log)")
-        if as_of == "now":
-            return read.current(store)
-        try:
-            datetime.fromisoformat(as_of.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise ConfigError(f"--as-of {as_of!r} is not an RFC 3339 time") from exc
-        return read.as_of(store, as_of)
-    finally:
-        store.dispose()
-
-
 @facility_app.command("show")
 def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
          history: Annotated[bool, typer.Option(
              help="Also list every registry change of this facility in the log.")] = False,
          data_dir: DataOpt = None, db: DbOpt = None) -> None:
     """One facility in full: reading centres, EQA windows, keys and their status."""
-    try:
-        if as_of is None:
-            rec = read_consortium(facilities).get(facility_id).record
-        else:
-            found = _from_log(as_of, data_dir, db).get(facility_id)
-            if found is None:
-                raise ConfigError(f"{facility_id!r} is not in the registry as of {as_of}")
-            rec = found
-    except HubError as exc:
-        raise _fail(exc) from exc
+    if as_of is None:
+        rec = read_consortium(facilities).get(facility_id).record
+    else:
+        found = _from_log(as_of, data_dir, db).get(facility_id)
+        if found is None:
+            raise ConfigError(f"{facility_id!r} is not in the registry as of {as_of}")
+        rec = found
+    # Everything that can fail before anything is printed.
+    changes = None
+    if history:
+        store = _registry_store(data_dir, db)
+        try:
+            changes = read.history(store, facility_id)
+        finally:
+            store.dispose()
     console.print(f"[bold]{rec.id}[/bold] {rec.name} — {rec.tier}, group {rec.group or '-'}"
                   + ("" if rec.active else " [red](left the consortium)[/red]"))
     for s in SERVICES:
@@ -203,19 +225,11 @@ def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
     for k in rec.keys:
         keys.add_row(k.kid, _t(k.created), _t(k.retired), _t(k.revoked), k.status_at(now))
     console.print(keys)
-    if history:
-        from hub.registry import read
-        from hub.store.db import open_store
-
-        store = open_store(load_settings(data_dir=data_dir, database_url=db).db_url)
-        try:
-            rows = read.history(store, facility_id)
-        finally:
-            store.dispose()
+    if changes is not None:
         h = Table(title="registry changes in the log")
         for col in ("valid from", "event", "tier", "EQA", "keys"):
             h.add_column(col)
-        for vf, eid, r in rows:
+        for vf, eid, r in changes:
             h.add_row(vf, eid, r.tier, ", ".join(f"{q.category}≤{q.valid_to}" for q in r.eqa),
                       ", ".join(f"{k.kid}:{k.status_at(now)}" for k in r.keys))
         console.print(h)
@@ -239,26 +253,22 @@ def add(
     public_key: PublicKeyOpt = None, key_out: KeyOutOpt = None, facilities: FileOpt = None,
 ) -> None:
     """Register a member facility: a gateway token and a signing key are issued."""
-    from hub.facilities import Facility
-
     path, c = _editable(facilities)
     if any(f.id == facility_id for f in c.facilities):
-        raise _fail(ConfigError(f"{facility_id!r} is already registered"))
+        fail(f"{facility_id!r} is already registered")
     if tier not in TIERS:
-        raise _fail(ConfigError(f"tier must be one of {', '.join(TIERS)}; got {tier!r}"))
+        fail(f"--tier must be one of {', '.join(TIERS)}; got {tier!r}")
     centres = {s: v for s, v in (("imaging", imaging), ("ecg", ecg), ("pathology", pathology))
                if v}
     rec = FacilityRecord(facility_id, name, tier, group, tuple(sorted(centres.items())))
-    now = clock.now()
-    pub = _new_key(rec, public_key, key_out, path)
+    pub, private = _key_pair(public_key)
+    kid = rec.next_kid()
     rec = FacilityRecord(rec.id, rec.name, rec.tier, rec.group, rec.reading_centres,
-                         keys=(SigningKey(rec.next_kid(), pub, now),))
+                         keys=(SigningKey(kid, pub, clock.now()),))
     token = secrets.token_urlsafe(32)
-    try:
-        c.put(Facility(rec, token))
-    except HubError as exc:
-        raise _fail(exc) from exc
-    _save(path, c, f"{facility_id} registered")
+    c.put(Facility(rec, token))
+    _checked(c, path)
+    _save(path, c, f"{facility_id} registered", _write_key(private, kid, key_out, path))
     console.print(f"gateway token for {facility_id} (shown once; it is also in the file): "
                   f"[bold]{token}[/bold]")
 
@@ -273,17 +283,15 @@ def rotate_key(
 ) -> None:
     """Give a facility a new signing key. The old one is retired (or revoked) now; it stays
     in the registry so events it signed before stay verifiable."""
-    from hub.facilities import Facility
-
     path, c = _editable(facilities)
-    try:
-        f = c.get(facility_id)
-    except HubError as exc:
-        raise _fail(exc) from exc
-    pub = _new_key(f.record, public_key, key_out, path)
+    f = c.get(facility_id)
+    pub, private = _key_pair(public_key)
     rec = f.record.with_rotated_key(pub, clock.now(), revoke_old=revoke)
+    kid = rec.keys[-1].kid
     c.put(Facility(rec, f.token))
-    _save(path, c, f"{facility_id} now signs with {rec.keys[-1].kid}")
+    _checked(c, path)
+    _save(path, c, f"{facility_id} now signs with {kid}",
+          _write_key(private, kid, key_out, path))
 
 
 @facility_app.command("set-eqa")
@@ -296,15 +304,10 @@ def set_eqa(
 ) -> None:
     """Record an EQA (external quality assessment) pass for one test category. To record a
     lapse, set --to to the last day it was valid."""
-    from hub.facilities import Facility
-
+    first, last = _day("--from", valid_from), _day("--to", valid_to)
+    if last < first:
+        fail("--to is before --from")
     path, c = _editable(facilities)
-    try:
-        f = c.get(facility_id)
-        q = Qualification(category, date.fromisoformat(valid_from), date.fromisoformat(valid_to))
-        if q.valid_to < q.valid_from:
-            raise ConfigError("--to is before --from")
-    except (HubError, ValueError) as exc:
-        raise _fail(exc) from exc
-    c.put(Facility(f.record.with_eqa(q), f.token))
+    f = c.get(facility_id)
+    c.put(Facility(f.record.with_eqa(Qualification(category, first, last)), f.token))
     _save(path, c, f"{facility_id} EQA {category} valid {valid_from}..{valid_to}")

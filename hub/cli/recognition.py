@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from hub.cli_mpi import DEFAULT_URL, TokenOpt, UrlOpt, _call
+from hub.cli.client import DEFAULT_URL, TokenOpt, UrlOpt, call
+from hub.cli.common import console, fail
 
 recognition_app = typer.Typer(help="Mutual test recognition (检查检验结果互认).",
                               no_args_is_help=True)
-console = Console()
 
 
 @recognition_app.command("check")
@@ -21,12 +21,19 @@ def check(patient: Annotated[str, typer.Option(help="Patient/<facility>.<id>")],
                                                   "(e.g. GLU,HBA1C,CT-HEAD)")],
           time: Annotated[str | None, typer.Option(help="Order time (RFC 3339); default "
                                                         "now")] = None,
-          url: UrlOpt = DEFAULT_URL, token: TokenOpt = "") -> None:
+          url: UrlOpt = DEFAULT_URL, token: TokenOpt = None) -> None:
     """Which ordered items a prior result can stand in for, and why (not)."""
-    body = {"patient": patient, "items": [i.strip() for i in items.split(",") if i.strip()]}
+    codes = [i.strip() for i in items.split(",") if i.strip()]
+    if not codes:
+        fail("--items names no catalogue item (e.g. --items GLU,HBA1C)")
+    body: dict = {"patient": patient, "items": codes}
     if time:
+        try:
+            datetime.fromisoformat(time.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--time {time!r} is not an RFC 3339 time (e.g. 2026-06-01T09:30:00+08:00)")
         body["time"] = time
-    answer = _call("POST", url, token, "/recognition/$check", json=body)
+    answer = call("POST", url, token, "/recognition/$check", json=body)
     table = Table(title=f"recognition for {answer['patient']} on {answer['ordered']}")
     for col in ("item", "verdict", "result", "from", "date", "why"):
         table.add_column(col, overflow="fold")

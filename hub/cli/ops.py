@@ -1,0 +1,107 @@
+"""``hub rebuild | verify | topics | deadletters``: an operator's looks and repairs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hub.cli.common import (
+    DataOpt,
+    DbOpt,
+    KafkaOpt,
+    console,
+    existing_store,
+    fail,
+    progress,
+    quiet_kafka,
+    run,
+    settings,
+)
+
+
+def rebuild(
+    name: Annotated[str, typer.Argument(help="Projection to rebuild from the journal.")],
+    db: DbOpt = None, data_dir: DataOpt = None,
+) -> None:
+    """Rebuild a projection from the journal into shadow tables and swap them in atomically."""
+    from hub.engine.rebuild import journal_size
+    from hub.engine.rebuild import rebuild as do_rebuild
+    from hub.identity import load_or_create_secret, use_identity_secret
+    from hub.projections import rebuildable
+
+    catalogue = rebuildable()
+    if name not in catalogue:
+        fail(f"unknown projection {name!r}; rebuildable: {', '.join(catalogue)}")
+    s = settings(db=db, data_dir=data_dir)
+    # The store first: with no hub run here, there is nothing to rebuild (and no secret).
+    store = existing_store(s, create_tables=True)
+    try:
+        use_identity_secret(load_or_create_secret(s.identity_secret_path))
+        total = journal_size(store)
+        with progress() as bar:
+            task = bar.add_task(f"rebuilding {name}", total=total)
+            n = do_rebuild(store, catalogue[name], lambda k: bar.advance(task, k))
+    finally:
+        store.dispose()
+    console.print(f"[green]rebuilt {name} from {n} journal events and swapped it in[/green]")
+
+
+def verify(db: DbOpt = None, data_dir: DataOpt = None) -> None:
+    """Check every journaled event's signature against the registry's keys as of its time
+    (rotated keys stay verifiable); exits 1 if any fails."""
+    from hub.engine.rebuild import journal_size
+    from hub.registry.audit import verify_journal
+
+    store = existing_store(settings(db=db, data_dir=data_dir))
+    try:
+        with progress() as bar:
+            task = bar.add_task("verifying the journal", total=journal_size(store))
+            n, failures, examples = verify_journal(store, lambda k: bar.advance(task, k))
+    finally:
+        store.dispose()
+    if failures:
+        console.print(f"[red]{sum(failures.values())} of {n} events do not verify:[/red] "
+                      + ", ".join(f"{k} {v}" for k, v in failures.most_common()))
+        for line in examples:
+            console.print(f"  {line}")
+        raise typer.Exit(1)
+    console.print(f"[green]all {n} journaled events verify against the registry[/green]")
+
+
+def topics(kafka: KafkaOpt = None) -> None:
+    """Create the hub's topics on the given Kafka (idempotent)."""
+    from hub.log.topics import ensure_topics
+
+    s = settings(kafka)
+    ensure_topics(s)
+    console.print(f"topics ready on {s.bootstrap}")
+
+
+def deadletters(
+    kafka: KafkaOpt = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many, newest last.", min=1)
+                     ] = 20,
+) -> None:
+    """Show what was dead-lettered, and why."""
+    from hub.log.inspect import read_deadletters
+
+    s = settings(kafka)
+
+    async def main() -> None:
+        rows = await read_deadletters(s, limit)
+        table = Table(title=f"{s.topics.deadletter} (last {limit})")
+        for col in ("offset", "stage", "reason", "time"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(str(r["offset"]), r["stage"], r["reason"], r["time"])
+        console.print(table)
+
+    with quiet_kafka():
+        run(main())
+
+
+def register(app: typer.Typer) -> None:
+    for command in (rebuild, verify, topics, deadletters):
+        app.command()(command)

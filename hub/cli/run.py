@@ -1,0 +1,166 @@
+"""``hub broker | serve | ingest | project | demo | bench``: the hub's own processes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from hub.cli.common import (
+    DataOpt,
+    DbOpt,
+    FacilitiesOpt,
+    KafkaOpt,
+    console,
+    fail,
+    run,
+    settings,
+    until_cancelled,
+)
+
+BENCH_PARTS = ("ingest", "rebuild", "latency", "lab", "mllp", "recognition", "mpi")
+
+
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 19092,
+    data_dir: DataOpt = None,
+) -> None:
+    """Run the bundled Kafka-compatible broker (memory only) with the hub's topics."""
+    from hub.log.broker import EmbeddedBroker
+    from hub.log.topics import ensure_topics
+
+    s = settings(data_dir=data_dir, embedded_broker_port=port)
+
+    async def main() -> None:
+        with EmbeddedBroker(port) as b:
+            await asyncio.to_thread(ensure_topics, s)
+            console.print(f"bundled broker ready on [bold]{b.bootstrap}[/bold] with topics "
+                          f"{s.topics.inbound}, {s.topics.events} "
+                          f"({s.events_partitions} partitions), "
+                          f"{s.topics.deadletter}. It keeps nothing on disk. Ctrl-C stops.")
+            await until_cancelled()
+
+    run(main())
+
+
+def serve(
+    kafka: KafkaOpt = None, db: DbOpt = None, data_dir: DataOpt = None,
+    facilities: FacilitiesOpt = None,
+    host: Annotated[str, typer.Option(envvar="HUB_API_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="HUB_API_PORT")] = 8080,
+    ingest: Annotated[bool, typer.Option(help="Run the inbound ingest stage.")] = True,
+    projections: Annotated[bool, typer.Option(help="Run the journal and projections.")] = True,
+) -> None:
+    """Run the FHIR gateway and read API (plus ingest and projections unless turned off)."""
+    from hub.log.broker import port_in_use
+    from hub.service import Hub
+
+    s = settings(kafka, db, data_dir, facilities, api_host=host, api_port=port)
+    # Before anything starts: a taken port would otherwise show only after the broker, the
+    # store and the registry are up (and leave them behind).
+    if port_in_use(port, "127.0.0.1" if host in ("0.0.0.0", "::", "") else host):
+        fail(f"port {port} on {host} is taken: stop what runs there or pass --port")
+
+    async def main() -> None:
+        async with Hub(s) as hub:
+            hub.start_api()
+            hub.start_registry_watch()
+            if ingest:
+                hub.start_ingest()
+            if projections:
+                hub.start_projections()
+            await hub.api_ready()
+            console.print(f"hub serving on http://{host}:{port}/fhir (Kafka "
+                          f"{s.bootstrap}, store {s.db_url}). Ctrl-C stops.")
+            await until_cancelled()
+
+    run(main())
+
+
+def ingest(kafka: KafkaOpt = None, data_dir: DataOpt = None,
+           facilities: FacilitiesOpt = None) -> None:
+    """Run only the ingest stage: hie.inbound.v1 -> validate -> hie.events.v1."""
+    from hub.service import Hub
+
+    s = settings(kafka, None, data_dir, facilities)
+
+    async def main() -> None:
+        async with Hub(s, start_broker=False) as hub:
+            await hub.start_ingest()
+
+    run(main())
+
+
+def project(
+    names: Annotated[list[str] | None, typer.Argument(help="Projections (default: all).")] = None,
+    kafka: KafkaOpt = None, db: DbOpt = None, data_dir: DataOpt = None,
+    until_caught_up: Annotated[bool, typer.Option(
+        help="Exit once every event in the log is applied.")] = False,
+) -> None:
+    """Run only the journal and projection runners."""
+    from hub.projections import all_projections
+    from hub.service import Hub
+
+    known = all_projections()
+    for n in names or []:
+        if n not in known:
+            fail(f"unknown projection {n!r}; known: {', '.join(known)}")
+    s = settings(kafka, db, data_dir, None)
+
+    async def main() -> None:
+        async with Hub(s, start_broker=False) as hub:
+            tasks = hub.start_projections(names, until_caught_up=until_caught_up)
+            results = await asyncio.gather(*tasks)
+            for runner, stats in zip(hub.runners, results, strict=True):
+                console.print(f"{runner.projection.name}: applied {stats.applied}, skipped "
+                              f"{stats.skipped}, dead-lettered {stats.deadlettered}")
+
+    run(main())
+
+
+def demo(
+    seconds: Annotated[float | None, typer.Option(help="Stop after N seconds.", min=0)] = None,
+    rate: Annotated[float, typer.Option(
+        help="Events per second the simulator publishes.", min=0.1)] = 50,
+    kafka: KafkaOpt = None, db: DbOpt = None, data_dir: DataOpt = None,
+    port: Annotated[int, typer.Option(help="API port.")] = 8080,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Clear the demo's store (hub.db and demo-state.json; keys stay) and "
+        "start a new story instead of continuing the one in the data directory.")] = False,
+) -> None:
+    """Broker + gateway + ingest + journal + projections + API, and a simulated consortium."""
+    from hub.demo.run import run_demo
+    from hub.log.broker import free_port, port_in_use
+
+    s = settings(kafka, db, data_dir, None, api_port=port)
+    # A demo should just run: if something already listens on a default port, take a free
+    # one and say so (the panel printed at start shows the ports in use).
+    moved = {}
+    if port_in_use(s.api_port):
+        moved["api_port"] = free_port()
+    if s.embedded and port_in_use(s.embedded_broker_port):
+        moved["embedded_broker_port"] = free_port()
+    for name, new in moved.items():
+        console.print(f"[yellow]{name.replace('_', ' ')} {getattr(s, name)} is taken; "
+                      f"using {new}[/yellow]")
+    run(run_demo(s.model_copy(update=moved), console, seconds, rate, fresh=fresh))
+
+
+def bench(
+    events: Annotated[int, typer.Option(help="Events per measurement.", min=1)] = 20000,
+    only: Annotated[str | None, typer.Option(
+        help=f"One of: {', '.join(BENCH_PARTS)}.")] = None,
+) -> None:
+    """Measure the hub's performance figures, each beside a baseline measured in the same
+    run."""
+    from bench.run import run_all
+
+    if only is not None and only not in BENCH_PARTS:
+        fail(f"--only {only!r} is not a measurement; one of: {', '.join(BENCH_PARTS)}")
+    run_all(console, events, only)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (broker, serve, ingest, project, demo, bench):
+        app.command()(command)
