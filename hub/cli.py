@@ -12,9 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-from rich.table import Table
 
-from hub import cli_adapters
+from hub import cli_adapters, cli_deadletters
 from hub.cli_facility import facility_app
 from hub.cli_mpi import mpi_app
 from hub.cli_recognition import recognition_app
@@ -256,26 +255,8 @@ def topics(kafka: KafkaOpt = None) -> None:
     console.print(f"topics ready on {settings.bootstrap}")
 
 
-@app.command()
-def deadletters(
-    kafka: KafkaOpt = None,
-    limit: Annotated[int, typer.Option(help="Show at most this many, newest last.")] = 20,
-) -> None:
-    """Show what was dead-lettered, and why."""
-    from hub.log.inspect import read_deadletters
-
-    settings = _settings(kafka, None, None, None)
-
-    async def main() -> None:
-        rows = await read_deadletters(settings, limit)
-        table = Table(title=f"{settings.topics.deadletter} (last {limit})")
-        for col in ("offset", "stage", "reason", "time"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(str(r["offset"]), r["stage"], r["reason"], r["time"])
-        console.print(table)
-
-    _run(main())
+# What was refused and why, from the store (hub/cli_deadletters.py).
+app.command("deadletters")(cli_deadletters.deadletters)
 
 
 @app.command()

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 import hub
-from hub.api import gateway, imaging, lab, mpi, read, recognition
+from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition
 from hub.api.deps import HubContext
 from hub.api.outcome import FhirResponse, error
 from hub.errors import AuthError, BrokerError, HubError, StoreError
@@ -100,4 +100,5 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(mpi.router)
     app.include_router(imaging.router)
     app.include_router(recognition.router)
+    app.include_router(deadletters.router)
     return app
