@@ -84,22 +84,23 @@ def list_letters(
     rows = search(ctx.store, f, limit, offset)
     patients = {r.patient_key for r in rows if r.patient_key}
     if patients:
-        _audit(ctx, reader, "search-type", f"deadletters?{request.url.query}", patients)
+        _audit(ctx, reader, "search-type", f"/deadletters?{request.url.query}", patients)
     base = str(request.base_url).rstrip("/")
     return FhirResponse({"total": total, "count": len(rows),
                          "deadletters": [_public(r, base) for r in rows]})
 
 
-def _letter(ctx: HubContext, reader: Principal, letter_id: str, interaction: str
+def _letter(ctx: HubContext, reader: Principal, letter_id: str, what: str
             ) -> StoredLetter | FhirResponse:
+    """The letter if ``reader`` may see it; reading one about a known patient is audited
+    under ``what`` (the path read), allowed or not."""
     found = get_dead_letter(ctx.store, letter_id)
     if found is None:
         return error(404, f"no dead letter {letter_id}", "not-found")
     visible = dead_letter_facilities(reader)
     allowed = visible is None or found.facility in visible
-    what = f"deadletters/{letter_id}"
     if found.patient_key:
-        _audit(ctx, reader, interaction, what, {found.patient_key}, "0" if allowed else "4")
+        _audit(ctx, reader, "read", what, {found.patient_key}, "0" if allowed else "4")
     if not allowed:
         sender = found.facility or "an unknown sender"
         return _forbidden(reader, f"dead letter {letter_id} (from {sender})")
@@ -110,7 +111,7 @@ def _letter(ctx: HubContext, reader: Principal, letter_id: str, interaction: str
 def read_letter(letter_id: LetterId, request: Request, ctx: ContextDep, reader: ReaderDep
                 ) -> FhirResponse:
     """One dead letter: why it was refused, its headers, key and OperationOutcome."""
-    found = _letter(ctx, reader, letter_id, "read")
+    found = _letter(ctx, reader, letter_id, f"/deadletters/{letter_id}")
     if isinstance(found, FhirResponse):
         return found
     body = _public(found, str(request.base_url).rstrip("/"))
@@ -122,7 +123,7 @@ def read_letter(letter_id: LetterId, request: Request, ctx: ContextDep, reader: 
 @router.get("/{letter_id}/original")
 def original(letter_id: LetterId, ctx: ContextDep, reader: ReaderDep) -> Response:
     """The refused input, byte for byte."""
-    found = _letter(ctx, reader, letter_id, "read")
+    found = _letter(ctx, reader, letter_id, f"/deadletters/{letter_id}/original")
     if isinstance(found, FhirResponse):
         return found
     # Served as opaque bytes: whatever was refused must not be taken for a page or a script.
