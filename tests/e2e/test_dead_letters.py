@@ -9,12 +9,14 @@ import os
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from hub.cli import app
 from hub.deadletters.letter import refuse
 from hub.deadletters.read import count, list_dead_letters, make_filter
 from hub.log.producer import Publisher
+from hub.store.schema import dead_letters
 from tests.support.hub_server import auth, eventually, running_hub
 from tests.support.proc import hub
 from tests.support.resources import bundle, patient
@@ -200,3 +202,24 @@ def test_no_store_yet_is_said_in_one_sentence(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     assert "No hub store at" in done.stdout and "hub.db" in done.stdout
     assert not empty.exists()  # nothing created
+
+
+async def test_a_refusal_that_cannot_be_recorded_is_a_503(make_settings, caplog):
+    settings = make_settings()
+    unrecorded = {"path": "gateway"}
+    before = REGISTRY.get_sample_value("hub_deadletters_unrecorded_total", unrecorded) or 0
+    async with running_hub(settings) as (running, base):
+        with running.store.begin() as conn:  # the store loses the table under the hub
+            dead_letters.drop(conn)
+        async with httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as c:
+            r = await c.post("/fhir/Observation", content=b"{")
+            assert r.status_code == 503, r.text
+            assert "the refusal could not be recorded" in r.text
+            assert r.json()["issue"][0]["code"] == "transient"
+            assert "hub_deadletters_unrecorded_total" in (await c.get("/metrics")).text
+            after = REGISTRY.get_sample_value("hub_deadletters_unrecorded_total", unrecorded)
+            assert after - before == 1
+            assert "refusal(s) could not be recorded" in caplog.text
+            running.store.create_hub_tables()
+            assert (await c.post("/fhir/Observation", content=b"{")).status_code == 400
+        assert count(running.store, make_filter()) == 1
