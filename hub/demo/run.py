@@ -186,7 +186,7 @@ async def run_demo(settings: Settings, console: Console, seconds: float | None,
             f"FHIR API: {base}/fhir   (docs: {base}/docs, metrics: {base}/metrics)\n"
             f"Try:  curl -H 'Authorization: Bearer demo-secret-city-1' "
             f"'{base}/fhir/Observation?patient=Patient/city-1.p-000001'\n"
-            f"Dead letters: hub deadletters --kafka {settings.bootstrap}\n"
+            f"Dead letters: hub deadletters --db {settings.db_url}\n"
             + ("Ctrl-C stops." if seconds is None else f"Stops after {seconds:g}s."),
             title="hub demo"))
         stop = asyncio.Event()
