@@ -120,9 +120,10 @@ class IngestStage:
         await asyncio.gather(self.publisher.publish_raw(t.events, good),
                              self.publisher.publish_raw(t.deadletter,
                                                         [x.record() for x in bad]))
-        # Before the offsets are committed: a crash in between handles the batch again, and
-        # the ids derived from the inbound records make the second insert a no-op.
-        await asyncio.to_thread(dead_letters.keep, self.store, bad, True)
+        if bad:
+            # Before the offsets are committed: a crash in between handles the batch again,
+            # and the ids derived from the inbound records make the second insert a no-op.
+            await asyncio.to_thread(dead_letters.keep, self.store, bad, True)
         self.stats.accepted += len(good)
         self.stats.rejected += len(bad)
 
