@@ -78,8 +78,9 @@ def deadletters(
             if save is not None:
                 _save(get_dead_letter(store, save[0]), *save)
                 return
-            rows = list_dead_letters(store, reason, facility, since, until, event_id, entry,
-                                     limit)
+            rows = list_dead_letters(store, reason=reason, facility=facility, since=since,
+                                     until=until, event_id=event_id, entry=entry,
+                                     limit=limit)
         finally:
             store.dispose()
     except ValueError as exc:

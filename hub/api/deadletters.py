@@ -12,7 +12,6 @@ data (refused reads too, with outcome 4).
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
 import orjson
@@ -23,7 +22,7 @@ from hub.access.rules import Principal, dead_letter_facilities
 from hub.api.deps import ContextDep, HubContext, ReaderDep
 from hub.api.outcome import FhirResponse, error
 from hub.api.read import _audit
-from hub.deadletters.letter import headers_json
+from hub.deadletters.letter import headers_json, jsonable
 from hub.deadletters.read import StoredLetter, count, get_dead_letter, make_filter, search
 
 router = APIRouter(prefix="/deadletters", tags=["dead letters"])
@@ -45,15 +44,6 @@ def _public(r: StoredLetter, base: str) -> dict[str, Any]:
             "resource_type": r.resource_type, "subject": r.subject,
             "patient_key": r.patient_key, "origin": r.origin, "published": r.published,
             "size": r.size, "original": f"{base}/deadletters/{r.id}/original"}
-
-
-def _bytes(value: bytes | None) -> Any:
-    if value is None:
-        return None
-    try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(value).decode()}
 
 
 @router.get("")
@@ -115,7 +105,7 @@ def read_letter(letter_id: LetterId, request: Request, ctx: ContextDep, reader: 
     if isinstance(found, FhirResponse):
         return found
     body = _public(found, str(request.base_url).rstrip("/"))
-    body |= {"outcome": found.outcome, "key": _bytes(found.key),
+    body |= {"outcome": found.outcome, "key": jsonable(found.key),
              "headers": orjson.loads(headers_json(found.headers))}
     return FhirResponse(body)
 

@@ -138,6 +138,19 @@ def refuse(entry: str, reason: str, original: bytes, *, issues: Sequence[Issue] 
                   subject=subject, patient_key=patient_key, origin=origin))
 
 
+def refuse_record(entry: str, reason: str, issues: Sequence[Issue], scope: str, topic: str,
+                  topic_id: str, partition: int, offset: int, key: bytes | None,
+                  value: bytes | None, headers: Iterable[Header] | None) -> DeadLetter:
+    """A refused Kafka record: value, key and headers as read, what its headers claim, and an
+    id from where it was read. ``scope`` names the reader whose refusals are one: a record
+    it handles again after a crash is the same letter."""
+    headers = tuple(headers or ())
+    return refuse(entry, reason, value or b"", issues=issues,
+                  natural_key=(scope, topic_id, topic, partition, offset), key=key,
+                  headers=headers, origin=f"{topic}/{partition}/{offset}",
+                  **about_record(headers, key))
+
+
 def about_resource(facility: str, resource: Any, resource_type: str | None = None,
                    resource_id: str | None = None) -> dict[str, str | None]:
     """What a refused body says about itself, as far as it can be read: its type, subject
@@ -173,16 +186,17 @@ def about_record(headers: Iterable[Header] | None, key: bytes | None) -> dict[st
 def headers_json(headers: Iterable[Header]) -> str:
     """Headers as JSON, exactly: ``[[name, text]]``, with ``{"base64": ...}`` for a value
     that is not UTF-8 and ``null`` for none."""
-    out: list[list[Any]] = []
-    for name, value in headers:
-        if value is None:
-            out.append([name, None])
-            continue
-        try:
-            out.append([name, value.decode()])
-        except UnicodeDecodeError:
-            out.append([name, {"base64": base64.b64encode(value).decode()}])
-    return orjson.dumps(out).decode()
+    return orjson.dumps([[name, jsonable(value)] for name, value in headers]).decode()
+
+
+def jsonable(value: bytes | None) -> str | dict[str, str] | None:
+    """Bytes in JSON, exactly: the text if they are UTF-8, else ``{"base64": ...}``."""
+    if value is None:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(value).decode()}
 
 
 def headers_from_json(text: str) -> list[Header]:

@@ -37,7 +37,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from hub.config import Settings
 from hub.deadletters import store as dead_letters
-from hub.deadletters.letter import DeadLetter, about_record, refuse
+from hub.deadletters.letter import DeadLetter, refuse_record
 from hub.engine import tracking
 from hub.engine.faults import crashpoint
 from hub.engine.projection import Event, Projection
@@ -213,13 +213,10 @@ class ProjectionRunner:
                 except EnvelopeError as exc:
                     # Keyed by the record alone: every projection meets the same bad record,
                     # and it is one refused input.
-                    bad.append(refuse(
-                        self.consumer_name, "bad-envelope", m.value or b"",
-                        issues=[Issue("(headers)", str(exc), "structure")],
-                        natural_key=("log", self._topic_id, tp.topic, tp.partition, m.offset),
-                        key=m.key, headers=m.headers or (),
-                        origin=f"{tp.topic}/{tp.partition}/{m.offset}",
-                        **about_record(m.headers, m.key)))
+                    bad.append(refuse_record(
+                        self.consumer_name, "bad-envelope",
+                        [Issue("(headers)", str(exc), "structure")], "log", tp.topic,
+                        self._topic_id, tp.partition, m.offset, m.key, m.value, m.headers))
                     continue
                 events.append(
                     Event.from_envelope(env, tp.topic, tp.partition, m.offset, self._topic_id))
@@ -304,13 +301,11 @@ class ProjectionRunner:
     def _poison_letter(self, ev: Event, error: Exception) -> DeadLetter:
         env = Envelope(ev.id, ev.source, ev.type, ev.subject, ev.time, ev.key, ev.data,
                        signature=ev.signature)
-        headers = env.headers()
-        return refuse(
-            self.consumer_name, "apply-failed", ev.data,
-            issues=[Issue("(event)", f"{type(error).__name__}: {error}", "exception")],
-            natural_key=(self.consumer_name, ev.topic_id, ev.topic, ev.partition, ev.offset),
-            key=ev.key.encode(), headers=headers, origin=f"{ev.topic}/{ev.partition}/{ev.offset}",
-            **about_record(headers, ev.key.encode()))
+        return refuse_record(
+            self.consumer_name, "apply-failed",
+            [Issue("(event)", f"{type(error).__name__}: {error}", "exception")],
+            self.consumer_name, ev.topic, ev.topic_id, ev.partition, ev.offset,
+            ev.key.encode(), ev.data, env.headers())
 
     def _healthy(self) -> bool:
         try:

@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 
 from hub.config import Settings
 from hub.deadletters import store as dead_letters
-from hub.deadletters.letter import DeadLetter, Record, about_record, refuse
+from hub.deadletters.letter import DeadLetter, Record, refuse_record
 from hub.engine.faults import crashpoint
 from hub.facilities import FacilityDirectory
 from hub.fhir import Issue
@@ -128,10 +128,5 @@ class IngestStage:
         self.stats.rejected += len(bad)
 
     def _letter(self, tp: TopicPartition, m: ConsumerRecord, v: Verdict) -> DeadLetter:
-        claims = about_record(m.headers, m.key)
-        if v.event_id:
-            claims["event_id"] = v.event_id
-        return refuse("ingest", v.reason, m.value or b"", issues=v.issues,
-                      natural_key=("inbound", self._topic_id, tp.topic, tp.partition, m.offset),
-                      key=m.key, headers=m.headers or (),
-                      origin=f"{tp.topic}/{tp.partition}/{m.offset}", **claims)
+        return refuse_record("ingest", v.reason, v.issues, "inbound", tp.topic, self._topic_id,
+                             tp.partition, m.offset, m.key, m.value, m.headers)
