@@ -7,6 +7,10 @@ journal, copies every letter on the topic into SQL. A letter already kept carrie
 (``hub_deadletter_id``), so inserting it again is a no-op; any other letter's id comes from
 its place on the topic. Per batch: commit the rows, then the Kafka offsets (at least once;
 the ids make a repeat harmless).
+
+It reads every partition itself, from the offsets committed under its group id, without
+joining the group: several hub processes may each copy the same letters, which costs a few
+ignored inserts and no group rebalance.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub import clock
 from hub.config import Settings
@@ -41,15 +45,19 @@ class DeadLetterArchive:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.settings.bootstrap,
+            bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.deadletters", client_id="hub-deadletters",
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=max(500, self.settings.session_timeout_ms // 5))
+            enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         try:
-            topic_id, _ = await asyncio.to_thread(topic_identity, self.settings.bootstrap,
-                                                  self.topic)
+            topic_id, partitions = await asyncio.to_thread(
+                topic_identity, self.settings.bootstrap, self.topic)
+            assigned = [TopicPartition(self.topic, p) for p in range(partitions)]
+            consumer.assign(assigned)
+            starts = await consumer.beginning_offsets(assigned)
+            for tp in assigned:
+                committed = await consumer.committed(tp)
+                consumer.seek(tp, committed if committed is not None else starts[tp])
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 if not batch:
@@ -72,7 +80,7 @@ class DeadLetterArchive:
                 self.archived += len(letters)
                 try:
                     await consumer.commit()
-                except Exception as exc:  # a rebalance: the next owner repeats, harmlessly
+                except Exception as exc:  # only the restart point: a repeat is harmless
                     log.debug("dead-letter archive: offset commit failed: %s", exc)
         finally:
             await consumer.stop()
