@@ -1,12 +1,14 @@
 """Dead letters that reached only the topic, copied into SQL.
 
 The gateway, the ingest stage and the projection runner keep their dead letters in SQL
-themselves. Adapters that run without the hub's store (``hub mllp``, ``hub hl7-import`` at a
-facility) publish theirs to ``hie.deadletter.v1`` only; this consumer, run beside the
-journal, copies every letter on the topic into SQL. A letter already kept carries its row id
-(``hub_deadletter_id``), so inserting it again is a no-op; any other letter's id comes from
-its place on the topic. Per batch: commit the rows, then the Kafka offsets (at least once;
-the ids make a repeat harmless).
+themselves, before they answer or move on; this consumer leaves theirs alone (they carry
+``hub_deadletter_id``). Adapters that run without the hub's store (``hub mllp``, ``hub
+hl7-import`` at a facility) publish theirs to ``hie.deadletter.v1`` only; this consumer, run
+beside the journal, copies them into SQL. Their ids are derived here, never taken from the
+message: anyone who may write to the topic could otherwise claim the id of a letter the hub
+is about to keep and have it ignored. The same letter sent twice (same id) is one row.
+Per batch: commit the rows, then the Kafka offsets (at least once; the ids make a repeat
+harmless).
 
 It reads every partition itself, from the offsets committed under its group id, without
 joining the group: several hub processes may each copy the same letters, which costs a few
@@ -20,16 +22,18 @@ import logging
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from hub import clock
 from hub.config import Settings
 from hub.deadletters import store as sql
-from hub.deadletters.letter import from_record, letter_id
+from hub.deadletters.letter import DeadLetter, from_record, letter_id
 from hub.errors import StoreError
 from hub.log.topics import topic_identity
 from hub.store.db import Store
 
 log = logging.getLogger(__name__)
+KEPT_BY_THEIR_PATH = ("gateway", "ingest", "projection:")  # entries with the store at hand
 
 
 class DeadLetterArchive:
@@ -62,13 +66,9 @@ class DeadLetterArchive:
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 if not batch:
                     continue
-                letters = [
-                    from_record(m.key, m.value, m.headers or (),
-                                letter_id(("deadletter", topic_id, tp.topic, tp.partition,
-                                           m.offset)),
-                                _stamp(m.timestamp))
-                    for tp, msgs in batch.items() for m in msgs]
-                while True:
+                letters = [x for tp, msgs in batch.items() for m in msgs
+                           if (x := _copy(topic_id, tp, m)) is not None]
+                while letters:
                     try:
                         await asyncio.to_thread(sql.keep, self.store, letters, True)
                         break
@@ -85,6 +85,17 @@ class DeadLetterArchive:
         finally:
             await consumer.stop()
 
+
+def _copy(topic_id: str, tp: TopicPartition, m: ConsumerRecord) -> DeadLetter | None:
+    """The letter to copy, or None when a hub path kept it in SQL itself."""
+    own = {n: (v or b"").decode(errors="replace") for n, v in m.headers or ()
+           if n in ("hub_deadletter_id", "hub_error_stage")}
+    sent_id = own.get("hub_deadletter_id")
+    if sent_id and own.get("hub_error_stage", "").startswith(KEPT_BY_THEIR_PATH):
+        return None
+    natural = ("topic", sent_id) if sent_id else ("topic", topic_id, tp.topic, tp.partition,
+                                                 m.offset)
+    return from_record(m.key, m.value, m.headers or (), letter_id(natural), _stamp(m.timestamp))
 
 
 def _stamp(ms: int | None) -> str:

@@ -70,10 +70,11 @@ class DeadLetter:
 
 
 def from_record(key: bytes | None, value: bytes | None, headers: Iterable[Header],
-                fallback_id: str, fallback_time: str) -> DeadLetter:
+                letter_id: str, fallback_time: str) -> DeadLetter:
     """The letter a ``hie.deadletter.v1`` message carries (the inverse of
-    :meth:`DeadLetter.record`). A message without the hub's id or time (an older hub's, or
-    a foreign producer's) takes the fallbacks, derived from its place on the topic."""
+    :meth:`DeadLetter.record`), under ``letter_id``: the caller decides, as whoever may write
+    to the topic could claim any id. A message without a refusal time takes
+    ``fallback_time``."""
     own: dict[str, str] = {}
     original: list[Header] = []
     for name, raw in headers:
@@ -91,7 +92,7 @@ def from_record(key: bytes | None, value: bytes | None, headers: Iterable[Header
     except orjson.JSONDecodeError:
         parsed = None
     return DeadLetter(
-        id=_cap(own.get("hub_deadletter_id"), 64) or fallback_id,
+        id=letter_id,
         entry=own.get("hub_error_stage", "unknown")[:200], reason=code[:64],
         original=value or b"", refused_at=_cap(own.get("hub_error_time"), 40) or fallback_time,
         detail=detail[:2000], outcome=parsed if isinstance(parsed, dict) else None, key=key,

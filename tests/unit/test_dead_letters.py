@@ -45,8 +45,8 @@ def test_the_topic_copy_carries_the_original_and_reads_back_as_the_same_letter(f
     names = [n for n, _ in headers]
     assert names.count("hub_error_reason") == 1 and names.count("hub_facility") == 1
     assert dict(headers)["hub_error_reason"] == b"bad-signature: bad"
-    again = from_record(key, value, headers, "fallback", "never")
-    assert again.id == letter.id and again.refused_at == letter.refused_at
+    again = from_record(key, value, headers, "the reader's id", "never")
+    assert again.id == "the reader's id" and again.refused_at == letter.refused_at
     assert (again.reason, again.detail, again.entry) == ("bad-signature", "bad", "ingest")
     assert again.outcome == letter.outcome and again.origin == "t/0/7"
     assert again.facility == "village-1"
