@@ -94,9 +94,10 @@ def deadletters(
     out = Table(title=f"dead letters (newest last; {len(rows)} shown)")
     for col in ("id", "refused at", "entry", "reason", "facility", "subject / event", "detail"):
         out.add_column(col, overflow="fold")
-    for r in reversed(rows):
-        out.add_row(r.id, r.refused_at, r.entry, r.reason, r.facility or "",
-                    escape(r.subject or r.event_id or ""), escape(r.detail[:160]))
+    for r in reversed(rows):  # what senders wrote is text, never rich markup
+        out.add_row(*(escape(v) for v in (r.id, r.refused_at, r.entry, r.reason,
+                                          r.facility or "", r.subject or r.event_id or "",
+                                          r.detail[:160])))
     console.print(out)
 
 
