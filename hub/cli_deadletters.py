@@ -103,9 +103,10 @@ def deadletters(
 
 def _save(letter: StoredLetter | None, letter_id: str, path: Path) -> None:
     if letter is None:
-        console.print(f"[red]error:[/red] no dead letter {letter_id}")
+        console.print(f"[red]error:[/red] no dead letter {escape(letter_id)}")
         raise typer.Exit(1)
     path.write_bytes(letter.original or b"")
     note = " (the body was over the size limit and was not kept)" if not letter.original else ""
     console.print(f"wrote {len(letter.original or b'')} bytes to {path}: the input refused at "
-                  f"{letter.refused_at} by {letter.entry} ({letter.reason}){note}")
+                  f"{letter.refused_at} by {escape(letter.entry)} ({escape(letter.reason)})"
+                  f"{note}")
