@@ -103,6 +103,12 @@ def today() -> date:
     return _clock.now().astimezone(CONSORTIUM_TZ).date()
 
 
+def rfc3339(at: datetime) -> str:
+    """``at`` as RFC 3339 UTC with microseconds (``...Z``): fixed width, so the text order of
+    stored times is their time order."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
     """The current instant as RFC 3339 UTC with microseconds (``...Z``)."""
-    return _clock.now().isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return rfc3339(_clock.now())

@@ -13,6 +13,14 @@ EVENTS_SKIPPED = Counter("hub_projection_events_skipped_total",
                          ["projection"])
 DEADLETTERED = Counter("hub_projection_deadletters_total",
                        "Events a projection gave up on after retries", ["projection"])
+DEADLETTERS_UNRECORDED = Counter(
+    "hub_deadletters_unrecorded_total",
+    "Refusals whose dead letter could not be written to SQL (the gateway answered 503)",
+    ["path"])
+DEADLETTERS_UNPUBLISHED = Counter(
+    "hub_deadletters_unpublished_total",
+    "Dead letters kept in SQL but not published to the dead-letter topic (broker away)",
+    ["path"])
 BATCH_SECONDS = Histogram("hub_projection_batch_seconds", "Time to apply and commit a batch",
                           ["projection"])
 LAG = Gauge("hub_projection_lag_events", "Events in the log not yet applied", ["projection"])

@@ -18,6 +18,8 @@ import uvicorn
 from hub.api.app import create_app
 from hub.api.deps import HubContext
 from hub.config import Settings
+from hub.deadletters.archive import DeadLetterArchive
+from hub.deadletters.keeper import DeadLetterKeeper
 from hub.engine.outbox import OutboxRelay
 from hub.engine.rebuild import ensure_built
 from hub.engine.runner import ProjectionRunner
@@ -65,6 +67,8 @@ class Hub:
         self.prompter: Prompter | None = None
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
+        self.deadletters: DeadLetterKeeper | None = None
+        self.archive: DeadLetterArchive | None = None
         self.runners: list[ProjectionRunner] = []
         self.ingest: IngestStage | None = None
         self._server: uvicorn.Server | None = None
@@ -95,6 +99,8 @@ class Hub:
                 await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name))
             self.checks = EdgeChecks(s, self.directory)
             self.publisher = await Publisher(s).start()
+            self.deadletters = DeadLetterKeeper(self.store, self.publisher,
+                                                s.topics.deadletter)
             await self.sync_registry(consortium)
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -103,6 +109,8 @@ class Hub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+        if self.deadletters is not None:
+            await self.deadletters.close()  # its letters' publishes need the publisher
         if self.publisher is not None:
             await self.publisher.stop()
         if self.checks is not None:
@@ -115,9 +123,11 @@ class Hub:
     @property
     def context(self) -> HubContext:
         assert self.store and self.directory and self.publisher and self.checks
+        assert self.deadletters
         if self._api_context is None:
             self._api_context = HubContext(self.settings, self.store, self.directory,
-                                           self.publisher, self.checks, self.mpi)
+                                           self.publisher, self.checks, self.deadletters,
+                                           self.mpi)
         return self._api_context
 
     def start_api(self) -> asyncio.Task:
@@ -223,7 +233,17 @@ class Hub:
                 feed_task = asyncio.create_task(relay.run(), name=f"feed:{name}")
                 self._tasks.append(feed_task)
                 tasks.append(feed_task)
+        if "journal" in (names or catalogue) and not until_caught_up:
+            tasks.append(self._start_archive())
         return tasks
+
+    def _start_archive(self) -> asyncio.Task:
+        """Beside the journal: dead letters that only reached the topic go into SQL too."""
+        assert self.store
+        self.archive = DeadLetterArchive(self.settings, self.store)
+        task = asyncio.create_task(self.archive.run(), name="deadletters:archive")
+        self._tasks.append(task)
+        return task
 
     def _start_prompter(self) -> asyncio.Task:
         """The order-time recognition prompt, and the relay of its messages."""
@@ -267,6 +287,8 @@ class Hub:
             relay.stop()
         if self.prompter is not None:
             self.prompter.stop()
+        if self.archive is not None:
+            self.archive.stop()
         for r in self.runners:
             r.stop()
         tasks, self._tasks = self._tasks, []

@@ -16,9 +16,9 @@ from adapters.hl7v2.codec import ack, decode
 from adapters.hl7v2.mapping import Hl7Refused, map_message
 from adapters.sdk import build_envelope
 from hub.config import Settings
-from hub.engine.deadletter import dead_letter
+from hub.deadletters import refuse
 from hub.errors import HubError
-from hub.fhir import Issue, operation_outcome, validate
+from hub.fhir import Issue, validate
 from hub.log.producer import Publisher
 from hub.signing import Signer
 
@@ -71,9 +71,9 @@ class Hl7Intake:
         self.stats.refused += 1
         short = reason.split(":")[0][:60]
         self.stats.by_reason[short] = self.stats.by_reason.get(short, 0) + 1
-        record = dead_letter("hl7v2", f"{code}: {reason}", raw, self.facility.encode(),
-                             [("content-type", b"x-application/hl7-v2+er7"),
-                              ("hl7_facility", self.facility.encode()),
-                              ("hl7_received", str(time.time()).encode())],
-                             operation_outcome(issues))
-        await self.publisher.publish_raw(self.settings.topics.deadletter, [record])
+        letter = refuse("hl7v2", code, raw, issues=issues, detail=reason,
+                        facility=self.facility, key=self.facility.encode(),
+                        headers=[("content-type", b"x-application/hl7-v2+er7"),
+                                 ("hl7_facility", self.facility.encode()),
+                                 ("hl7_received", str(time.time()).encode())])
+        await self.publisher.publish_raw(self.settings.topics.deadletter, [letter.record()])

@@ -47,6 +47,24 @@ def readable_facilities(p: Principal) -> frozenset[str] | None:
     return None if ALL in p.facilities else p.facilities
 
 
+DEADLETTERS = "deadletters"
+
+
+def dead_letter_facilities(p: Principal) -> frozenset[str] | None:
+    """Whose dead letters ``p`` may read: None for everyone's, else those facilities'.
+
+    A member facility sees what it sent (or what was sent in its name). An app sees dead
+    letters only if its entry names the ``deadletters`` scope explicitly (a consortium
+    operator's console; ``*`` does not include it, as dead letters hold raw input), and
+    then those of the facilities it may read.
+    """
+    if p.kind == "facility":
+        return frozenset({p.id})
+    if DEADLETTERS not in p.projections:
+        return frozenset()
+    return readable_facilities(p)
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     """One access to one patient's data, as the hub records it."""

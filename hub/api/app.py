@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 import hub
-from hub.api import gateway, imaging, lab, mpi, read, recognition
+from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition
 from hub.api.deps import HubContext
 from hub.api.docs import install_docs
 from hub.api.outcome import FhirResponse, error
@@ -103,4 +103,5 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(imaging.router)
     app.include_router(recognition.router)
     install_docs(app)
+    app.include_router(deadletters.router)
     return app

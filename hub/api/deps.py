@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from hub.access.rules import Principal
 from hub.config import Settings
+from hub.deadletters.keeper import DeadLetterKeeper
 from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.checks import EdgeChecks
@@ -24,6 +25,7 @@ class HubContext:
     directory: FacilityDirectory
     publisher: Publisher
     checks: EdgeChecks
+    deadletters: DeadLetterKeeper  # the gateway's refusals: SQL first, then the topic
     mpi: MpiService | None = None  # set where the patient index runs (with the projections)
 
 

@@ -1,29 +1,32 @@
 """The FHIR ingest gateway: POST /fhir (Bundle), POST/PUT/DELETE /fhir/{type}[/{id}].
 
 A 2xx answer means the broker acknowledged the event (acks=all): from then on it is in the
-log. Every rejection is an OperationOutcome, and the rejected input is dead-lettered.
+log. Every rejection is an OperationOutcome, and the rejected input is dead-lettered: kept in
+SQL before the answer is sent (503 if it cannot be), then published to the dead-letter topic.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 
 from hub.api.deps import ContextDep, FacilityDep, HubContext
 from hub.api.outcome import FhirResponse, error, outcome_response
-from hub.engine.deadletter import dead_letter
+from hub.deadletters.letter import DeadLetter, about_resource, refuse
 from hub.envelope import Envelope
-from hub.errors import BrokerError
+from hub.errors import BrokerError, StoreError
 from hub.facilities import Facility
 from hub.fhir import Issue, operation_outcome, parse_json
 from hub.ingest.prepare import Prepared, local_id, prepare_delete, prepare_upsert
-from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
+from hub.metrics import DEADLETTERS_UNRECORDED, EVENTS_ACCEPTED, EVENTS_REJECTED
 from hub.record.read import current_patient_key
 from hub.record.rules import hub_id
 
 router = APIRouter(prefix="/fhir", tags=["ingest"])
+log = logging.getLogger(__name__)
 
 
 async def read_body(ctx: HubContext, facility: Facility, request: Request
@@ -47,30 +50,46 @@ async def read_body(ctx: HubContext, facility: Facility, request: Request
     if size > limit:
         issue = Issue("(body)", f"the body is larger than the limit of {limit} bytes; split "
                       "it into several Bundles", "too-costly")
-        return await _reject(ctx, facility, 413, [issue], b"", "too-large")
+        return await _reject(ctx, facility, request, 413, [issue], b"", "too-large")
     return b"".join(chunks)
 
 
-async def _dead_letter(ctx: HubContext, facility: Facility | None,
-                       refused: list[tuple[bytes, str, list[Issue]]]) -> None:
-    """Dead-letter refused inputs (body, reason, issues) in one publish, so nothing is lost.
+def _letter(facility: Facility, request: Request, body: bytes, reason: str,
+            issues: list[Issue], rtype: str | None = None, rid: str | None = None,
+            resource: Any = None) -> DeadLetter:
+    """``resource``: the body as parsed, where it was (what it says about itself is kept)."""
+    about = about_resource(facility.id, resource, rtype, rid and local_id(facility, rid))
+    headers = [("http_request", f"{request.method} {request.url.path}".encode())]
+    if ctype := request.headers.get("content-type"):
+        headers.append(("content-type", ctype.encode()))
+    return refuse("gateway", reason, body, issues=issues, facility=facility.id,
+                  headers=headers, **about)
 
-    If the broker is down the caller still learns what was wrong; the outage shows elsewhere.
+
+async def _dead_letter(ctx: HubContext, letters: list[DeadLetter]) -> FhirResponse | None:
+    """Keep refused inputs in SQL before anything is answered; a 503 if that failed.
+
+    The answer waits for the SQL commit, not for the dead-letter topic: a broker outage
+    does not stop refusals from being recorded and answered.
     """
-    headers = [("hub_facility", facility.id.encode())] if facility else []
-    with contextlib.suppress(BrokerError):
-        await ctx.publisher.publish_raw(ctx.settings.topics.deadletter, [
-            dead_letter("gateway", reason, body, None, headers, operation_outcome(issues))
-            for body, reason, issues in refused])
-    for _, reason, _ in refused:
-        EVENTS_REJECTED.labels("gateway", reason).inc()
+    try:
+        await ctx.deadletters.keep(letters)
+    except StoreError as exc:
+        DEADLETTERS_UNRECORDED.labels("gateway").inc(len(letters))
+        log.error("%d refusal(s) could not be recorded (answered 503): %s", len(letters), exc)
+        return error(503, "the input was refused, but the refusal could not be recorded; "
+                     f"nothing was accepted, send it again later: {exc}", "transient")
+    for letter in letters:
+        EVENTS_REJECTED.labels("gateway", letter.reason).inc()
+    return None
 
 
-async def _reject(ctx: HubContext, facility: Facility | None, status: int, issues: list[Issue],
-                  body: bytes, reason: str) -> FhirResponse:
+async def _reject(ctx: HubContext, facility: Facility, request: Request, status: int,
+                  issues: list[Issue], body: bytes, reason: str, rtype: str | None = None,
+                  rid: str | None = None, resource: Any = None) -> FhirResponse:
     """Dead-letter what was refused, then answer with the outcome."""
-    await _dead_letter(ctx, facility, [(body, reason, issues)])
-    return outcome_response(status, issues)
+    letter = _letter(facility, request, body, reason, issues, rtype, rid, resource)
+    return await _dead_letter(ctx, [letter]) or outcome_response(status, issues)
 
 
 async def _append(ctx: HubContext, facility: Facility, envelopes: list[Envelope]
@@ -92,22 +111,31 @@ def _created(facility: Facility, p: Prepared) -> dict[str, Any]:
             "lastModified": p.resource["meta"]["lastUpdated"]}
 
 
-async def _single(ctx: HubContext, facility: Facility, body: bytes, rtype: str,
-                  url_id: str | None) -> FhirResponse:
+async def _single(ctx: HubContext, facility: Facility, request: Request, body: bytes,
+                  rtype: str, url_id: str | None) -> FhirResponse:
     resource, issues = parse_json(body)
     if issues:
-        return await _reject(ctx, facility, 400, issues, body, "invalid-json")
+        return await _reject(ctx, facility, request, 400, issues, body, "invalid-json",
+                             rtype, url_id)
     p = prepare_upsert(facility, resource, rtype, url_id=url_id, assign_id=url_id is None)
     if not p.ok:
         # 400: not a resource of the type the URL names; 422: a resource breaking rules.
         status = 400 if any(i.location in ("resourceType", "(body)") for i in p.issues) else 422
-        return await _reject(ctx, facility, status, p.issues, body, "invalid-resource")
+        return await _reject(ctx, facility, request, status, p.issues, body,
+                             "invalid-resource", rtype, url_id, resource)
     failed = await _append(ctx, facility, [p.envelope])
     if failed:
         return failed
     resp = _created(facility, p)
     return FhirResponse(p.resource, status_code=201,
                         headers={"Location": f"/fhir/{resp['location']}", "ETag": resp["etag"]})
+
+
+def _entry_letter(facility: Facility, request: Request, entry: bytes, issues: list[Issue]
+                  ) -> DeadLetter:
+    parsed = orjson.loads(entry)  # the gateway serialised it: it parses
+    resource = parsed.get("resource") if isinstance(parsed, dict) else None
+    return _letter(facility, request, entry, "invalid-entry", issues, resource=resource)
 
 
 @router.post("")
@@ -118,26 +146,30 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
         return body
     planned = await ctx.checks.plan_body(facility, body)
     if planned.issues:
-        return await _reject(ctx, facility, 400, planned.issues, body, planned.reason)
+        return await _reject(ctx, facility, request, 400, planned.issues, body,
+                             planned.reason, "Bundle")
     plan = planned.plan
     assert plan is not None
     if plan.all_or_nothing and not all(p.ok for p in plan.entries):
-        return await _reject(ctx, facility, 400, plan.all_issues(), body, "invalid-transaction")
+        return await _reject(ctx, facility, request, 400, plan.all_issues(), body,
+                             "invalid-transaction", "Bundle")
+    # The refused entries are recorded before the valid ones are appended: if they cannot
+    # be, nothing is accepted and the sender may simply send the Bundle again.
+    refused = [_entry_letter(facility, request, planned.refused_entries[i], p.issues)
+               for i, p in enumerate(plan.entries) if not p.ok]
+    if refused and (failed := await _dead_letter(ctx, refused)):
+        return failed
     good = [p for p in plan.entries if p.ok]
     failed = await _append(ctx, facility, [p.envelope for p in good])
     if failed:
         return failed
     out_entries = []
-    refused = []
-    for i, p in enumerate(plan.entries):
+    for p in plan.entries:
         if p.ok:
             out_entries.append({"response": _created(facility, p)})
         else:
-            refused.append((planned.refused_entries[i], "invalid-entry", p.issues))
             out_entries.append({"response": {"status": "400 Bad Request",
                                              "outcome": operation_outcome(p.issues)}})
-    if refused:
-        await _dead_letter(ctx, facility, refused)
     rtype = {"transaction": "transaction-response"}.get(plan.bundle_type, "batch-response")
     return FhirResponse({"resourceType": "Bundle", "type": rtype, "entry": out_entries})
 
@@ -147,7 +179,7 @@ async def _from_body(ctx: HubContext, facility: Facility, request: Request, rtyp
     body = await read_body(ctx, facility, request)
     if isinstance(body, FhirResponse):
         return body
-    return await _single(ctx, facility, body, rtype, rid)
+    return await _single(ctx, facility, request, body, rtype, rid)
 
 
 @router.post("/{rtype}")

@@ -1,7 +1,8 @@
 """The ``hub`` command. Thin: parses options, builds settings, calls into the hub.
 
 One module per command group: ``run`` (the hub's processes), ``ops`` (operators' looks and
-repairs), ``facility``, ``mpi``, ``recognition``, and ``adapters`` (facility systems in).
+repairs), ``deadletters``, ``facility``, ``mpi``, ``recognition``, and ``adapters``
+(facility systems in).
 ``common`` holds the options, the async runner and the one-line error handling they share.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from hub.cli import adapters, ops, run
+from hub.cli import adapters, deadletters, ops, run
 from hub.cli.common import HubGroup, one_line_summaries
 from hub.cli.facility import facility_app
 from hub.cli.mpi import mpi_app
@@ -19,6 +20,8 @@ app = typer.Typer(cls=HubGroup, no_args_is_help=True, pretty_exceptions_enable=F
                   help="Health-information exchange hub for a regional medical consortium.")
 run.register(app)
 ops.register(app)
+# What was refused and why, from the store: works while no broker runs.
+app.command("deadletters")(deadletters.deadletters)
 app.add_typer(facility_app, name="facility")
 app.add_typer(mpi_app, name="mpi")
 app.add_typer(recognition_app, name="recognition")

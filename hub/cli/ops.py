@@ -1,11 +1,10 @@
-"""``hub rebuild | verify | topics | deadletters``: an operator's looks and repairs."""
+"""``hub rebuild | verify | topics``: an operator's looks and repairs."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from hub.cli.common import (
     DataOpt,
@@ -15,8 +14,6 @@ from hub.cli.common import (
     existing_store,
     fail,
     progress,
-    quiet_kafka,
-    run,
     settings,
 )
 
@@ -79,29 +76,6 @@ def topics(kafka: KafkaOpt = None) -> None:
     console.print(f"topics ready on {s.bootstrap}")
 
 
-def deadletters(
-    kafka: KafkaOpt = None,
-    limit: Annotated[int, typer.Option(help="Show at most this many, newest last.", min=1)
-                     ] = 20,
-) -> None:
-    """Show what was dead-lettered, and why."""
-    from hub.log.inspect import read_deadletters
-
-    s = settings(kafka)
-
-    async def main() -> None:
-        rows = await read_deadletters(s, limit)
-        table = Table(title=f"{s.topics.deadletter} (last {limit})")
-        for col in ("offset", "stage", "reason", "time"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(str(r["offset"]), r["stage"], r["reason"], r["time"])
-        console.print(table)
-
-    with quiet_kafka():
-        run(main())
-
-
 def register(app: typer.Typer) -> None:
-    for command in (rebuild, verify, topics, deadletters):
+    for command in (rebuild, verify, topics):
         app.command()(command)

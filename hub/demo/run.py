@@ -890,7 +890,7 @@ def _print_start(console: Console, settings: Settings, sim: ConsortiumSimulator,
     say(f"  {hub} mpi reviews --url {base} --token demo-secret-city-1")
     say(f"  {hub} recognition check --patient {patient} --items GLU,HBA1C,CT-HEAD "
         f"--url {base} --token demo-secret-city-1")
-    say(f"  {hub} deadletters --kafka {settings.bootstrap}")
+    say(f"  {hub} deadletters --db {settings.db_url}")
     say("Ctrl-C stops." if seconds is None else f"Stops after {seconds:g}s.")
 
 

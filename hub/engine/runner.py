@@ -6,8 +6,9 @@ Contract of one batch (in this order):
    the broker) before anything else happens.
 2. In ONE database transaction: read the projection's fencing epoch and stored positions;
    drop records at or below the stored position (already applied) and events whose id this
-   projection already applied; let the projection turn the rest into row changes; write them;
-   store the new positions. Commit.
+   projection already applied; let the projection turn the rest into row changes; write them,
+   and the batch's dead letters (ids derived from the records: written once); store the new
+   positions. Commit.
 3. Commit the Kafka offsets. They are advisory (monitoring, lag); the stored positions are
    the truth, and on partition assignment the consumer seeks to them.
 
@@ -16,7 +17,8 @@ leaves the positions saying so, and the batch is skipped when read again. So eve
 applied exactly once however often it is delivered.
 
 A batch that fails is retried ``max_retries`` times, then applied event by event; an event
-that still fails is dead-lettered with the error in its headers and the runner moves on. A
+that still fails is dead-lettered with the error in its headers (in SQL in the transaction
+that moves the position past it, and on the topic) and the runner moves on. A
 store that is down is not the events' fault: then the runner waits and retries, dead-lettering
 nothing.
 """
@@ -34,14 +36,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from hub.config import Settings
+from hub.deadletters import store as dead_letters
+from hub.deadletters.letter import DeadLetter, refuse_record
 from hub.engine import tracking
-from hub.engine.deadletter import Record, dead_letter
 from hub.engine.faults import crashpoint
 from hub.engine.projection import Event, Projection
 from hub.engine.rebuild import ensure_built
 from hub.engine.writer import write
 from hub.envelope import Envelope
 from hub.errors import EnvelopeError, StoreError
+from hub.fhir import Issue
 from hub.log.producer import Publisher
 from hub.log.topics import topic_identity
 from hub.metrics import BATCH_SECONDS, DEADLETTERED, EVENTS_APPLIED, EVENTS_SKIPPED, LAG
@@ -198,7 +202,7 @@ class ProjectionRunner:
     async def _process(self, records: dict) -> dict[int, int] | None:
         """Apply one fetched batch; the offsets to commit to Kafka, or None."""
         events: list[Event] = []
-        bad: list[Record] = []
+        bad: list[DeadLetter] = []
         last: dict[int, int] = {}
         for tp, msgs in records.items():
             # A fetch already in flight when we seek can hand back records from before the
@@ -212,20 +216,24 @@ class ProjectionRunner:
                 try:
                     env = Envelope.from_record(m.headers, m.key, m.value)
                 except EnvelopeError as exc:
-                    bad.append(dead_letter(self.consumer_name, str(exc), m.value or b"", m.key,
-                                           list(m.headers or ()),
-                                           origin=(tp.topic, tp.partition, m.offset)))
+                    # Keyed by the record alone: every projection meets the same bad record,
+                    # and it is one refused input.
+                    bad.append(refuse_record(
+                        self.consumer_name, "bad-envelope",
+                        [Issue("(headers)", str(exc), "structure")], "log", tp.topic,
+                        self._topic_id, tp.partition, m.offset, m.key, m.value, m.headers))
                     continue
                 events.append(
                     Event.from_envelope(env, tp.topic, tp.partition, m.offset, self._topic_id))
         if not last:
             return None
         if bad:
-            await self.publisher.publish_raw(self.settings.topics.deadletter, bad)
+            await self.publisher.publish_raw(self.settings.topics.deadletter,
+                                             [x.record() for x in bad])
             self.stats.deadlettered += len(bad)
         started = time.perf_counter()
         try:
-            await self._commit_with_retries(events, last)
+            await self._commit_with_retries(events, last, bad)
         except _Reseek:
             await self._seek_unlocked(self._consumer.assignment())
             return None
@@ -248,11 +256,12 @@ class ProjectionRunner:
         except Exception as exc:  # advisory only: the stored positions are the truth
             log.debug("kafka offset commit failed (harmless): %s", exc)
 
-    async def _commit_with_retries(self, events: list[Event], last: dict[int, int]) -> None:
+    async def _commit_with_retries(self, events: list[Event], last: dict[int, int],
+                                   letters: list[DeadLetter]) -> None:
         delay = 0.2
         for attempt in range(self.settings.max_retries + 1):
             try:
-                await asyncio.to_thread(self._commit_batch, events, last)
+                await asyncio.to_thread(self._commit_batch, events, last, letters)
                 return
             except _Reseek:
                 raise
@@ -268,9 +277,10 @@ class ProjectionRunner:
                     continue
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        await self._one_by_one(events, last)
+        await self._one_by_one(events, last, letters)
 
-    async def _one_by_one(self, events: list[Event], last: dict[int, int]) -> None:
+    async def _one_by_one(self, events: list[Event], last: dict[int, int],
+                          letters: list[DeadLetter]) -> None:
         """Isolate the poison event(s): apply singly, dead-letter what keeps failing."""
         for ev in events:
             error: Exception | None = None
@@ -284,15 +294,23 @@ class ProjectionRunner:
                 except Exception as exc:
                     error = exc
             if error is not None:
-                env = Envelope(ev.id, ev.source, ev.type, ev.subject, ev.time, ev.key, ev.data,
-                               signature=ev.signature)
-                await self.publisher.publish_raw(self.settings.topics.deadletter, [dead_letter(
-                    self.consumer_name, f"{type(error).__name__}: {error}", ev.data,
-                    ev.key.encode(), env.headers(), origin=(ev.topic, ev.partition, ev.offset))])
+                letter = self._poison_letter(ev, error)
+                await self.publisher.publish_raw(self.settings.topics.deadletter,
+                                                 [letter.record()])
                 self.stats.deadlettered += 1
                 DEADLETTERED.labels(self.projection.name).inc()
-                await asyncio.to_thread(self._commit_batch, [], {ev.partition: ev.offset})
-        await asyncio.to_thread(self._commit_batch, [], last)
+                await asyncio.to_thread(self._commit_batch, [], {ev.partition: ev.offset},
+                                        [letter])
+        await asyncio.to_thread(self._commit_batch, [], last, letters)
+
+    def _poison_letter(self, ev: Event, error: Exception) -> DeadLetter:
+        env = Envelope(ev.id, ev.source, ev.type, ev.subject, ev.time, ev.key, ev.data,
+                       signature=ev.signature)
+        return refuse_record(
+            self.consumer_name, "apply-failed",
+            [Issue("(event)", f"{type(error).__name__}: {error}", "exception")],
+            self.consumer_name, ev.topic, ev.topic_id, ev.partition, ev.offset,
+            ev.key.encode(), ev.data, env.headers())
 
     def _healthy(self) -> bool:
         try:
@@ -302,7 +320,8 @@ class ProjectionRunner:
         except StoreError:
             return False
 
-    def _commit_batch(self, events: list[Event], last: dict[int, int]) -> None:
+    def _commit_batch(self, events: list[Event], last: dict[int, int],
+                      letters: Sequence[DeadLetter] = ()) -> None:
         name = self.projection.name
         with self.store.begin() as conn:
             state = tracking.projection_state(conn, name)
@@ -321,6 +340,7 @@ class ProjectionRunner:
             crashpoint(self.settings.crash_at, "before_apply")
             changes = self.projection.apply(fresh)
             write(conn, self.tables, changes)
+            dead_letters.insert(conn, letters, published=True)
             moved = {p: o for p, o in last.items() if o > stored.get(p, -1)}
             tracking.save_positions(conn, self.consumer_name, self.topic, self._topic_id, moved)
             crashpoint(self.settings.crash_at, "before_store_commit")

@@ -3,11 +3,12 @@
 Facilities that publish straight to Kafka write signed envelopes to the inbound topic; only
 what passes the same checks as the HTTP gateway is appended to the events topic, the rest is
 dead-lettered with an OperationOutcome. Per batch, in order: check every record, publish the
-valid ones and the dead letters and wait for the broker's acks, then commit the inbound
-offsets. A crash before that commit re-reads the batch and appends some events twice, with
-the same event ids, which every consumer of the log skips (exactly-once effect). An event
-id already let in from a *different* inbound record is a replay and is dead-lettered
-(``hub.ingest.replay``).
+valid ones and the dead letters and wait for the broker's acks, commit the dead letters to
+SQL, then commit the inbound offsets. A crash before that commit re-reads the batch and
+appends some events twice, with the same event ids, which every consumer of the log skips
+(exactly-once effect); a dead letter's id is derived from its inbound record, so its SQL row
+is written once however often the record is handled. An event id already let in from a
+*different* inbound record is a replay and is dead-lettered (``hub.ingest.replay``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from hub.config import Settings
-from hub.engine.deadletter import Record, dead_letter
+from hub.deadletters import store as dead_letters
+from hub.deadletters.letter import DeadLetter, Record, refuse_record
 from hub.engine.faults import crashpoint
 from hub.facilities import FacilityDirectory
-from hub.fhir import Issue, operation_outcome
+from hub.fhir import Issue
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.replay import replays
 from hub.ingest.verdict import Verdict
@@ -101,7 +104,7 @@ class IngestStage:
 
     async def _handle(self, batch: dict) -> None:
         good: list[Record] = []
-        bad: list[Record] = []
+        bad: list[DeadLetter] = []
         flat = [(tp, m) for tp, msgs in batch.items() for m in msgs]
         verdicts = await self.checks.check_inbound([(m.headers, m.key, m.value, m.timestamp)
                                                     for _, m in flat])
@@ -120,13 +123,19 @@ class IngestStage:
                 good.append((m.key, m.value or b"", list(m.headers)))
                 EVENTS_ACCEPTED.labels("inbound", v.facility).inc()
             else:
-                bad.append(dead_letter("ingest", f"{v.reason}: {v.issues[0].diagnostics}",
-                                       m.value or b"", m.key, list(m.headers or ()),
-                                       operation_outcome(v.issues),
-                                       (tp.topic, tp.partition, m.offset)))
+                bad.append(self._letter(tp, m, v))
                 EVENTS_REJECTED.labels("inbound", v.reason).inc()
         t = self.settings.topics
         await asyncio.gather(self.publisher.publish_raw(t.events, good),
-                             self.publisher.publish_raw(t.deadletter, bad))
+                             self.publisher.publish_raw(t.deadletter,
+                                                        [x.record() for x in bad]))
+        if bad:
+            # Before the offsets are committed: a crash in between handles the batch again,
+            # and the ids derived from the inbound records make the second insert a no-op.
+            await asyncio.to_thread(dead_letters.keep, self.store, bad, True)
         self.stats.accepted += len(good)
         self.stats.rejected += len(bad)
+
+    def _letter(self, tp: TopicPartition, m: ConsumerRecord, v: Verdict) -> DeadLetter:
+        return refuse_record("ingest", v.reason, v.issues, "inbound", tp.topic, self._topic_id,
+                             tp.partition, m.offset, m.key, m.value, m.headers)

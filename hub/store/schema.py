@@ -1,4 +1,5 @@
-"""The hub's own tables: consumer positions, projection versions, applied ids, the journal."""
+"""The hub's own tables: consumer positions, projection versions, applied ids, the journal,
+the dead letters."""
 
 from __future__ import annotations
 
@@ -75,6 +76,34 @@ journal = sa.Table(
     sa.Column("topic_id", sa.String(64), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
+)
+
+# Every refused input, byte for byte, with why it was refused: the durable copy of what
+# hie.deadletter.v1 carries (the bundled broker keeps that topic in memory only). ``id`` is
+# derived from where the input was read when there is such a place (an inbound record, an
+# event in the log), so handling the same record again after a crash adds no second row.
+# ``refused_at`` is RFC 3339 UTC with microseconds (hub.clock), so text order is time order.
+dead_letters = sa.Table(
+    "hub_dead_letters",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("refused_at", sa.String(40), nullable=False, index=True),
+    sa.Column("entry", sa.String(200), nullable=False),  # gateway, ingest, projection:<name>
+    sa.Column("reason", sa.String(64), nullable=False, index=True),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("facility", sa.String(64), index=True),  # who sent it, or claimed to
+    sa.Column("event_id", sa.String(200), index=True),
+    sa.Column("resource_type", sa.String(64)),
+    sa.Column("subject", sa.String(200)),
+    sa.Column("patient_key", sa.String(200)),
+    sa.Column("outcome", sa.Text),  # the OperationOutcome JSON the sender got
+    sa.Column("original", sa.LargeBinary, nullable=False),
+    sa.Column("original_key", sa.LargeBinary),
+    sa.Column("original_headers", sa.Text, nullable=False),  # JSON, see hub.deadletters
+    sa.Column("origin", sa.String(300)),  # topic/partition/offset it was read from
+    sa.Column("published", sa.Boolean, nullable=False),  # also on hie.deadletter.v1
 )
 
 # Every read of patient data: who, what, when, which patient, allowed or refused.

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from adapters.sdk import FacilityPublisher, build_envelope
+from hub.deadletters.read import get_dead_letter, list_dead_letters
 from hub.envelope import Envelope
 from hub.facilities import Facility
 from hub.ingest.checks import EdgeChecks
@@ -92,11 +93,24 @@ async def test_only_verified_valid_events_enter_the_log(make_settings, tmp_path,
         checks = EdgeChecks(settings, directory)
         stage = IngestStage(settings, directory, pub, store, checks)
         stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
+        kept = {r.reason: r for r in list_dead_letters(store)}
+        forged_row = get_dead_letter(store, kept["bad-signature"].id)
+        envelope_row = get_dead_letter(store, kept["bad-envelope"].id)
     finally:
         await pub.stop()
         checks.close()
         store.dispose()
     assert (stats.accepted, stats.rejected) == (3, 10)
+    # every refusal is in SQL too, byte for byte, with what the record claimed to be
+    assert len(kept) == 10 and all(r.entry == "ingest" and r.published for r in kept.values())
+    assert forged_row.original == forged.data and forged_row.key == forged.key.encode()
+    assert dict(forged_row.headers)["ce_signature"] == forged.signature.encode()
+    assert (forged_row.facility, forged_row.event_id, forged_row.subject) == (
+        "village-1", forged.id, "Patient/p9")
+    assert forged_row.origin.startswith(f"{settings.topics.inbound}/")
+    assert (envelope_row.original, envelope_row.key, envelope_row.headers) == (
+        b"{}", b"k", (("ce_id", b"x"),))
+    assert kept["replayed"].event_id == p1.id
 
     accepted = await events_in(settings)
     assert sorted(e.subject for e in accepted) == ["Observation/o1", "Patient/p1",
@@ -119,27 +133,34 @@ async def test_only_verified_valid_events_enter_the_log(make_settings, tmp_path,
     assert oo["issue"][0]["severity"] == "error"
 
 
-async def test_a_redelivered_record_is_not_a_replay(make_settings, tmp_path):
+async def test_a_redelivered_record_is_not_a_replay(make_settings, store):
     """After a crash before the inbound commit the same records come again: they must be
-    appended again (the first append may be lost), not dead-lettered as replays."""
+    appended again (the first append may be lost), not dead-lettered as replays; and a
+    refused record handled twice is still one dead letter in SQL (on every store)."""
     settings = make_settings()
     village = demo_signer(VILLAGE)
     env = build_envelope(village, patient("p1"))
+    forged = build_envelope(Signer("village-1#1", demo_private_key("village-2")), patient("p9"))
     sdk = FacilityPublisher(settings.bootstrap, village, topic=settings.topics.inbound)
-    sdk.publish_raw(env.key.encode(), env.data, env.headers())
+    for e in (env, forged):
+        sdk.publish_raw(e.key.encode(), e.data, e.headers())
+    sdk.publish_raw(b"k", b"not json", [])  # not an envelope
     sdk.flush()
     sdk.close()
-    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
     pub = await Publisher(settings).start()
     try:
         directory = load_directory(None)
-        for _ in range(2):  # two stages with fresh groups read the same record twice
+        for _ in range(2):  # two stages with fresh groups read the same records twice
             run = settings.model_copy(update={"group_prefix": settings.group_prefix + "x"})
             stage = IngestStage(run, directory, pub, store)
             stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
-            assert (stats.accepted, stats.rejected) == (1, 0)
+            assert (stats.accepted, stats.rejected) == (1, 2)
             settings = run
     finally:
         await pub.stop()
-        store.dispose()
     assert [e.id for e in await events_in(settings)] == [env.id, env.id]
+    kept = list_dead_letters(store)
+    assert sorted(r.reason for r in kept) == ["bad-envelope", "bad-signature"]
+    assert {get_dead_letter(store, r.id).original for r in kept} == {forged.data, b"not json"}
+    # the topic, being the feed, carries both deliveries
+    assert len(await read_deadletters(settings, 10)) == 4

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from hub.activity.projection import ActivityProjection
+from hub.deadletters.read import get_dead_letter, list_dead_letters
 from hub.engine.projection import Change, Event
 from hub.engine.rebuild import rebuild
 from hub.engine.runner import ProjectionRunner
@@ -106,6 +107,30 @@ async def test_poison_event_is_retried_then_dead_lettered(make_settings, store):
     assert orjson.loads(dead[0]["value"])["id"] == "poison"  # the original bytes, kept
     again = await run_until_caught_up(settings, store, proj)
     assert again.applied == 0 and again.deadlettered == 0
+    [kept] = list_dead_letters(store)  # in SQL too, in the transaction that moved past it
+    row = get_dead_letter(store, kept.id)
+    assert (row.entry, row.reason, row.event_id, row.subject, row.patient_key) == (
+        "projection:activity", "apply-failed", bad.id, "Observation/poison", "township-1.p1")
+    assert row.original == bad.data and "ValueError: cannot fold this one" in row.detail
+    assert row.published
+
+
+async def test_a_record_that_is_no_event_is_one_dead_letter_for_every_projection(
+        make_settings, store):
+    settings = make_settings()
+    await publish(settings, [envelope(patient("p1"))])
+    pub = await Publisher(settings).start()
+    try:
+        await pub.publish_raw(settings.topics.events, [(b"k", b"\x00junk", [("x", b"1")])])
+    finally:
+        await pub.stop()
+    for proj in (ActivityProjection(), SharedRecordProjection()):  # both meet the record
+        await run_until_caught_up(settings, store, proj)
+    [kept] = list_dead_letters(store)
+    row = get_dead_letter(store, kept.id)
+    assert (row.reason, row.original, row.key, row.headers) == (
+        "bad-envelope", b"\x00junk", b"k", (("x", b"1"),))
+    assert "missing CloudEvents header(s)" in row.detail
 
 
 async def test_rebuild_from_journal_equals_live_processing(make_settings, store):

@@ -6,6 +6,7 @@ the shared record and activity tables must also equal a from-scratch rebuild.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import signal
 import time
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from hub.activity.projection import ActivityProjection
+from hub.deadletters.read import list_dead_letters
 from hub.engine.rebuild import rebuild
 from hub.record.projection import SharedRecordProjection
 from hub.store.db import open_store
@@ -99,7 +101,14 @@ async def test_ingest_stage_killed_before_commit_duplicates_nothing(make_setting
     settings = make_settings()
     db_url = f"sqlite:///{tmp_path / 'ingest.db'}"
     events = workload(40)
-    await publish(settings, events, topic=settings.topics.inbound)
+    # Unsigned records among them: refused, and each one dead letter in SQL even when the
+    # restarted stage reads it again.
+    unsigned = [dataclasses.replace(envelope(patient(f"x{i}")), signature=None)
+                for i in range(len(events) // 20)]
+    mixed = []
+    for i, e in enumerate(events):
+        mixed += [e, unsigned[i // 20]] if i % 20 == 0 else [e]
+    await publish(settings, mixed, topic=settings.topics.inbound)
     env = hub_env(settings, db_url, HUB_BATCH_MAX_RECORDS="50")
     crashed = hub("ingest", env={**env, "HUB_CRASH_AT": "ingest_before_commit:2"})
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
@@ -121,5 +130,8 @@ async def test_ingest_stage_killed_before_commit_duplicates_nothing(make_setting
     store = open_store(db_url)
     try:
         assert total_events(store) == len(events)
+        kept = list_dead_letters(store, limit=100)
+        assert sorted(r.event_id for r in kept) == sorted(e.id for e in unsigned)
+        assert {r.reason for r in kept} == {"unsigned"}
     finally:
         store.dispose()

@@ -7,6 +7,7 @@ import orjson
 import pytest
 from fhirpy import AsyncFHIRClient
 
+from hub.deadletters.read import get_dead_letter, list_dead_letters
 from hub.log.inspect import read_deadletters
 from tests.support.hub_server import auth, eventually, running_hub, status_of
 from tests.support.resources import bundle, observation, patient
@@ -47,7 +48,7 @@ async def test_fhir_client_writes_and_searches(make_settings):
 @pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
 async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings, workers):
     settings = make_settings(max_body_bytes=8 * 1024 * 1024, validation_workers=workers)
-    async with running_hub(settings) as (_, base):
+    async with running_hub(settings) as (hub, base):
         async with httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP), timeout=60) as c:
             assert (await c.put("/fhir/Patient/keep", json=patient("keep"))).status_code == 201
 
@@ -99,12 +100,22 @@ async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings, wor
             assert await status_of(c, "/fhir/Observation/township-1.bad") == 404
             assert await status_of(c, "/fhir/Patient/township-1.keep") == 200
 
+            # kept in SQL before each answer, byte for byte (the 413's body excepted)
+            kept = {r.reason: r for r in list_dead_letters(hub.store)}
+            assert get_dead_letter(hub.store, kept["invalid-json"].id).original == (
+                b'{"resourceType": "Bundle",')
+            assert get_dead_letter(hub.store, kept["too-large"].id).original == b""
+
+        async def fed() -> bool:  # the topic copy follows the SQL row
+            return len(await read_deadletters(settings, 50)) == 7
+
+        await eventually(fed)
         dead = await read_deadletters(settings, 50)
-        reasons = [d["reason"] for d in dead]
+        reasons = [d["reason"].split(":")[0] for d in dead]
         for reason in ("invalid-json", "invalid-resource", "too-large", "invalid-bundle",
                        "invalid-transaction", "invalid-entry"):
             assert reason in reasons, reasons
-        entry = next(d for d in dead if d["reason"] == "invalid-entry")
+        entry = next(d for d in dead if d["reason"].startswith("invalid-entry"))
         assert orjson.loads(entry["value"])["resource"]["id"] == "bad"
         assert orjson.loads(entry["outcome"])["resourceType"] == "OperationOutcome"
 
