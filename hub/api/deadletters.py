@@ -20,8 +20,8 @@ from starlette.responses import Response
 
 from hub.access.rules import Principal, dead_letter_facilities
 from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.guard import audit as _audit
 from hub.api.outcome import FhirResponse, error
-from hub.api.read import _audit
 from hub.deadletters.letter import headers_json, jsonable
 from hub.deadletters.read import StoredLetter, count, get_dead_letter, make_filter, search
 

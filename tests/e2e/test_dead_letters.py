@@ -205,7 +205,8 @@ def test_no_store_yet_is_said_in_one_sentence(tmp_path):
     env.pop("HUB_DATABASE_URL", None)
     done = hub("deadletters", env=env, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "No hub store at" in done.stdout and "hub.db" in done.stdout
+    assert "no hub has run here yet" in done.stderr and "hub.db" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not done.stdout
     assert not empty.exists()  # nothing created
 
 
