@@ -49,6 +49,7 @@ def ensure_built(store: Store, projection: Projection, progress: Progress | None
     if not getattr(projection, "rebuildable", True):
         return tables
     with store.begin() as conn:
+        store.serialise(conn, "schema")
         state = tracking.projection_state(conn, projection.name)
         if state is None:
             for t in tables.values():

@@ -62,8 +62,17 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"{self.dialect} store: {exc.__class__.__name__}: {exc}") from exc
 
+    def serialise(self, conn: Connection, name: str) -> None:
+        """Hold ``name`` until this transaction ends, so replicas that start together create
+        tables one after the other (PostgreSQL's catalogue refuses two CREATE TABLEs of one
+        name at once). SQLite needs nothing: a writer holds the whole database already."""
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:n))"),
+                         {"n": f"hub:{name}"})
+
     def create_hub_tables(self) -> None:
         with self.begin() as conn:
+            self.serialise(conn, "schema")
             metadata.create_all(conn)
 
     def dispose(self) -> None:

@@ -9,6 +9,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from hub.errors import StoreError
 from hub.log.broker import free_port
 from hub.projections import all_projections
 from hub.store.db import open_store
@@ -19,14 +20,9 @@ from tests.support.resources import observation, patient
 pytestmark = [pytest.mark.e2e]
 
 
-def test_demo_runs_a_bounded_simulation_and_stops_cleanly(tmp_path):
-    env = os.environ.copy()
-    env.update({"HUB_EMBEDDED_BROKER_PORT": str(free_port()), "HUB_DATA_DIR": str(tmp_path)})
-    env.pop("HUB_KAFKA_BOOTSTRAP", None)
-    done = hub("demo", "--seconds", "12", "--port", str(free_port()), env=env, timeout=120)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
-    assert "demo stopped cleanly" in out and "accepted events by type" in out
+def _journal(tmp_path) -> tuple[int, int, set[str]]:
+    if not (tmp_path / "hub.db").exists():
+        return 0, 0, set()
     store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
         with store.connect() as conn:
@@ -35,23 +31,43 @@ def test_demo_runs_a_bounded_simulation_and_stops_cleanly(tmp_path):
                 "SELECT COUNT(DISTINCT facility) FROM activity_counts")).scalar_one()
             types = set(conn.execute(sa.text(
                 "SELECT DISTINCT resource_type FROM record_resources")).scalars())
+    except StoreError:  # tables not made yet: the demo is still starting
+        return 0, 0, set()
     finally:
         store.dispose()
-    assert journaled > 200
-    assert tiers >= 10  # hospitals, centres and village clinics all published
-    assert {"Patient", "Observation"} <= types
+    return journaled, tiers, types
 
 
-def test_ctrl_c_stops_the_demo_cleanly(tmp_path):
+def test_demo_moves_off_a_taken_port_runs_and_stops_cleanly_on_ctrl_c(tmp_path):
+    """One demo run (they are the suite's dearest tests): a taken port, the simulation, and
+    Ctrl-C draining it. tests/e2e/test_demo.py checks what the demo shows."""
+    import socket
+
     env = os.environ.copy()
     env.update({"HUB_EMBEDDED_BROKER_PORT": str(free_port()), "HUB_DATA_DIR": str(tmp_path)})
     env.pop("HUB_KAFKA_BOOTSTRAP", None)
-    proc = spawn("demo", "--port", str(free_port()), env=env)
-    time.sleep(12)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        proc = spawn("demo", "--port", str(taken), env=env)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None:
+                journaled, tiers, types = _journal(tmp_path)
+                if journaled > 200 and tiers >= 10 and {"Patient", "Observation"} <= types:
+                    break
+                time.sleep(1)
+        finally:
+            proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
-    assert "demo stopped cleanly" in out
+    assert f"api port {taken} is taken; using" in out
+    assert "demo stopped cleanly" in out and "accepted events by type" in out
+    journaled, tiers, types = _journal(tmp_path)
+    assert journaled > 200
+    assert tiers >= 10  # hospitals, centres and village clinics all published
+    assert {"Patient", "Observation"} <= types
 
 
 async def test_rebuild_command_shows_progress_and_keeps_content(make_settings, tmp_path):
@@ -101,21 +117,3 @@ def test_projection_version_change_rebuilds_from_the_journal(store):
     with store.connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM activity_counts")).scalar_one() == 0
         assert tracking.projection_state(conn, "activity")[0] == proj.version + 1
-
-
-def test_demo_moves_off_a_taken_port(tmp_path):
-    import socket
-
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        taken = busy.getsockname()[1]
-        env = os.environ.copy()
-        env.update({"HUB_EMBEDDED_BROKER_PORT": str(free_port()),
-                    "HUB_DATA_DIR": str(tmp_path)})
-        env.pop("HUB_KAFKA_BOOTSTRAP", None)
-        done = hub("demo", "--seconds", "4", "--port", str(taken), env=env, timeout=120)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out
-    assert f"api port {taken} is taken; using" in out
-    assert "demo stopped cleanly" in out
