@@ -18,6 +18,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from hub.errors import ConfigError
+
 # The consortium's civil time zone: dates of results, orders and EQA windows are its days.
 CONSORTIUM_TZ = ZoneInfo("Asia/Shanghai")
 OFFSET_ENV = "HUB_CLOCK_OFFSET"
@@ -76,31 +78,39 @@ def parse_offset(text: str) -> timedelta:
 
 def clock_from_env(environ: dict[str, str] | None = None) -> Clock:
     raw = (environ if environ is not None else os.environ).get(OFFSET_ENV, "").strip()
-    return SystemClock(parse_offset(raw) if raw else timedelta(0))
+    try:
+        return SystemClock(parse_offset(raw) if raw else timedelta(0))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
-_clock: Clock = clock_from_env()
+# Made on first use, not at import: a bad HUB_CLOCK_OFFSET is then an operator's error with
+# one sentence (the CLI reports ConfigError), not a traceback from an import.
+_clock: Clock | None = None
 
 
 def use_clock(clock: Clock) -> Clock:
     """Install ``clock`` process-wide; returns the one it replaced."""
     global _clock
-    previous, _clock = _clock, clock
+    previous, _clock = current(), clock
     return previous
 
 
 def current() -> Clock:
+    global _clock
+    if _clock is None:
+        _clock = clock_from_env()
     return _clock
 
 
 def now() -> datetime:
     """The current instant (UTC) by the process clock."""
-    return _clock.now()
+    return current().now()
 
 
 def today() -> date:
     """Today in the consortium's time zone."""
-    return _clock.now().astimezone(CONSORTIUM_TZ).date()
+    return current().now().astimezone(CONSORTIUM_TZ).date()
 
 
 def rfc3339(at: datetime) -> str:
@@ -111,4 +121,4 @@ def rfc3339(at: datetime) -> str:
 
 def now_rfc3339() -> str:
     """The current instant as RFC 3339 UTC with microseconds (``...Z``)."""
-    return rfc3339(_clock.now())
+    return rfc3339(current().now())

@@ -78,3 +78,10 @@ def test_the_demo_consortium_is_current_on_any_day(at: datetime) -> None:
 
 def test_the_system_clock_reports_its_offset() -> None:
     assert "offset" in repr(SystemClock(timedelta(days=1)))
+
+
+def test_a_bad_offset_in_the_environment_is_a_config_error() -> None:
+    from hub.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="HUB_CLOCK_OFFSET"):
+        clock_from_env({"HUB_CLOCK_OFFSET": "next week"})
