@@ -52,6 +52,10 @@ def report(rid: str, study_ref: str, status: str, conclusion: str, issued: str,
 put = put_resource
 
 
+async def _is(got, expected) -> bool:
+    return await got == expected
+
+
 async def test_reading_workflow(make_settings, hub_clock):
     on = hub_clock.on
     settings = make_settings(imaging_claim_minutes=30)
@@ -153,11 +157,15 @@ async def test_reading_workflow(make_settings, hub_clock):
                 return {e["resource"]["id"] for e in found.get("entry", [])} == {
                     "township-1.s1", "township-1.s2"}
 
+            async def both_reports() -> list:  # the shared record, not the worklist's view
+                reports = (await city.get("/fhir/DiagnosticReport", params={
+                    "patient": "township-1.p1", "category": "imaging"})).json()
+                return [(e["resource"]["id"], e["resource"]["status"])
+                        for e in reports.get("entry", [])]
+
             await eventually(both_studies)
-            reports = (await city.get("/fhir/DiagnosticReport", params={
-                "patient": "township-1.p1", "category": "imaging"})).json()
-            assert [(e["resource"]["id"], e["resource"]["status"]) for e in reports["entry"]
-                    ] == [("county-1.rep1", "amended"), ("county-1.rep2", "final")]
+            await eventually(lambda: _is(both_reports(), [("county-1.rep1", "amended"),
+                                                          ("county-1.rep2", "final")]))
 
             # A report for a study the hub never received: kept and listed, not lost.
             await put(base, "demo-secret-county-1", report(
