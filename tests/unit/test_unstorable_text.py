@@ -114,7 +114,8 @@ class _Capture:
 async def test_hl7_message_with_nul_is_refused_ae():
     settings = Settings()
     pub = _Capture()
-    intake = Hl7Intake(settings, "township-1", demo_signer("township-1"), pub)  # type: ignore[arg-type]
+    intake = Hl7Intake(settings, "township-1", demo_signer("township-1"),
+                       pub)  # type: ignore[arg-type]
     reply, code, reason = await intake.handle(oru().replace("溶血", f"溶{NUL}血").encode())
     assert code == "AE" and "no store can hold" in reason
     assert "valueString" in reason and b"\x00" not in reply
