@@ -40,7 +40,7 @@ def parse_json(body: bytes) -> tuple[Any, list[Issue]]:
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # JSON can carry NUL only escaped (a raw control character is invalid JSON), so raw bytes
 # without this escape hold no NUL and need no walk: one scan of the body on the hot path.
-_NUL_ESCAPE = b"\\u0000"
+NUL_ESCAPE = b"\\u0000"
 
 
 def unstorable_text(resource: Any, root: str, raw: bytes | None = None) -> list[Issue]:
@@ -50,7 +50,7 @@ def unstorable_text(resource: Any, root: str, raw: bytes | None = None) -> list[
     ``raw``, the JSON the resource was parsed from, lets the common case skip the walk: it
     is walked only when ``raw`` contains an escaped NUL (or when there is no ``raw``).
     """
-    if raw is not None and _NUL_ESCAPE not in raw:
+    if raw is not None and NUL_ESCAPE not in raw:
         return []
     found: list[Issue] = []
     _walk(resource, root, found)

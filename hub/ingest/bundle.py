@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from hub.facilities import Facility
-from hub.fhir import Issue, parse_json
+from hub.fhir import NUL_ESCAPE, Issue, parse_json
 from hub.ingest.prepare import Prepared, prepare_upsert
 
 ACCEPTED_TYPES = ("transaction", "batch", "collection")
@@ -73,6 +73,9 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = 
     if not isinstance(entries, list) or not entries:
         return BundlePlan(btype, bundle_issues=[Issue("Bundle.entry", "the Bundle has no entries",
                                                       "required")])
+    # Scanned once here, not once per entry: b"" tells each entry's check that there is
+    # nothing to find, None that it must walk its resource to locate what the scan found.
+    raw = b"" if raw is not None and NUL_ESCAPE not in raw else None
     return BundlePlan(btype, [_entry(facility, i, e, raw, members)
                               for i, e in enumerate(entries)])
 
