@@ -110,6 +110,8 @@ class Envelope(Addressed):
             except UnicodeDecodeError as exc:
                 raise EnvelopeError(f"header {name!r} is not UTF-8") from exc
             if name.startswith("ce_") or name == "content-type":
+                if "\x00" in text:  # ids, subjects, times are SQL text: no NUL there
+                    raise EnvelopeError(f"header {name!r} contains a NUL character")
                 h[name] = text
             else:
                 extra.append((name, raw))
@@ -131,6 +133,8 @@ class Envelope(Addressed):
             signature=h.get("ce_signature"),
             extra=tuple(extra),
         )
+        if "\x00" in env.key:
+            raise EnvelopeError("the Kafka key contains a NUL character")
         check(env)
         return env
 

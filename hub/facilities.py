@@ -99,6 +99,9 @@ class FacilityDirectory:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def __contains__(self, facility_id: object) -> bool:
+        return facility_id in self._by_id
+
     def get(self, facility_id: str) -> Facility | None:
         return self._by_id.get(facility_id)
 

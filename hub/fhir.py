@@ -7,6 +7,7 @@ parsed with orjson and never validated again.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,51 @@ def parse_json(body: bytes) -> tuple[Any, list[Issue]]:
         return None, [Issue("(body)", f"not valid JSON: {exc}", code="structure")]
 
 
+# Text no store can hold: PostgreSQL text and jsonb refuse NUL, and a lone UTF-16 surrogate
+# is not a character at all (orjson refuses one in JSON, but code can build such a str).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# JSON can carry NUL only escaped (a raw control character is invalid JSON), so raw bytes
+# without this escape hold no NUL and need no walk: one scan of the body on the hot path.
+NUL_ESCAPE = b"\\u0000"
+
+
+def unstorable_text(resource: Any, root: str, raw: bytes | None = None) -> list[Issue]:
+    """Where ``resource`` holds text no store can keep (NUL, lone surrogates), located like
+    ``Observation.note[0].text``; empty when it holds none.
+
+    ``raw``, the JSON the resource was parsed from, lets the common case skip the walk: it
+    is walked only when ``raw`` contains an escaped NUL (or when there is no ``raw``).
+    """
+    if raw is not None and NUL_ESCAPE not in raw:
+        return []
+    found: list[Issue] = []
+    _walk(resource, root, found)
+    return found
+
+
+def _shown(text: str) -> str:
+    """``text`` safe to put in an OperationOutcome that a store may keep."""
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _walk(value: Any, path: str, found: list[Issue]) -> None:
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            found.append(Issue(path, f"{path} contains a character no store can hold (NUL "
+                                     "or a lone surrogate); remove it", "value"))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            key = str(k)
+            if _UNSTORABLE.search(key):
+                key = _shown(key)
+                found.append(Issue(f"{path}.{key}", f"element name {key!r} contains a "
+                                   "character no store can hold", "structure"))
+            _walk(v, f"{path}.{key}", found)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _walk(v, f"{path}[{i}]", found)
+
+
 @functools.lru_cache(maxsize=256)  # bounded: resourceType comes from untrusted input
 def _model_class(resource_type: str):
     try:
@@ -54,13 +100,21 @@ def _path(resource_type: str, loc: tuple) -> str:
     return out
 
 
-def validate(resource: Any, expected_type: str | None = None) -> list[Issue]:
-    """Every problem with ``resource``; an empty list means it may enter the log."""
+def validate(resource: Any, expected_type: str | None = None, raw: bytes | None = None
+             ) -> list[Issue]:
+    """Every problem with ``resource``; an empty list means it may enter the log.
+
+    ``raw`` is the JSON ``resource`` came from, if any (it makes the text check cheaper).
+    """
     if not isinstance(resource, dict):
         return [Issue("(body)", "a FHIR resource must be a JSON object", code="structure")]
     rtype = resource.get("resourceType")
     if not isinstance(rtype, str) or not rtype:
         return [Issue("resourceType", "resourceType is missing", code="required")]
+    if unstorable := unstorable_text(resource, _shown(rtype), raw):
+        # Refused before anything else: accepted, it would reach no store (every consumer
+        # would retry and dead-letter it), and other checks would echo the text back.
+        return unstorable
     if expected_type and rtype != expected_type:
         return [
             Issue("resourceType", f"resourceType is {rtype} but the URL names {expected_type}")

@@ -69,3 +69,12 @@ def profile_issues(resource: dict) -> Found:
     rid = resource.get("id")
     if rid is not None and not (isinstance(rid, str) and 0 < len(rid) <= 64):
         yield f"{resource.get('resourceType')}.id", "id must be 1-64 characters", "value"
+    # The patient a resource names becomes its Kafka key and a key column (200 characters)
+    # in every store: an id beyond FHIR's 64 characters would be accepted and stored nowhere.
+    for element in ("subject", "patient"):
+        ref = resource.get(element)
+        text = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(text, str) and text.rstrip("/").split("/")[-2:-1] == ["Patient"] \
+                and len(text.rstrip("/").split("/")[-1]) > 64:
+            yield (f"{resource.get('resourceType')}.{element}.reference",
+                   "a Patient id is at most 64 characters", "value")

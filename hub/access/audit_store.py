@@ -12,9 +12,11 @@ from hub.store.schema import audit
 
 
 def record(store: Store, records: Iterable[AuditRecord]) -> None:
+    # Clipped to the columns' sizes: a key or agent named by untrusted input may be longer
+    # (no real one is), and PostgreSQL would refuse the row rather than truncate it.
     rows = [{"id": r.id, "recorded": r.recorded, "agent_kind": r.agent_kind,
-             "agent_id": r.agent_id, "interaction": r.interaction, "what": r.what,
-             "patient_key": r.patient_key, "outcome": r.outcome} for r in records]
+             "agent_id": r.agent_id[:100], "interaction": r.interaction, "what": r.what,
+             "patient_key": r.patient_key[:200], "outcome": r.outcome} for r in records]
     if rows:
         with store.begin() as conn:
             conn.execute(sa.insert(audit), rows)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import uuid
 from dataclasses import dataclass
 
 ALL = "*"
+# Not a projection: the scope of /metrics, whose counts name every facility.
+METRICS_SCOPE = "metrics"
 _AUDIT_PREFIX = uuid.uuid4().hex[:12]
 _AUDIT_COUNTER = itertools.count()
 
@@ -40,6 +43,12 @@ def may_read_projection(p: Principal, projection: str) -> bool:
 
 def may_read_patient(p: Principal, patient_key: str) -> bool:
     return ALL in p.facilities or patient_facility(patient_key) in p.facilities
+
+
+def may_read_metrics(p: Principal) -> bool:
+    """Only an app given the ``metrics`` scope (a monitoring system) or every scope: the
+    per-facility counts are the consortium's, not any one member's to see."""
+    return p.kind == "app" and may_read_projection(p, METRICS_SCOPE)
 
 
 def readable_facilities(p: Principal) -> frozenset[str] | None:
@@ -77,6 +86,36 @@ class AuditRecord:
     what: str  # e.g. Observation/township-1.o7, or the search
     patient_key: str
     outcome: str  # 0 success, 4 refused
+
+
+UNAUTHENTICATED = "unauthenticated"
+_INTERACTIONS = {"PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+
+
+def refused_credential(method: str, path: str, query: str, token: str | None,
+                       patient_key: str, recorded: str) -> AuditRecord:
+    """The audit record of a request refused with 401 (no or unknown credential).
+
+    The agent is ``anonymous``, or the presented token's SHA-256 prefix: repeated attempts
+    with one token can be told apart and correlated, and the secret itself (perhaps a real
+    token one character off) is never stored. ``patient_key`` is the patient the request
+    named, if any, so the attempt shows in that patient's trail.
+    """
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["fhir"]:
+        parts = parts[1:]
+    if method == "GET":
+        interaction = "read" if len(parts) >= 2 else "search-type"
+    elif method == "POST":
+        interaction = "create" if len(parts) == 1 else (
+            "transaction" if not parts else "operation")
+    else:
+        interaction = _INTERACTIONS.get(method, "operation")
+    what = "/".join(parts) + (f"?{query}" if query else "")
+    agent = (f"token-sha256:{hashlib.sha256(token.encode()).hexdigest()[:12]}" if token
+             else "anonymous")
+    return AuditRecord(audit_id(), recorded, UNAUTHENTICATED, agent, interaction,
+                       what[:2000], patient_key, "4")
 
 
 def audit_id() -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hub.access.rules import Principal
+from hub.access.rules import Principal, may_read_projection
 from hub.config import Settings
 from hub.deadletters.keeper import DeadLetterKeeper
 from hub.errors import AuthError
@@ -33,26 +34,57 @@ async def get_context(request: Request) -> HubContext:  # async: no threadpool h
     return request.app.state.hub
 
 
-async def get_facility(request: Request) -> Facility:
+def bearer_token(request: Request) -> str | None:
+    """The bearer token of the Authorization header, None without one."""
     auth = request.headers.get("authorization") or ""
     scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer":
-        token = ""
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def get_facility(request: Request) -> Facility:
     ctx: HubContext = request.app.state.hub
-    facility = ctx.directory.authenticate(token.strip() or None)
+    facility = ctx.directory.authenticate(bearer_token(request))
     request.state.facility = facility
     return facility
 
 
 async def get_reader(request: Request) -> Principal:
-    auth = request.headers.get("authorization") or ""
-    scheme, _, token = auth.partition(" ")
     ctx: HubContext = request.app.state.hub
-    return ctx.directory.reader(token.strip() if scheme.lower() == "bearer" else None)
+    return ctx.directory.reader(bearer_token(request))
+
+
+class ScopeError(Exception):
+    """The reader is authenticated but its scopes do not include what the endpoint reads
+    (answered 403 by the app)."""
+
+
+def scoped(projection: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the reader, if its scopes include ``projection``; else ScopeError.
+
+    Endpoints declare the projection they read in their signature, so a scope check cannot
+    be forgotten in the body (tests/e2e/test_access_holes.py walks every route).
+    """
+
+    async def reader_of(request: Request) -> Principal:
+        reader = await get_reader(request)
+        if not may_read_projection(reader, projection):
+            raise ScopeError(f"{reader.kind} {reader.id} has no access to {projection}")
+        return reader
+
+    reader_of.projection = projection  # type: ignore[attr-defined]  # for the route audit
+    return reader_of
 
 
 ContextDep = Annotated[HubContext, Depends(get_context)]
 FacilityDep = Annotated[Facility, Depends(get_facility)]
+# For endpoints whose projection depends on the request (search), checked in the body.
 ReaderDep = Annotated[Principal, Depends(get_reader)]
+SharedRecordReaderDep = Annotated[Principal, Depends(scoped("shared_record"))]
+LabReaderDep = Annotated[Principal, Depends(scoped("lab"))]
+ImagingReaderDep = Annotated[Principal, Depends(scoped("imaging"))]
+RecognitionReaderDep = Annotated[Principal, Depends(scoped("recognition"))]
+MpiReaderDep = Annotated[Principal, Depends(scoped("mpi"))]
 
-__all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext", "ReaderDep"]
+__all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext", "ImagingReaderDep",
+           "LabReaderDep", "MpiReaderDep", "ReaderDep", "RecognitionReaderDep", "ScopeError",
+           "SharedRecordReaderDep", "scoped"]

@@ -20,7 +20,13 @@ from hub.envelope import Envelope
 from hub.errors import BrokerError, StoreError
 from hub.facilities import Facility
 from hub.fhir import Issue, operation_outcome, parse_json
-from hub.ingest.prepare import Prepared, local_id, prepare_delete, prepare_upsert
+from hub.ingest.prepare import (
+    Prepared,
+    foreign_id_issue,
+    local_id,
+    prepare_delete,
+    prepare_upsert,
+)
 from hub.metrics import DEADLETTERS_UNRECORDED, EVENTS_ACCEPTED, EVENTS_REJECTED
 from hub.record.read import current_patient_key
 from hub.record.rules import hub_id
@@ -29,13 +35,43 @@ router = APIRouter(prefix="/fhir", tags=["ingest"])
 log = logging.getLogger(__name__)
 
 
+JSON_TYPES = ("application/fhir+json", "application/json")
+
+
+def media_type_problem(content_type: str | None) -> str | None:
+    """Why a body of ``content_type`` is not FHIR JSON the hub reads; None if it is.
+
+    FHIR JSON (or plain JSON), in UTF-8: a ``charset`` other than utf-8 would be misread,
+    and a body sent as text/plain or a form was not meant as a resource. Other parameters
+    (``fhirVersion``) are ignored.
+    """
+    if not content_type:
+        return "no Content-Type: send application/fhir+json"
+    mime, *params = (p.strip() for p in content_type.split(";"))
+    if mime.lower() not in JSON_TYPES:
+        return f"Content-Type {mime!r} is not FHIR JSON: send application/fhir+json"
+    for param in params:
+        name, _, value = param.partition("=")
+        name, value = name.strip().lower(), value.strip().strip('"').lower()
+        if name == "charset" and value not in ("utf-8", "utf8"):
+            return f"charset {value!r} is not accepted: send UTF-8 (charset=utf-8)"
+    return None
+
+
 async def read_body(ctx: HubContext, facility: Facility, request: Request
                     ) -> bytes | FhirResponse:
-    """The request body, or a 413 OperationOutcome once it passes the configured limit.
+    """The request body; or a 415 OperationOutcome if it is not declared FHIR JSON, or a 413
+    once it passes the configured limit.
 
     An oversized body is not kept (it would not fit the dead-letter topic either); its
     rejection is dead-lettered with an empty value so the refusal is still on record.
     """
+    problem = media_type_problem(request.headers.get("content-type"))
+    if problem is not None:
+        # Refused unread (like an oversized body); the refusal is still on record.
+        issue = Issue("(Content-Type)", problem, "not-supported")
+        return await _reject(ctx, facility, request, 415, [issue], b"",
+                             "unsupported-media-type")
     limit = ctx.settings.max_body_bytes
     declared = request.headers.get("content-length")
     size = int(declared) if declared and declared.isdigit() else 0
@@ -111,18 +147,27 @@ def _created(facility: Facility, p: Prepared) -> dict[str, Any]:
             "lastModified": p.resource["meta"]["lastUpdated"]}
 
 
+def _refusal_status(issues: list[Issue]) -> int:
+    if any(i.location in ("resourceType", "(body)") for i in issues):
+        return 400
+    return 403 if any(i.code == "forbidden" for i in issues) else 422
+
+
 async def _single(ctx: HubContext, facility: Facility, request: Request, body: bytes,
                   rtype: str, url_id: str | None) -> FhirResponse:
     resource, issues = parse_json(body)
     if issues:
         return await _reject(ctx, facility, request, 400, issues, body, "invalid-json",
                              rtype, url_id)
-    p = prepare_upsert(facility, resource, rtype, url_id=url_id, assign_id=url_id is None)
+    p = prepare_upsert(facility, resource, rtype, url_id=url_id, assign_id=url_id is None,
+                       raw=body, members=ctx.directory)
     if not p.ok:
-        # 400: not a resource of the type the URL names; 422: a resource breaking rules.
-        status = 400 if any(i.location in ("resourceType", "(body)") for i in p.issues) else 422
-        return await _reject(ctx, facility, request, status, p.issues, body,
-                             "invalid-resource", rtype, url_id, resource)
+        # 400: not a resource of the type the URL names; 403: another member's resource;
+        # 422: a resource breaking rules.
+        status = _refusal_status(p.issues)
+        reason = "foreign-id" if status == 403 else "invalid-resource"
+        return await _reject(ctx, facility, request, status, p.issues, body, reason, rtype,
+                             url_id, resource)
     failed = await _append(ctx, facility, [p.envelope])
     if failed:
         return failed
@@ -168,7 +213,9 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
         if p.ok:
             out_entries.append({"response": _created(facility, p)})
         else:
-            out_entries.append({"response": {"status": "400 Bad Request",
+            status = ("403 Forbidden" if any(i.code == "forbidden" for i in p.issues)
+                      else "400 Bad Request")
+            out_entries.append({"response": {"status": status,
                                              "outcome": operation_outcome(p.issues)}})
     rtype = {"transaction": "transaction-response"}.get(plan.bundle_type, "batch-response")
     return FhirResponse({"resourceType": "Bundle", "type": rtype, "entry": out_entries})
@@ -197,6 +244,8 @@ async def update(rtype: str, rid: str, request: Request, ctx: ContextDep, facili
 @router.delete("/{rtype}/{rid}")
 async def delete(rtype: str, rid: str, ctx: ContextDep, facility: FacilityDep) -> FhirResponse:
     local = local_id(facility, rid)
+    if foreign := foreign_id_issue(facility, rtype, local, ctx.directory):
+        return outcome_response(403, [foreign])
     # A sync query on the event loop: one primary-key lookup, cheaper than a thread hop.
     key = current_patient_key(ctx.store, rtype, hub_id(facility.id, local))
     if key is None:

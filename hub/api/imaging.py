@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import orjson
@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Query
 
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
-from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.deps import ContextDep, HubContext, ImagingReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
 from hub.envelope import new_event, now_rfc3339
@@ -46,7 +46,7 @@ def _facility_only(reader: Principal) -> FhirResponse | None:
 
 
 @router.get("/worklist")
-def worklist(ctx: ContextDep, reader: ReaderDep,
+def worklist(ctx: ContextDep, reader: ImagingReaderDep,
              service: Annotated[str | None, Query(description="imaging, ecg or pathology")
                                 ] = None,
              centre: Annotated[str | None, Query(
@@ -66,7 +66,7 @@ def worklist(ctx: ContextDep, reader: ReaderDep,
 
 
 @router.post("/studies/{study_id}/claim")
-async def claim(study_id: str, ctx: ContextDep, reader: ReaderDep,
+async def claim(study_id: str, ctx: ContextDep, reader: ImagingReaderDep,
                 who: Annotated[str, Body(embed=True, alias="reader",
                                          description="The reading doctor")],
                 minutes: Annotated[float | None, Body(embed=True, gt=0, le=24 * 60)] = None
@@ -126,7 +126,7 @@ async def _applied(ctx: HubContext, event_id: str, timeout: float = 30.0) -> boo
 
 
 @router.get("/unmatched-reports")
-def unmatched(ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
+def unmatched(ctx: ContextDep, reader: ImagingReaderDep) -> FhirResponse:
     """Reports the caller's centre sent for studies the hub has not received (a wrong or
     early reference): kept, listed until the study arrives."""
     if (refused := _facility_only(reader)) is not None:
@@ -135,7 +135,7 @@ def unmatched(ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
 
 
 @router.get("/turnaround")
-def turnaround(ctx: ContextDep, reader: ReaderDep,
+def turnaround(ctx: ContextDep, reader: ImagingReaderDep,
                by: Annotated[str, Query(description="centre, facility or modality")
                              ] = "centre",
                since: Annotated[str | None, Query(description="RFC 3339")] = None
@@ -143,11 +143,16 @@ def turnaround(ctx: ContextDep, reader: ReaderDep,
     """Acquisition -> report turnaround, p50/p90 minutes per group and day."""
     if by not in ("centre", "facility", "modality"):
         return error(400, "by must be centre, facility or modality", "value")
+    if since is not None:
+        try:
+            datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            return error(400, f"since: {since!r} is not an RFC 3339 time", "value")
     return FhirResponse({"by": by, "rows": img.turnaround(ctx.store, by, since)})
 
 
 @router.get("/history")
-def history(ctx: ContextDep, reader: ReaderDep,
+def history(ctx: ContextDep, reader: ImagingReaderDep,
             patient: Annotated[str, Query(description="Patient/<facility>.<id>")]
             ) -> FhirResponse:
     """A patient's studies at every facility, each with its report and earlier versions."""

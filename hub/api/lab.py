@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.datastructures import QueryParams
 
-from hub.access.rules import may_read_patient, may_read_projection, readable_facilities
-from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.access.rules import may_read_patient, readable_facilities
+from hub.api.deps import ContextDep, HubContext, LabReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
 from hub.imaging import read as imaging_read
@@ -44,12 +44,18 @@ def _annotated(row: Any) -> dict:
     return res
 
 
+def imaging_reports(params: QueryParams) -> bool:
+    """Whether a DiagnosticReport search asks for imaging and ECG reports (not lab ones)."""
+    categories = set(params.getlist("category"))
+    return bool(categories) and categories <= IMAGING_CATEGORIES
+
+
 def lab_search(ctx: HubContext, rtype: str, params: QueryParams, keys: list[str] | None,
                count: int, offset: int, facilities: frozenset[str] | None
                ) -> tuple[int, list[tuple[dict, str]]]:
     if rtype == "DiagnosticReport":
         categories = set(params.getlist("category"))
-        if categories and categories <= IMAGING_CATEGORIES:
+        if imaging_reports(params):
             return imaging_read.search_reports(ctx.store, keys, count, offset, facilities)
         if not categories <= REPORT_CATEGORIES:
             raise SearchError("category: DiagnosticReport search supports category=LAB "
@@ -69,12 +75,10 @@ def lab_search(ctx: HubContext, rtype: str, params: QueryParams, keys: list[str]
 
 
 @router.get("/Patient/{pid}/$lab-summary")
-def lab_summary(pid: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
+def lab_summary(pid: str, ctx: ContextDep, reader: LabReaderDep) -> FhirResponse:
     """Per analyte, across every facility: the latest result with its flag and source
     facility, and the trend in one unit."""
     key = pid.rstrip("/").split("/")[-1]
-    if not may_read_projection(reader, "lab"):
-        return forbidden(f"{reader.kind} {reader.id} has no access to lab")
     if not may_read_patient(reader, key):
         audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read patients of "

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Body, Query
 
 from hub.access.rules import Principal
-from hub.api.deps import ContextDep, HubContext, ReaderDep
+from hub.api.deps import ContextDep, HubContext, MpiReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
 from hub.mpi.ledger import review_of
@@ -47,7 +47,7 @@ def _review_json(task: dict) -> dict:
 
 
 @router.get("/reviews")
-def reviews(ctx: ContextDep, reader: ReaderDep,
+def reviews(ctx: ContextDep, reader: MpiReaderDep,
             status: Annotated[str, Query(description="requested, completed or rejected")
                               ] = "requested",
             count: Annotated[int, Query(alias="_count", ge=1, le=500)] = 100) -> FhirResponse:
@@ -81,26 +81,26 @@ async def _decide(ctx: HubContext, reader: Principal, call) -> FhirResponse:
 
 
 @router.post("/reviews/{review_id}/confirm")
-async def confirm(review_id: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
+async def confirm(review_id: str, ctx: ContextDep, reader: MpiReaderDep) -> FhirResponse:
     """Same resident: link the record to the candidate person."""
     return await _decide(ctx, reader, lambda s, by: s.close_review(review_id, True, by))
 
 
 @router.post("/reviews/{review_id}/reject")
-async def reject(review_id: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
+async def reject(review_id: str, ctx: ContextDep, reader: MpiReaderDep) -> FhirResponse:
     """Different residents: keep them apart (the review is closed)."""
     return await _decide(ctx, reader, lambda s, by: s.close_review(review_id, False, by))
 
 
 @router.post("/unlink")
-async def unlink(ctx: ContextDep, reader: ReaderDep,
+async def unlink(ctx: ContextDep, reader: MpiReaderDep,
                  record: Annotated[str, Body(embed=True)]) -> FhirResponse:
     """Take a facility record out of its person: it becomes a person of its own again."""
     return await _decide(ctx, reader, lambda s, by: s.unlink(record, by))
 
 
 @router.post("/merge")
-async def merge(ctx: ContextDep, reader: ReaderDep,
+async def merge(ctx: ContextDep, reader: MpiReaderDep,
                 survivor: Annotated[str, Body(embed=True)],
                 merged: Annotated[str, Body(embed=True)]) -> FhirResponse:
     """Merge the person of record ``merged`` into the person of record ``survivor``."""
@@ -108,7 +108,7 @@ async def merge(ctx: ContextDep, reader: ReaderDep,
 
 
 @router.get("/records/{record_key}")
-def person_of(record_key: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
+def person_of(record_key: str, ctx: ContextDep, reader: MpiReaderDep) -> FhirResponse:
     """The consortium person a facility record belongs to, and all its records."""
     if (refused := _refuse(reader)) is not None:
         return refused

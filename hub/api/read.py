@@ -18,9 +18,9 @@ from hub.access.rules import (
     may_read_projection,
     readable_facilities,
 )
-from hub.api.deps import ContextDep, ReaderDep
+from hub.api.deps import ContextDep, ReaderDep, SharedRecordReaderDep
 from hub.api.guard import audit, forbidden
-from hub.api.lab import lab_search
+from hub.api.lab import imaging_reports, lab_search
 from hub.api.outcome import FhirResponse, error
 from hub.lab.read import SearchError
 from hub.mpi.service import linked_records
@@ -28,8 +28,12 @@ from hub.record.read import get_resource, search
 
 router = APIRouter(prefix="/fhir", tags=["read"])
 MAX_COUNT = 500
+# Deeper than any real paging; bounded so a huge value is a 400, not a database error (an
+# offset past 2**63 overflows PostgreSQL's bigint and SQLite's integer).
+MAX_OFFSET = 10_000_000
 PROJECTION = "shared_record"
 LAB_PROJECTION = "lab"
+IMAGING_PROJECTION = "imaging"
 LAB_PARAMS = {"code", "date", "_sort", "category"}
 AUDIT_SCOPE = "audit"
 
@@ -59,7 +63,7 @@ def audit_trail(
     reader: ReaderDep,
     patient: Annotated[str | None, Query()] = None,
     count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 50,
-    offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
+    offset: Annotated[int, Query(alias="_offset", ge=0, le=MAX_OFFSET)] = 0,
 ) -> FhirResponse:
     """A patient's audit trail: who read their data, when, and what."""
     if not patient:
@@ -82,9 +86,8 @@ def audit_trail(
 
 
 @router.get("/{rtype}/{rid}")
-def read(rtype: str, rid: str, ctx: ContextDep, reader: ReaderDep) -> FhirResponse:
-    if not may_read_projection(reader, PROJECTION):
-        return forbidden(f"{reader.kind} {reader.id} has no access to {PROJECTION}")
+def read(rtype: str, rid: str, ctx: ContextDep, reader: SharedRecordReaderDep
+         ) -> FhirResponse:
     found = get_resource(ctx.store, rtype, rid)
     if found is None:
         return error(404, f"{rtype}/{rid} is not in the shared record", "not-found")
@@ -108,7 +111,7 @@ def search_type(
     subject: Annotated[str | None, Query()] = None,
     id_: Annotated[str | None, Query(alias="_id")] = None,
     count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 50,
-    offset: Annotated[int, Query(alias="_offset", ge=0)] = 0,
+    offset: Annotated[int, Query(alias="_offset", ge=0, le=MAX_OFFSET)] = 0,
 ) -> FhirResponse:
     params = request.query_params
     lab = (rtype == "Observation" and bool(LAB_PARAMS & set(params))) or (
@@ -122,6 +125,8 @@ def search_type(
                      f"endpoint supports {', '.join(sorted(known - {'_format'}))}",
                      "not-supported")
     projection = LAB_PROJECTION if lab else PROJECTION
+    if rtype == "DiagnosticReport" and imaging_reports(params):
+        projection = IMAGING_PROJECTION  # imaging and ECG reports come from there
     if not may_read_projection(reader, projection):
         return forbidden(f"{reader.kind} {reader.id} has no access to {projection}")
     who = patient or subject

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from hub import clock
 from hub.access.rules import may_read_patient, readable_facilities
-from hub.api.deps import ContextDep, ReaderDep
+from hub.api.deps import ContextDep, RecognitionReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
 from hub.envelope import now_rfc3339
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/recognition", tags=["mutual test recognition"])
 
 @router.post("/$check")
 def recognition_check(
-    ctx: ContextDep, reader: ReaderDep,
+    ctx: ContextDep, reader: RecognitionReaderDep,
     patient: Annotated[str, Body(description="Patient/<facility>.<id>")],
     items: Annotated[list[str], Body(description="Catalogue item codes being ordered")],
     time: Annotated[str | None, Body(description="Order time, RFC 3339; default now")] = None,
@@ -70,7 +70,7 @@ def _catalogue(ctx):
 
 @router.post("/decisions", status_code=201)
 async def decide(
-    ctx: ContextDep, reader: ReaderDep,
+    ctx: ContextDep, reader: RecognitionReaderDep,
     patient: Annotated[str, Body(description="Patient/<facility>.<id>")],
     item: Annotated[str, Body(description="Catalogue item code")],
     decision: Annotated[str, Body(description="recognised or retested")],
@@ -137,7 +137,7 @@ def _stats_rows(ctx, facility: str | None, month: str | None) -> list[dict]:
 
 
 @router.get("/statistics")
-def statistics(ctx: ContextDep, reader: ReaderDep, facility: str | None = None,
+def statistics(ctx: ContextDep, reader: RecognitionReaderDep, facility: str | None = None,
                month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None
                ) -> FhirResponse:
     """Items recognised, recognition rate, non-recognition reasons and yuan saved, per
@@ -150,7 +150,7 @@ def statistics(ctx: ContextDep, reader: ReaderDep, facility: str | None = None,
 
 
 @router.get("/statistics.csv")
-def statistics_csv(ctx: ContextDep, reader: ReaderDep, facility: str | None = None,
+def statistics_csv(ctx: ContextDep, reader: RecognitionReaderDep, facility: str | None = None,
                    month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None
                    ) -> Response:
     """The same as CSV (UTF-8 with BOM, so spreadsheet programs show Chinese correctly)."""

@@ -874,7 +874,9 @@ def _print_start(console: Console, settings: Settings, sim: ConsortiumSimulator,
     say(f"  Kafka{' (bundled, memory only)' if settings.embedded else ''}: "
         f"{settings.bootstrap}")
     say(f"  store: {settings.db_url}")
-    say(f"  FHIR API: {base}/fhir   docs: {base}/docs   metrics: {base}/metrics")
+    say(f"  FHIR API: {base}/fhir   docs: {base}/docs")
+    say(f"  metrics: curl -H 'Authorization: Bearer demo-app-token-hub-monitor' "
+        f"{base}/metrics")
     if key_file is not None:
         say(f"  SDK: kid {demo_signer(SDK_FACILITY).kid}, private key {_shown(key_file)} "
             "(see README, Signed provenance)")

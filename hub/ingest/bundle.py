@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from hub.facilities import Facility
-from hub.fhir import Issue, parse_json
+from hub.fhir import NUL_ESCAPE, Issue, parse_json
 from hub.ingest.prepare import Prepared, prepare_upsert
 
 ACCEPTED_TYPES = ("transaction", "batch", "collection")
@@ -38,7 +39,8 @@ class BundlePlan:
         return out
 
 
-def _entry(facility: Facility, i: int, entry: Any) -> Prepared:
+def _entry(facility: Facility, i: int, entry: Any, raw: bytes | None,
+           members: Container[str]) -> Prepared:
     if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
         return Prepared(None, [Issue("(entry)", f"entry {i} has no resource", "required")])
     resource = entry["resource"]
@@ -54,10 +56,14 @@ def _entry(facility: Facility, i: int, entry: Any) -> Prepared:
     url_id = None
     if method == "PUT" and "/" in url:
         url_id = url.split("?")[0].rstrip("/").split("/")[-1]
-    return prepare_upsert(facility, resource, url_id=url_id, assign_id=method == "POST")
+    return prepare_upsert(facility, resource, url_id=url_id, assign_id=method == "POST",
+                          raw=raw, members=members)
 
 
-def plan_bundle(facility: Facility, bundle: dict[str, Any]) -> BundlePlan:
+def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = None,
+                members: Container[str] = ()) -> BundlePlan:
+    """``raw`` is the JSON the Bundle was parsed from (the text check looks into an entry
+    only when the Bundle holds an escaped NUL); ``members`` the consortium's facility ids."""
     btype = bundle.get("type")
     if btype not in ACCEPTED_TYPES:
         return BundlePlan(str(btype), bundle_issues=[Issue(
@@ -67,7 +73,11 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any]) -> BundlePlan:
     if not isinstance(entries, list) or not entries:
         return BundlePlan(btype, bundle_issues=[Issue("Bundle.entry", "the Bundle has no entries",
                                                       "required")])
-    return BundlePlan(btype, [_entry(facility, i, e) for i, e in enumerate(entries)])
+    # Scanned once here, not once per entry: b"" tells each entry's check that there is
+    # nothing to find, None that it must walk its resource to locate what the scan found.
+    raw = b"" if raw is not None and NUL_ESCAPE not in raw else None
+    return BundlePlan(btype, [_entry(facility, i, e, raw, members)
+                              for i, e in enumerate(entries)])
 
 
 @dataclass
@@ -91,8 +101,9 @@ def _summary(resource: dict[str, Any]) -> dict[str, Any]:
             "meta": {k: meta[k] for k in ("versionId", "lastUpdated") if k in meta}}
 
 
-def plan_body(facility: Facility, body: bytes) -> BodyPlan:
-    """Parse, validate and prepare a POST /fhir body (a Bundle) from ``facility``."""
+def plan_body(facility: Facility, body: bytes, members: Container[str] = ()) -> BodyPlan:
+    """Parse, validate and prepare a POST /fhir body (a Bundle) from ``facility``;
+    ``members`` are the consortium's facility ids (see ``prepare.foreign_owner``)."""
     bundle, issues = parse_json(body)
     if issues:
         return BodyPlan(issues, "invalid-json")
@@ -100,7 +111,7 @@ def plan_body(facility: Facility, body: bytes) -> BodyPlan:
         rt = bundle.get("resourceType") if isinstance(bundle, dict) else None
         return BodyPlan([Issue("resourceType", f"POST /fhir takes a Bundle, got {rt!r}; post "
                                "single resources to /fhir/{type}")], "not-a-bundle")
-    plan = plan_bundle(facility, bundle)
+    plan = plan_bundle(facility, bundle, body, members)
     if plan.bundle_issues:
         return BodyPlan(plan.bundle_issues, "invalid-bundle")
     refused = {}

@@ -34,7 +34,7 @@ def _init(facilities_file: Path | None, hub_key_file: Path) -> None:
 
 def _plan(facility_id: str, body: bytes) -> BodyPlan:
     assert _directory is not None
-    return plan_body(_directory.get(facility_id), body)  # type: ignore[arg-type]
+    return plan_body(_directory.get(facility_id), body, _directory)  # type: ignore[arg-type]
 
 
 def _check(records: list[InboundRecord]) -> list[Verdict]:
@@ -69,7 +69,7 @@ class EdgeChecks:
 
     async def plan_body(self, facility: Facility, body: bytes) -> BodyPlan:
         if self._pool is None:
-            return plan_body(facility, body)
+            return plan_body(facility, body, self.directory)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _plan, facility.id, body)
 

@@ -9,6 +9,7 @@ from hub.envelope import Envelope
 from hub.errors import AuthError, EnvelopeError
 from hub.facilities import FacilityDirectory
 from hub.fhir import Issue, parse_json, patient_key, validate
+from hub.ingest.prepare import foreign_owner
 
 
 class Verdict(NamedTuple):
@@ -34,17 +35,21 @@ def check_inbound(directory: FacilityDirectory, headers, key: bytes | None,
     except AuthError as exc:
         return Verdict(None, exc.reason, (Issue("ce_signature", str(exc), "security"),),
                        env.id)
-    verdict = _check_resource(env)
+    verdict = _check_resource(env, directory)
     return verdict._replace(event_id=env.id)
 
 
-def _check_resource(env: Envelope) -> Verdict:
+def _check_resource(env: Envelope, directory: FacilityDirectory) -> Verdict:
+    if owner := foreign_owner(env.facility_id, env.resource_id, directory):
+        return Verdict(None, "foreign-id", (Issue(
+            f"{env.resource_type}.id", f"{env.resource_id!r} is {owner}'s resource (its hub "
+            f"id): nobody writes another facility's resource", "forbidden"),))
     if env.action == "delete":
         return Verdict(env.facility_id)
     resource, issues = parse_json(env.data)
     if issues:
         return Verdict(None, "invalid-json", tuple(issues))
-    issues = validate(resource, env.resource_type)
+    issues = validate(resource, env.resource_type, env.data)
     if issues:
         return Verdict(None, "invalid-resource", tuple(issues))
     if resource.get("id") != env.resource_id:

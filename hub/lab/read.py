@@ -49,9 +49,10 @@ def parse_date(param: str) -> list[DateBound]:
             if start.tzinfo is None:
                 start = start.replace(tzinfo=CONSORTIUM_TZ)
             end = start + timedelta(microseconds=1)
-    except ValueError as exc:
-        raise SearchError(f"date: {value!r} is not a FHIR date or dateTime") from exc
-    lo, hi = _utc(start), _utc(end)
+        lo, hi = _utc(start), _utc(end)
+    except (ValueError, OverflowError) as exc:  # overflow: at the ends of year 1 or 9999
+        raise SearchError(f"date: {value!r} is not a FHIR date or dateTime the hub can "
+                          "search by") from exc
     return {"eq": [DateBound(">=", lo), DateBound("<", hi)], "ge": [DateBound(">=", lo)],
             "gt": [DateBound(">=", hi)], "lt": [DateBound("<", lo)],
             "le": [DateBound("<", hi)]}[prefix]

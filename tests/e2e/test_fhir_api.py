@@ -64,8 +64,9 @@ async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings, wor
                 assert any(words in i["diagnostics"] for i in oo["issue"]), oo
                 return oo
 
-            await refused(await c.post("/fhir", content=b'{"resourceType": "Bundle",'), 400,
-                          "not valid JSON")
+            fhir_json = {"Content-Type": "application/fhir+json"}
+            await refused(await c.post("/fhir", content=b'{"resourceType": "Bundle",',
+                                       headers=fhir_json), 400, "not valid JSON")
             await refused(await c.post("/fhir/Observation", json=patient("x")), 400,
                           "resourceType is Patient but the URL names Observation")
             oo = await refused(await c.post("/fhir/Observation", json={
@@ -77,8 +78,9 @@ async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings, wor
                           401, "unknown facility credential")
             await refused(await c.post("/fhir", json=bundle("batch"),
                                        headers={"Authorization": ""}), 401, "no credential")
-            await refused(await c.post("/fhir", content=b"x" * (10 * 1024 * 1024)), 413,
-                          "larger than the limit")
+            await refused(await c.post("/fhir", content=b"x" * (10 * 1024 * 1024),
+                                       headers=fhir_json), 413, "larger than the limit")
+            await refused(await c.post("/fhir", content=b"x"), 415, "no Content-Type")
             await refused(await c.post("/fhir", json=bundle("batch")), 400, "no entries")
 
             bad = {"resourceType": "Observation", "id": "bad", "status": "final"}
