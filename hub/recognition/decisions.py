@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from hub.fhir import unstorable_text
 from hub.schemas import schema_file
 
 SYSTEM = "urn:hie:recognition"
@@ -38,6 +39,10 @@ class Decision:
 
 def decision_task(d: Decision, price_yuan: float, when: str) -> dict[str, Any]:
     text = (d.text or "").strip() or None  # FHIR strings may not be blank
+    if any(unstorable_text(v, name) for name, v in (("text", text), ("item", d.item),
+                                                    ("reason", d.reason)) if v):
+        raise DecisionError("the decision holds a character no store can hold (NUL or a lone "
+                            "surrogate); remove it")
     if d.outcome not in ("recognised", "retested"):
         raise DecisionError("decision must be 'recognised' or 'retested'")
     if d.outcome == "recognised" and not d.result:

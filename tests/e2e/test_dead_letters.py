@@ -26,6 +26,7 @@ TOWNSHIP, CITY = "demo-secret-township-1", "demo-secret-city-1"
 OPS = "demo-app-token-consortium-ops"  # the demo consortium's operators' console
 APP = "demo-app-token-chronic-dashboard"  # an app without the deadletters scope
 BAD_JSON = b'{"resourceType": "Observation", "id": "o1", \xff\xfe'
+FHIR_JSON = {"content-type": "application/fhir+json"}
 
 
 def cli(*args: str, db: str) -> tuple[int, str]:
@@ -53,7 +54,8 @@ async def test_refusals_are_kept_in_sql_and_read_back(make_settings, store_url, 
             assert [e["response"]["status"] for e in r.json()["entry"]] == [
                 "201 Created", "400 Bad Request"]
         async with httpx.AsyncClient(base_url=base, headers=auth(CITY)) as c:
-            assert (await c.post("/fhir/Patient", content=b"nope")).status_code == 400
+            nope = await c.post("/fhir/Patient", content=b"nope", headers=FHIR_JSON)
+            assert nope.status_code == 400
         # every refusal is in SQL by the time it was answered
         assert count(running.store, make_filter()) == 5
 
@@ -218,14 +220,16 @@ async def test_a_refusal_that_cannot_be_recorded_is_a_503(make_settings, caplog)
         with running.store.begin() as conn:  # the store loses the table under the hub
             dead_letters.drop(conn)
         async with httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as c:
-            r = await c.post("/fhir/Observation", content=b"{")
+            r = await c.post("/fhir/Observation", content=b"{", headers=FHIR_JSON)
             assert r.status_code == 503, r.text
             assert "the refusal could not be recorded" in r.text
             assert r.json()["issue"][0]["code"] == "transient"
-            assert "hub_deadletters_unrecorded_total" in (await c.get("/metrics")).text
+            assert "hub_deadletters_unrecorded_total" in (await c.get(
+                "/metrics", headers=auth("demo-app-token-hub-monitor"))).text
             after = REGISTRY.get_sample_value("hub_deadletters_unrecorded_total", unrecorded)
             assert after - before == 1
             assert "refusal(s) could not be recorded" in caplog.text
             running.store.create_hub_tables()
-            assert (await c.post("/fhir/Observation", content=b"{")).status_code == 400
+            again = await c.post("/fhir/Observation", content=b"{", headers=FHIR_JSON)
+            assert again.status_code == 400
         assert count(running.store, make_filter()) == 1

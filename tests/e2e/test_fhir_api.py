@@ -109,13 +109,13 @@ async def test_bad_input_is_refused_clearly_and_loses_nothing(make_settings, wor
             assert get_dead_letter(hub.store, kept["too-large"].id).original == b""
 
         async def fed() -> bool:  # the topic copy follows the SQL row
-            return len(await read_deadletters(settings, 50)) == 7
+            return len(await read_deadletters(settings, 50)) == 8
 
         await eventually(fed)
         dead = await read_deadletters(settings, 50)
         reasons = [d["reason"].split(":")[0] for d in dead]
         for reason in ("invalid-json", "invalid-resource", "too-large", "invalid-bundle",
-                       "invalid-transaction", "invalid-entry"):
+                       "invalid-transaction", "invalid-entry", "unsupported-media-type"):
             assert reason in reasons, reasons
         entry = next(d for d in dead if d["reason"].startswith("invalid-entry"))
         assert orjson.loads(entry["value"])["resource"]["id"] == "bad"

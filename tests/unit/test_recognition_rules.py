@@ -103,6 +103,10 @@ def test_decisions_round_trip_and_a_retest_needs_a_reason(reason, text):
         with pytest.raises(DecisionError, match="needs a text"):
             decision_task(d, 4.0, "2026-11-23T08:00:00Z")
         return
+    if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        with pytest.raises(DecisionError, match="no store can hold"):
+            decision_task(d, 4.0, "2026-11-23T08:00:00Z")
+        return
     task = decision_task(d, 4.0, "2026-11-23T08:00:00Z")
     assert validate(task, "Task") == []
     assert read_decision(task) == ("retested", "GLU", 4.0, reason)

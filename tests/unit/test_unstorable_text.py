@@ -10,11 +10,11 @@ from adapters.hl7v2.intake import Hl7Intake
 from hub.config import Settings
 from hub.envelope import Envelope
 from hub.errors import EnvelopeError
-from hub.facilities import load_directory
 from hub.fhir import unstorable_text, validate
 from hub.ingest.bundle import plan_body
 from hub.ingest.prepare import foreign_owner, prepare_upsert
 from hub.ingest.verdict import check_inbound
+from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
 from tests.support.events import envelope
 from tests.support.hl7_messages import oru
