@@ -14,7 +14,7 @@ import hub
 from hub.api import gateway, imaging, lab, mpi, read, recognition
 from hub.api.deps import HubContext
 from hub.api.docs import install_docs
-from hub.api.outcome import FhirResponse, error
+from hub.api.outcome import FhirResponse, error, unavailable
 from hub.errors import AuthError, BrokerError, HubError, StoreError
 from hub.fhir import Issue
 
@@ -66,7 +66,7 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     @app.exception_handler(BrokerError)
     async def _broker(_: Request, exc: BrokerError):
-        return error(503, f"the event log is unavailable: {exc}", "transient")
+        return unavailable(f"the event log is unavailable: {exc}")
 
     @app.exception_handler(HubError)
     async def _hub(_: Request, exc: HubError):
