@@ -7,6 +7,8 @@
    version per resource with executemany in 1,000-row transactions). Target: >= 0.6x.
 3. Publish -> queryable latency at 500 events/s, p50 and p99 (target p99 < 100 ms), beside
    the latency of a bare consumer receiving the same events.
+4. Single-resource PUTs through the gateway, 50 clients offering 300/s for 10 s: sustained
+   rate, p50 and p99, beside a bare FastAPI endpoint (fhir.resources + aiokafka, no hub code).
 """
 
 from __future__ import annotations
@@ -276,6 +278,30 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
+# --- 4. single-resource PUTs -----------------------------------------------------------
+
+def put_rows(console: Console, table: Table, settings: Settings, workdir: Path, row,
+             latency_rows, clients: int = 50, rate: float = 300.0, seconds: float = 10.0
+             ) -> None:
+    """Sustained rate (target: the offered rate, no 503) and p50/p99 beside the bare one."""
+    from bench.put_rate import bare_puts, gateway_puts
+
+    items = population(int(rate * seconds) + clients)
+    bare_topics = Topics(inbound="bare.inbound", events="bare.events",
+                         deadletter="bare.deadletter")
+    ensure_topics(settings.model_copy(update={"topics": bare_topics}))
+    console.print(f"measuring single-resource PUTs, {clients} clients offering {rate:g}/s "
+                  f"for {seconds:g} s: the bare endpoint, then the gateway ...")
+    bare = bare_puts(settings, items, bare_topics.events, clients, rate)
+    hub = gateway_puts(settings, items, workdir, clients, rate)
+    refused = sum(c for s, c in hub.statuses.items() if not 200 <= s < 300)
+    row(f"PUT, {clients} clients @{rate:g}/s: sustained ({refused} non-2xx, "
+        f"{hub.statuses.get(503, 0)} x 503)", hub.rate, bare.rate, "req/s",
+        f">= {0.95 * rate:g}/s, no 503", hub.rate >= 0.95 * rate and not refused)
+    latency_rows(f"PUT, {clients} clients @{rate:g}/s", hub.latencies_ms, bare.latencies_ms,
+                 "bare FastAPI + aiokafka", 250)
+
+
 # --- driver -------------------------------------------------------------------------------
 
 def run_all(console: Console, n: int, only: str | None) -> None:
@@ -301,7 +327,7 @@ def run_all(console: Console, n: int, only: str | None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
-        items = population(n) if only not in ("mpi", "mllp", "recognition") else []
+        items = population(n) if only not in ("mpi", "mllp", "recognition", "put") else []
         with EmbeddedBroker(free_port()) as broker:
             settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
                                      batch_max_records=2000)
@@ -342,6 +368,8 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                 hub_ms, bare_ms = run_loop(latency(fresh, envelopes(items[:count]), workdir))
                 latency_rows("publish -> queryable @500/s", hub_ms, bare_ms, "bare consumer",
                              100)
+            if only in (None, "put"):
+                put_rows(console, table, settings, workdir, row, latency_rows)
             if only in (None, "lab"):
                 console.print("measuring the lab projection ...")
                 lab, fhir_parse, plain = lab_rates(workdir, envelopes(items))

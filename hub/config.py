@@ -92,7 +92,10 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(
         default=10000, description="Consumer group session timeout; a dead member's "
         "partitions move to the others after this long.")
-    publish_timeout_s: float = 30.0
+    publish_timeout_s: float = Field(
+        default=1.5, gt=0, description="A publish call (a gateway request's append) that the "
+        "broker has not acknowledged within this many seconds fails (the gateway answers 503 "
+        "with Retry-After); an unreachable broker fails calls at once.")
     crash_at: str | None = Field(
         default=None,
         description="Fault injection for crash tests: 'stage:N' exits hard at the Nth visit.",

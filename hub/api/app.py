@@ -19,7 +19,7 @@ from hub.access.rules import Principal, may_read_metrics, refused_credential
 from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition
 from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
 from hub.api.docs import install_docs
-from hub.api.outcome import FhirResponse, error
+from hub.api.outcome import FhirResponse, error, unavailable
 from hub.envelope import now_rfc3339
 from hub.errors import AuthError, BrokerError, HubError, StoreError
 from hub.fhir import Issue
@@ -126,7 +126,7 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     @app.exception_handler(BrokerError)
     async def _broker(_: Request, exc: BrokerError):
-        return error(503, f"the event log is unavailable: {exc}", "transient")
+        return unavailable(f"the event log is unavailable: {exc}")
 
     @app.exception_handler(HubError)
     async def _hub(_: Request, exc: HubError):

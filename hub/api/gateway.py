@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from hub.api.deps import ContextDep, FacilityDep, HubContext
-from hub.api.outcome import FhirResponse, error, outcome_response
+from hub.api.outcome import FhirResponse, error, outcome_response, unavailable
 from hub.deadletters.letter import DeadLetter, about_resource, refuse
 from hub.envelope import Envelope
 from hub.errors import BrokerError, StoreError
@@ -133,8 +133,7 @@ async def _append(ctx: HubContext, facility: Facility, envelopes: list[Envelope]
     try:
         await ctx.publisher.publish(ctx.settings.topics.events, envelopes)
     except BrokerError as exc:
-        return error(503, f"the event log is unavailable, nothing was accepted: {exc}",
-                     "transient")
+        return unavailable(f"the event log is unavailable, nothing was accepted: {exc}")
     EVENTS_ACCEPTED.labels("gateway", facility.id).inc(len(envelopes))
     return None
 

@@ -23,6 +23,16 @@ def outcome_response(status: int, issues: list[Issue], headers: dict | None = No
     return FhirResponse(operation_outcome(issues), status_code=status, headers=headers)
 
 
-def error(status: int, message: str, code: str = "invalid", location: str = "(request)"
-          ) -> FhirResponse:
-    return outcome_response(status, [Issue(location, message, code)])
+def error(status: int, message: str, code: str = "invalid", location: str = "(request)",
+          headers: dict | None = None) -> FhirResponse:
+    return outcome_response(status, [Issue(location, message, code)], headers)
+
+
+# The publisher looks for an unreachable broker again every quarter second: a client may
+# retry after a second.
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def unavailable(message: str) -> FhirResponse:
+    """503 for an outage (broker or store): transient, with when to try again."""
+    return error(503, message, "transient", headers=RETRY_AFTER)
