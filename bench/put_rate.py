@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 
 from hub.config import Settings
-from hub.facilities import load_directory
 from hub.log.broker import free_port
+from hub.registry.consortium_file import load_directory
 
 
 @dataclass

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from adapters.filepublish.cli import app
-from hub.facilities import load_directory
 from hub.ingest.stage import IngestStage
 from hub.log.producer import Publisher
+from hub.registry.consortium_file import load_directory
 from hub.store.db import open_store
 from tests.contract.test_sdk_outbox import records_on
 from tests.support.resources import bundle, observation, patient

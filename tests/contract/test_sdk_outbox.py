@@ -20,11 +20,11 @@ from adapters.sdk import FacilityPublisher
 from adapters.sdk.outbox import Outbox, OutboxError, OutboxFull
 from hub.config import Settings, Topics
 from hub.envelope import header_value
-from hub.facilities import load_directory
 from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker, free_port
 from hub.log.inspect import read_deadletters
 from hub.log.producer import Publisher
+from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
 from hub.store.db import open_store
 from tests.support.outbox_publisher import FACILITY, PATIENTS, event
