@@ -24,3 +24,6 @@ DEADLETTERS_UNPUBLISHED = Counter(
 BATCH_SECONDS = Histogram("hub_projection_batch_seconds", "Time to apply and commit a batch",
                           ["projection"])
 LAG = Gauge("hub_projection_lag_events", "Events in the log not yet applied", ["projection"])
+COMPONENT_RESTARTS = Counter("hub_component_restarts_total",
+                             "Components (runner, ingest, feed...) restarted after they died",
+                             ["component"])

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -20,6 +21,7 @@ from hub.api.deps import HubContext
 from hub.config import Settings
 from hub.deadletters.archive import DeadLetterArchive
 from hub.deadletters.keeper import DeadLetterKeeper
+from hub.engine.outage import TRANSIENT
 from hub.engine.outbox import OutboxRelay
 from hub.engine.rebuild import ensure_built
 from hub.engine.runner import ProjectionRunner
@@ -31,6 +33,7 @@ from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
+from hub.metrics import COMPONENT_RESTARTS
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
 from hub.recognition.catalogue import load_catalogue
@@ -42,6 +45,8 @@ from hub.store.db import Store, open_store
 from hub.store.schema import recognition_outbox
 
 log = logging.getLogger(__name__)
+RESTART_FIRST_PAUSE = 1.0  # seconds before restarting a component that died; doubles
+RESTART_MOST_PAUSE = 30.0
 
 
 def _stamp(path: Path) -> tuple[float, int] | None:
@@ -75,6 +80,8 @@ class Hub:
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
         self._api_context: HubContext | None = None
+        # name -> "running" | "restarting" | "stopped" | "done", for /ready.
+        self.components: dict[str, str] = {}
 
     async def __aenter__(self) -> Hub:
         s = self.settings
@@ -127,7 +134,7 @@ class Hub:
         if self._api_context is None:
             self._api_context = HubContext(self.settings, self.store, self.directory,
                                            self.publisher, self.checks, self.deadletters,
-                                           self.mpi)
+                                           self.mpi, self.readiness)
         return self._api_context
 
     def start_api(self) -> asyncio.Task:
@@ -153,6 +160,73 @@ class Hub:
                 raise TimeoutError("the API did not start")
             await asyncio.sleep(0.05)
 
+    def _supervised(self, name: str, start: Callable[[], Awaitable[Any]]) -> asyncio.Task:
+        """Run a component as a task that is restarted if it dies unexpectedly.
+
+        Components ride out outages themselves; this catches what they did not foresee (a
+        bug, an error type nobody expected), so that a hub process never keeps serving with
+        a part silently gone. A component that returns (it was stopped) is not restarted."""
+        task = asyncio.create_task(self._supervise(name, start), name=name)
+        self._tasks.append(task)
+        return task
+
+    async def _supervise(self, name: str, start: Callable[[], Awaitable[Any]]) -> Any:
+        loop = asyncio.get_running_loop()
+        pause = RESTART_FIRST_PAUSE
+        while True:
+            self.components[name] = "running"
+            began = loop.time()
+            try:
+                result = await start()
+            except asyncio.CancelledError:
+                self.components[name] = "stopped"
+                raise
+            except Exception as exc:
+                if self._stopping.is_set():
+                    self.components[name] = "stopped"
+                    raise
+                if loop.time() - began > 60:
+                    pause = RESTART_FIRST_PAUSE  # it ran a while: a new failure, not a loop
+                self.components[name] = "restarting"
+                COMPONENT_RESTARTS.labels(name).inc()
+                log.error("%s died (%s: %s); restarting it in %.0f s", name,
+                          type(exc).__name__, exc, pause, exc_info=exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+                if self._stopping.is_set():
+                    self.components[name] = "stopped"
+                    return None
+                pause = min(pause * 2, RESTART_MOST_PAUSE)
+                continue
+            self.components[name] = "stopped" if self._stopping.is_set() else "done"
+            return result
+
+    async def readiness(self) -> dict[str, Any]:
+        """What /ready reports: broker and store reachable, every component running."""
+        assert self.store and self.publisher
+        broker = await self.publisher.reachable()
+
+        def store_ok() -> bool:
+            try:
+                with self.store.connect() as conn:  # type: ignore[union-attr]
+                    conn.exec_driver_sql("SELECT 1")
+                return True
+            except HubError:
+                return False
+
+        store = await asyncio.to_thread(store_ok)
+        components = dict(self.components)
+        if self._server is not None:
+            components["api"] = "running" if self._server.started else "starting"
+        ready = broker and store and all(v in ("running", "done")
+                                         for v in components.values())
+        out: dict[str, Any] = {"ready": ready, "broker": broker, "store": store,
+                               "components": components}
+        journal = next((r for r in self.runners if r.projection.name == "journal"), None)
+        if journal is not None:
+            out["journal_lag_events"] = journal.stats.lag
+        return out
+
     async def sync_registry(self, consortium: Consortium) -> int:
         """Publish an Organization event for each registry entry that changed; make the
         directory (gateway, ingest, workers) use the new entries. Returns the count."""
@@ -176,9 +250,7 @@ class Hub:
 
     def start_registry_watch(self) -> asyncio.Task:
         """Follow the consortium file: each change is published and takes effect."""
-        task = asyncio.create_task(self._watch_registry(), name="registry-watch")
-        self._tasks.append(task)
-        return task
+        return self._supervised("registry-watch", self._watch_registry)
 
     async def _watch_registry(self) -> None:
         path = self.settings.facilities_file
@@ -199,16 +271,18 @@ class Hub:
                 log.error("consortium file changed but is not usable; keeping the registry "
                           "as it was: %s", exc)
                 continue
-            await self.sync_registry(consortium)
+            try:
+                await self.sync_registry(consortium)
+            except TRANSIENT as exc:  # broker or store away: publish it on the next look
+                log.warning("registry: cannot publish the change yet (%s); retrying", exc)
+                seen = None
 
     def start_ingest(self) -> asyncio.Task:
         assert self.directory and self.publisher
         assert self.store
         self.ingest = IngestStage(self.settings, self.directory, self.publisher, self.store,
                                   self.checks)
-        task = asyncio.create_task(self.ingest.run(), name="ingest")
-        self._tasks.append(task)
-        return task
+        return self._supervised("ingest", self.ingest.run)
 
     def start_projections(self, names: Sequence[str] | None = None,
                           until_caught_up: bool = False) -> list[asyncio.Task]:
@@ -218,8 +292,11 @@ class Hub:
         for name in names or list(catalogue):
             runner = ProjectionRunner(self.settings, self.store, catalogue[name], self.publisher)
             self.runners.append(runner)
-            task = asyncio.create_task(runner.run(until_caught_up), name=f"projection:{name}")
-            self._tasks.append(task)
+            if until_caught_up:  # a one-shot tool: a failure is its result, not restarted
+                task = asyncio.create_task(runner.run(True), name=f"projection:{name}")
+                self._tasks.append(task)
+            else:
+                task = self._supervised(f"projection:{name}", runner.run)
             tasks.append(task)
             if name == "mpi" and not until_caught_up:
                 tasks.append(self._start_mpi(runner))
@@ -230,9 +307,7 @@ class Hub:
                 table, topic, ce_type = feed(self.settings)
                 relay = OutboxRelay(self.store, self.publisher, table, topic, ce_type)
                 self.feeds[name] = relay
-                feed_task = asyncio.create_task(relay.run(), name=f"feed:{name}")
-                self._tasks.append(feed_task)
-                tasks.append(feed_task)
+                tasks.append(self._supervised(f"feed:{name}", relay.run))
         if "journal" in (names or catalogue) and not until_caught_up:
             tasks.append(self._start_archive())
         return tasks
@@ -241,9 +316,7 @@ class Hub:
         """Beside the journal: dead letters that only reached the topic go into SQL too."""
         assert self.store
         self.archive = DeadLetterArchive(self.settings, self.store)
-        task = asyncio.create_task(self.archive.run(), name="deadletters:archive")
-        self._tasks.append(task)
-        return task
+        return self._supervised("deadletters:archive", self.archive.run)
 
     def _start_prompter(self) -> asyncio.Task:
         """The order-time recognition prompt, and the relay of its messages."""
@@ -254,10 +327,8 @@ class Hub:
         relay = OutboxRelay(self.store, self.publisher, recognition_outbox,
                             self.settings.topics.recognition, "hie.recognition.v1")
         self.feeds["recognition"] = relay
-        for coro, label in ((relay.run(), "feed:recognition"),
-                            (self.prompter.run(), "prompter")):
-            self._tasks.append(asyncio.create_task(coro, name=label))
-        return self._tasks[-1]
+        self._supervised("feed:recognition", relay.run)
+        return self._supervised("prompter", self.prompter.run)
 
     def _start_mpi(self, runner: ProjectionRunner) -> asyncio.Task:
         """The patient index decides where its projection runs: it reads what that folds."""
@@ -270,9 +341,7 @@ class Hub:
                               caught_up)
         if self._api_context is not None:
             self._api_context.mpi = self.mpi
-        task = asyncio.create_task(self.mpi.run(), name="mpi")
-        self._tasks.append(task)
-        return task
+        return self._supervised("mpi", self.mpi.run)
 
     async def stop(self) -> None:
         """Drain: runners finish their batch, the API stops accepting, then tasks end."""

@@ -150,9 +150,18 @@ def create_app(ctx: HubContext) -> FastAPI:
     def metadata() -> FhirResponse:
         return FhirResponse(capability_statement())
 
+    # Liveness: the process serves requests (whatever the broker or store are doing; an
+    # orchestrator that restarts the hub for an outage elsewhere only adds to it).
+    @app.get("/health", include_in_schema=False)
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> FhirResponse:
         return FhirResponse({"status": "ok"})
+
+    # Readiness: broker and store reachable, every component of this process running.
+    @app.get("/ready", include_in_schema=False)
+    async def ready() -> FhirResponse:
+        report = await ctx.readiness() if ctx.readiness is not None else {"ready": True}
+        return FhirResponse(report, status_code=200 if report["ready"] else 503)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(reader: Annotated[Principal, Depends(get_reader)]) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -28,6 +28,8 @@ class HubContext:
     checks: EdgeChecks
     deadletters: DeadLetterKeeper  # the gateway's refusals: SQL first, then the topic
     mpi: MpiService | None = None  # set where the patient index runs (with the projections)
+    # The running process's own report for /ready (broker, store, components, journal lag).
+    readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

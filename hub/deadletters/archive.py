@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,8 +29,9 @@ from hub import clock
 from hub.config import Settings
 from hub.deadletters import store as sql
 from hub.deadletters.letter import DeadLetter, from_record, letter_id
+from hub.engine.outage import LOG_CHECK_SECONDS, TRANSIENT, NewLog, Outage, close_consumer
 from hub.errors import StoreError
-from hub.log.topics import topic_identity
+from hub.log.topics import log_identity
 from hub.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -48,14 +50,25 @@ class DeadLetterArchive:
         self._stop.set()
 
     async def run(self) -> None:
+        """Copy until stop(); a broker outage or restart rebuilds the consumer after a pause
+        (a restarted bundled broker is a new log: read from its start)."""
+        outage = Outage(log, "dead-letter archive", self._stop)
+        while not self._stop.is_set():
+            try:
+                await self._session(outage)
+            except TRANSIENT as exc:
+                await outage.failed(exc)
+
+    async def _session(self, outage: Outage) -> None:
+        topic_id, partitions = await asyncio.to_thread(
+            log_identity, self.settings, self.topic)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.deadletters", client_id="hub-deadletters",
             enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
         try:
-            topic_id, partitions = await asyncio.to_thread(
-                topic_identity, self.settings.bootstrap, self.topic)
+            await consumer.start()
+            check_at = time.monotonic() + LOG_CHECK_SECONDS
             assigned = [TopicPartition(self.topic, p) for p in range(partitions)]
             consumer.assign(assigned)
             starts = await consumer.beginning_offsets(assigned)
@@ -64,6 +77,13 @@ class DeadLetterArchive:
                 consumer.seek(tp, committed if committed is not None else starts[tp])
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                if time.monotonic() >= check_at:
+                    now_id, _ = await asyncio.to_thread(
+                        log_identity, self.settings, self.topic, 3.0, LOG_CHECK_SECONDS / 2)
+                    if now_id != topic_id:
+                        raise NewLog(f"{self.topic} is a new log")
+                    outage.recovered()
+                    check_at = time.monotonic() + LOG_CHECK_SECONDS
                 if not batch:
                     continue
                 letters = [x for tp, msgs in batch.items() for m in msgs
@@ -83,7 +103,7 @@ class DeadLetterArchive:
                 except Exception as exc:  # only the restart point: a repeat is harmless
                     log.debug("dead-letter archive: offset commit failed: %s", exc)
         finally:
-            await consumer.stop()
+            await close_consumer(consumer)
 
 
 def _copy(topic_id: str, tp: TopicPartition, m: ConsumerRecord) -> DeadLetter | None:

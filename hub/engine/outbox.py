@@ -19,7 +19,7 @@ import socket
 
 import sqlalchemy as sa
 
-from hub.errors import HubError
+from hub.engine.outage import TRANSIENT, Outage
 from hub.log.producer import Publisher
 from hub.store import lease
 from hub.store.db import Store
@@ -45,14 +45,17 @@ class OutboxRelay:
         self._stop.set()
 
     async def run(self) -> None:
+        outage = Outage(log, f"{self.topic} feed", self._stop)
         while not self._stop.is_set():
             n = 0
             try:
                 if await asyncio.to_thread(lease.acquire, self.store, self.lease, self.holder,
                                            LEASE_TTL):
                     n = await self.relay_once()
-            except HubError as exc:
-                log.warning("%s feed: %s; retrying", self.topic, exc)
+                outage.recovered()
+            except TRANSIENT as exc:  # broker or store away: unsent rows wait in the outbox
+                await outage.failed(exc)
+                continue
             if not n:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), 0.2)

@@ -26,6 +26,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,14 @@ from hub.deadletters import store as dead_letters
 from hub.deadletters.letter import DeadLetter, refuse_record
 from hub.engine import tracking
 from hub.engine.faults import crashpoint
+from hub.engine.outage import (
+    LOG_CHECK_SECONDS,
+    TRANSIENT,
+    NewLog,
+    Outage,
+    close_consumer,
+    store_away,
+)
 from hub.engine.projection import Event, Projection
 from hub.engine.rebuild import ensure_built
 from hub.engine.writer import write
@@ -47,7 +56,7 @@ from hub.envelope import Envelope
 from hub.errors import EnvelopeError, StoreError
 from hub.fhir import Issue
 from hub.log.producer import Publisher
-from hub.log.topics import topic_identity
+from hub.log.topics import log_identity
 from hub.metrics import BATCH_SECONDS, DEADLETTERED, EVENTS_APPLIED, EVENTS_SKIPPED, LAG
 from hub.store.db import Store
 
@@ -116,11 +125,28 @@ class ProjectionRunner:
         self._stop.set()
 
     async def run(self, until_caught_up: bool = False) -> RunnerStats:
-        """Consume until stop() (or, with ``until_caught_up``, until the log is applied)."""
+        """Consume until stop() (or, with ``until_caught_up``, until the log is applied).
+
+        Outages of the broker or the store end only the current session: the consumer is
+        rebuilt after a pause, and the log's identity read again (a broker that restarted
+        empty has a new topic id, so the positions stored for the old one no longer apply
+        and the new log is read from its beginning)."""
+        outage = Outage(log, f"projection {self.projection.name}", self._stop)
+        while not self._stop.is_set():
+            try:
+                if await self._session(until_caught_up, outage):
+                    break
+            except TRANSIENT as exc:
+                await outage.failed(exc)
+        return self.stats
+
+    async def _session(self, until_caught_up: bool, outage: Outage) -> bool:
+        """One consumer's life; True when ``until_caught_up`` was reached."""
         self._topic_id, partitions = await asyncio.to_thread(
-            topic_identity, self.settings.bootstrap, self.topic)
+            log_identity, self.settings, self.topic)
         self.tables = await asyncio.to_thread(ensure_built, self.store, self.projection)
-        self._consumer = AIOKafkaConsumer(
+        self._next.clear()
+        consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.{self.consumer_name}",
             client_id=f"hub-{self.projection.name}",
@@ -131,16 +157,17 @@ class ProjectionRunner:
             heartbeat_interval_ms=max(500, self.settings.session_timeout_ms // 5),
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
-        await self._consumer.start()
-        if self.settings.consumer_groups:
-            self._consumer.subscribe([self.topic], listener=_Listener(self))
-        else:  # alone: every partition is ours, no group to join (seconds saved at start)
-            assigned = [TopicPartition(self.topic, p) for p in range(partitions)]
-            self._consumer.assign(assigned)
-            await self._seek_to_stored(assigned)
         try:
+            await consumer.start()
+            if self.settings.consumer_groups:
+                consumer.subscribe([self.topic], listener=_Listener(self))
+            else:  # alone: every partition is ours, no group to join (seconds saved at start)
+                assigned = [TopicPartition(self.topic, p) for p in range(partitions)]
+                consumer.assign(assigned)
+                await self._seek_to_stored(assigned)
+            check_at = time.monotonic() + LOG_CHECK_SECONDS
             while not self._stop.is_set():
-                records = await self._consumer.getmany(
+                records = await consumer.getmany(
                     timeout_ms=200, max_records=self.settings.batch_max_records)
                 if records:
                     async with self._batch_lock:
@@ -149,12 +176,33 @@ class ProjectionRunner:
                         # Outside the lock: a commit may wait on a rebalance whose listener
                         # waits on the lock.
                         await self._commit_kafka(done)
+                    outage.recovered()
                 elif until_caught_up and await self._caught_up():
-                    break
+                    return True
+                if time.monotonic() >= check_at:
+                    # The consumer itself only retries quietly when the broker is gone or
+                    # restarted: ask the broker what log it holds now.
+                    await self._check_log()
+                    outage.recovered()
+                    check_at = time.monotonic() + LOG_CHECK_SECONDS
+            return False
         finally:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
-        return self.stats
+            self._consumer = None
+            await close_consumer(consumer)
+
+    async def _check_log(self) -> None:
+        """Raise if the broker is unreachable or holds a new log; measure the lag."""
+        topic_id, _ = await asyncio.to_thread(
+            log_identity, self.settings, self.topic, 3.0, LOG_CHECK_SECONDS / 2)
+        if topic_id != self._topic_id:
+            raise NewLog(f"{self.topic} is a new log (topic id {self._topic_id} -> {topic_id})")
+        consumer = self._consumer
+        assigned = list(consumer.assignment()) if consumer is not None else []
+        if assigned and self._next:
+            ends = await asyncio.wait_for(consumer.end_offsets(assigned), 3.0)
+            self.stats.lag = sum(max(0, end - self._next.get(tp.partition, end))
+                                 for tp, end in ends.items())
+            LAG.labels(self.projection.name).set(self.stats.lag)
 
     async def _caught_up(self) -> bool:
         """True when the stored positions cover every partition's end, whoever holds it.
@@ -259,32 +307,53 @@ class ProjectionRunner:
     async def _commit_with_retries(self, events: list[Event], last: dict[int, int],
                                    letters: list[DeadLetter]) -> None:
         delay = 0.2
-        for attempt in range(self.settings.max_retries + 1):
+        attempt = 0
+        while attempt <= self.settings.max_retries:
             try:
                 await asyncio.to_thread(self._commit_batch, events, last, letters)
                 return
             except _Reseek:
                 raise
             except Exception as exc:
+                if await self._wait_for_store(exc):
+                    continue  # not the events' fault: the attempt does not count
                 log.warning("%s: batch failed (attempt %d): %s", self.projection.name,
                             attempt + 1, exc)
-                if isinstance(exc, StoreError) and not await asyncio.to_thread(self._healthy):
-                    # The database is away: wait for it, never blame the events.
-                    while not await asyncio.to_thread(self._healthy):
-                        if self._stop.is_set():
-                            raise
-                        await asyncio.sleep(1.0)
-                    continue
+                attempt += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         await self._one_by_one(events, last, letters)
+
+    async def _wait_for_store(self, exc: Exception) -> bool:
+        """If ``exc`` is the database being away (down, locked, read-only), wait until it
+        takes a write again and return True; False if the failure may be the events'."""
+        if not isinstance(exc, StoreError):
+            return False
+        if not store_away(exc) and await asyncio.to_thread(self._healthy):
+            return False
+        pause = 0.5
+        started = time.monotonic()
+        log.warning("%s: the store is unavailable (%s); waiting for it, the events are not "
+                    "to blame", self.projection.name, exc)
+        while not await asyncio.to_thread(self._healthy):
+            if self._stop.is_set():
+                raise exc
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
+            pause = min(pause * 2, 5.0)
+        if self._stop.is_set():
+            raise exc
+        log.warning("%s: the store is back after %.1f s", self.projection.name,
+                    time.monotonic() - started)
+        return True
 
     async def _one_by_one(self, events: list[Event], last: dict[int, int],
                           letters: list[DeadLetter]) -> None:
         """Isolate the poison event(s): apply singly, dead-letter what keeps failing."""
         for ev in events:
             error: Exception | None = None
-            for _ in range(self.settings.max_retries):
+            tries = 0
+            while tries < self.settings.max_retries:
                 try:
                     await asyncio.to_thread(self._commit_batch, [ev], {ev.partition: ev.offset})
                     error = None
@@ -293,6 +362,8 @@ class ProjectionRunner:
                     raise
                 except Exception as exc:
                     error = exc
+                    if not await self._wait_for_store(exc):
+                        tries += 1
             if error is not None:
                 letter = self._poison_letter(ev, error)
                 await self.publisher.publish_raw(self.settings.topics.deadletter,
@@ -313,9 +384,11 @@ class ProjectionRunner:
             ev.key.encode(), ev.data, env.headers())
 
     def _healthy(self) -> bool:
+        """The store answers and takes a write (a locked or read-only one reads fine)."""
         try:
-            with self.store.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            with self.store.begin() as conn:
+                # SQLite: begin() takes the write lock, so a locked file fails here.
+                tracking.projection_state(conn, self.projection.name)
             return True
         except StoreError:
             return False

@@ -25,13 +25,14 @@ from hub.config import Settings
 from hub.deadletters import store as dead_letters
 from hub.deadletters.letter import DeadLetter, Record, refuse_record
 from hub.engine.faults import crashpoint
+from hub.engine.outage import LOG_CHECK_SECONDS, TRANSIENT, NewLog, Outage, close_consumer
 from hub.facilities import FacilityDirectory
 from hub.fhir import Issue
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.replay import replays
 from hub.ingest.verdict import Verdict
 from hub.log.producer import Publisher
-from hub.log.topics import topic_identity
+from hub.log.topics import log_identity
 from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
 from hub.store.db import Store
 
@@ -63,7 +64,24 @@ class IngestStage:
         self._stop.set()
 
     async def run(self, until_caught_up: bool = False) -> IngestStats:
+        """Consume until stop() (or, with ``until_caught_up``, the end of the inbound log).
+
+        A broker outage or restart, a failed commit or a rebalance ends only the current
+        consumer: after a pause a new one resumes from the committed offsets (a restarted
+        bundled broker forgot them with its log, so the new log is read from its start)."""
+        outage = Outage(log, "ingest stage", self._stop)
+        while not self._stop.is_set():
+            try:
+                if await self._session(until_caught_up, outage):
+                    break
+            except TRANSIENT as exc:
+                await outage.failed(exc)
+        return self.stats
+
+    async def _session(self, until_caught_up: bool, outage: Outage) -> bool:
         t = self.settings.topics
+        self._topic_id, partitions = await asyncio.to_thread(
+            log_identity, self.settings, t.inbound)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.ingest", client_id="hub-ingest",
@@ -71,19 +89,19 @@ class IngestStage:
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(500, self.settings.session_timeout_ms // 5))
-        await consumer.start()
-        self._topic_id, partitions = await asyncio.to_thread(
-            topic_identity, self.settings.bootstrap, t.inbound)
-        if self.settings.consumer_groups:
-            consumer.subscribe([t.inbound])
-        else:  # alone: read every partition from the group's committed offsets, no join
-            assigned = [TopicPartition(t.inbound, p) for p in range(partitions)]
-            consumer.assign(assigned)
-            committed = {tp: await consumer.committed(tp) for tp in assigned}
-            starts = await consumer.beginning_offsets(assigned)
-            for tp in assigned:
-                consumer.seek(tp, committed[tp] if committed[tp] is not None else starts[tp])
         try:
+            await consumer.start()
+            if self.settings.consumer_groups:
+                consumer.subscribe([t.inbound])
+            else:  # alone: read every partition from the group's committed offsets, no join
+                assigned = [TopicPartition(t.inbound, p) for p in range(partitions)]
+                consumer.assign(assigned)
+                committed = {tp: await consumer.committed(tp) for tp in assigned}
+                starts = await consumer.beginning_offsets(assigned)
+                for tp in assigned:
+                    consumer.seek(tp, committed[tp] if committed[tp] is not None
+                                  else starts[tp])
+            check_at = time.monotonic() + LOG_CHECK_SECONDS
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200,
                                                max_records=self.settings.batch_max_records)
@@ -91,16 +109,27 @@ class IngestStage:
                     self.stats.first_batch_at = self.stats.first_batch_at or time.perf_counter()
                     await self._handle(batch)
                     crashpoint(self.settings.crash_at, "ingest_before_commit")
+                    # A CommitFailedError (rebalance, broker restart) ends this consumer; the
+                    # next one reads the batch again and its events carry the same ids.
                     await consumer.commit()
                     self.stats.last_batch_at = time.perf_counter()
+                    outage.recovered()
                 elif until_caught_up and consumer.assignment():
                     ends = await consumer.end_offsets(list(consumer.assignment()))
                     positions = [await consumer.position(tp) for tp in ends]
                     if all(p >= ends[tp] for tp, p in zip(ends, positions, strict=True)):
-                        break
+                        return True
+                if time.monotonic() >= check_at:
+                    topic_id, _ = await asyncio.to_thread(
+                        log_identity, self.settings, t.inbound, 3.0, LOG_CHECK_SECONDS / 2)
+                    if topic_id != self._topic_id:
+                        raise NewLog(f"{t.inbound} is a new log (topic id {self._topic_id} "
+                                     f"-> {topic_id})")
+                    outage.recovered()
+                    check_at = time.monotonic() + LOG_CHECK_SECONDS
+            return False
         finally:
-            await consumer.stop()
-        return self.stats
+            await close_consumer(consumer)
 
     async def _handle(self, batch: dict) -> None:
         good: list[Record] = []

@@ -103,6 +103,13 @@ class EmbeddedBroker:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
 
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (tests of outages): its log is gone."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 

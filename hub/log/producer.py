@@ -381,6 +381,10 @@ class Publisher:
     def _targets_text(self) -> str:
         return ", ".join(sorted(f"{h}:{p}" for h, p in self._targets()))
 
+    async def reachable(self) -> bool:
+        """Whether a broker accepts connections now (for readiness; a TCP connect each)."""
+        return await self._probe()
+
     async def _probe(self) -> bool:
         """Whether any known broker accepts a TCP connection (a refused one fails at once)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -10,6 +11,10 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from hub.config import Settings
 from hub.errors import BrokerError
+
+
+class TopicMissing(BrokerError):
+    """The broker answers but has no such topic (a bundled broker restarted empty)."""
 
 
 def _admin(bootstrap: str, timeout: float) -> KafkaAdminClient:
@@ -67,7 +72,36 @@ def topic_identity(bootstrap: str, topic: str, timeout: float = 30.0) -> tuple[s
         raise BrokerError(f"cannot describe topic {topic}: {exc}") from exc
     finally:
         admin.close()
+    if info.get("error_code") == 3:  # UNKNOWN_TOPIC_OR_PARTITION
+        raise TopicMissing(f"topic {topic} does not exist on {bootstrap}")
     if info.get("error_code"):
         raise BrokerError(f"topic {topic} is not available (error {info['error_code']})")
     topic_id = str(info.get("topic_id") or "") or f"name:{topic}"
     return topic_id, len(info["partitions"])
+
+
+_seen: dict[tuple[str, str], tuple[float, tuple[str, int]]] = {}
+_seen_lock = threading.Lock()
+
+
+def log_identity(settings: Settings, topic: str, timeout: float = 3.0,
+                 max_age: float = 0.0) -> tuple[str, int]:
+    """``topic_identity``, re-creating the hub's topics first if the broker lost them.
+
+    A bundled broker that restarted has no topics; whoever needs one creates it, with the
+    configured partition counts (a producer's auto-create would pick the broker's default).
+    Bounded by ``timeout`` so that a caller asked to stop is not held for long. An answer
+    younger than ``max_age`` seconds is reused: every runner of a process checks the same
+    topic periodically, and one admin connection per period is enough for all of them."""
+    key = (settings.bootstrap, topic)
+    with _seen_lock:  # one check at a time per process; the others reuse its answer
+        at, found = _seen.get(key, (0.0, ("", 0)))
+        if max_age and time.monotonic() - at < max_age:
+            return found
+        try:
+            found = topic_identity(settings.bootstrap, topic, timeout)
+        except TopicMissing:
+            ensure_topics(settings, timeout)
+            found = topic_identity(settings.bootstrap, topic, timeout)
+        _seen[key] = (time.monotonic(), found)
+        return found

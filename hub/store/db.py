@@ -6,6 +6,7 @@ Driver errors never leave this package raw: :meth:`Store.begin` translates them 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,6 +142,9 @@ def _shown(url: str) -> str:
         return url
 
 
+BUSY_ENV = "HUB_SQLITE_BUSY_TIMEOUT_MS"
+
+
 def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
@@ -150,7 +154,8 @@ def _tune_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        # HUB_SQLITE_BUSY_TIMEOUT_MS: tests shorten it to make a held lock an outage.
+        cur.execute(f"PRAGMA busy_timeout={int(os.environ.get(BUSY_ENV) or 30000)}")
         # A 64 MiB page cache and in-memory sorts: index builds after a rebuild and batched
         # upserts stop spilling to temporary files.
         cur.execute("PRAGMA cache_size=-65536")

@@ -52,7 +52,9 @@ def expressions(oo: dict) -> set[str]:
 # (or, for the audit trail, because a refusal is itself audited), and routes open to all.
 CHECKED_IN_BODY = {("GET", "/fhir/{rtype}"), ("GET", "/fhir/AuditEvent"),
                    ("GET", "/metrics")}
-OPEN = {("GET", "/fhir/metadata"), ("GET", "/healthz")}
+# /health and /ready say whether the process serves and whether its broker, store and
+# components are there (an orchestrator's probes carry no token); no data of anyone.
+OPEN = {("GET", "/fhir/metadata"), ("GET", "/healthz"), ("GET", "/health"), ("GET", "/ready")}
 
 
 def test_every_route_checks_a_scope_or_a_facility():

@@ -1,0 +1,200 @@
+"""Outages survived: a broker killed and restarted empty, a locked database, a component
+that dies. Real broker processes (SIGKILL), real hub processes, a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from hub import service
+from hub.deadletters.read import list_dead_letters
+from hub.engine.runner import ProjectionRunner
+from hub.errors import StoreError
+from hub.journal import JournalProjection
+from hub.log.broker import EmbeddedBroker, free_port
+from hub.log.producer import Publisher
+from hub.log.topics import topic_identity
+from hub.metrics import COMPONENT_RESTARTS
+from hub.service import Hub
+from hub.store.db import BUSY_ENV, open_store
+from tests.support.events import envelope, publish
+from tests.support.hub_server import eventually
+from tests.support.proc import hub_env, spawn
+from tests.support.resources import patient
+
+pytestmark = [pytest.mark.e2e]
+
+
+def ids_in(db_url: str, table: str, column: str) -> set[str]:
+    store = open_store(db_url)
+    try:
+        with store.connect() as conn:
+            return set(conn.execute(sa.text(f"SELECT {column} FROM {table}")).scalars())
+    except StoreError:  # the hub processes have not created the tables yet
+        return set()
+    finally:
+        store.dispose()
+
+
+async def wait_for_topic(bootstrap: str, topic: str, timeout: float = 20.0) -> None:
+    """Until someone (a hub process) has re-created ``topic`` on a restarted broker."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await asyncio.to_thread(topic_identity, bootstrap, topic, 2.0)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen, within: float = 20.0) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=within)
+    return out
+
+
+async def test_broker_killed_and_restarted_split_processes_resume(make_settings, tmp_path):
+    with EmbeddedBroker(free_port(), tmp_path / "broker.log") as broker:
+        settings = make_settings(kafka_bootstrap=broker.bootstrap)
+        db_url = f"sqlite:///{tmp_path / 'hub.db'}"
+        env = hub_env(settings, db_url, HUB_BATCH_MAX_RECORDS="50",
+                      HUB_EVENTS_PARTITIONS=str(settings.events_partitions))
+        ingest = spawn("ingest", env=env)
+        project = spawn("project", "journal", "shared_record", env=env)
+        try:
+            before = [envelope(patient(f"b{i}")) for i in range(150)]
+            await publish(settings, before, topic=settings.topics.inbound)
+            await eventually(lambda: _has(db_url, {e.id for e in before}), 40)
+
+            broker.kill()  # SIGKILL: the log, the topics and the group offsets are gone
+            await asyncio.sleep(1.0)
+            broker.start()
+            # Nobody creates the topics but the hub processes that need them.
+            await wait_for_topic(broker.bootstrap, settings.topics.inbound)
+            # With the hub's partition count (a producer's auto-create would take the
+            # broker's default).
+            _, parts = topic_identity(broker.bootstrap, settings.topics.events)
+            assert parts == settings.events_partitions
+
+            after = [envelope(patient(f"a{i}")) for i in range(150)]
+            for i in range(0, len(after), 15):  # a trickle, ~100 events/s
+                await publish(settings, after[i:i + 15], topic=settings.topics.inbound)
+                await asyncio.sleep(0.15)
+            await eventually(lambda: _has(db_url, {e.id for e in after}), 40)
+            # Shared-record ids are hub ids: the facility's id after its own prefix.
+            record = {i.rsplit(".", 1)[-1] for i in ids_in(db_url, "record_resources", "id")}
+            assert {f"a{i}" for i in range(150)} <= record
+            assert ingest.poll() is None and project.poll() is None, "a process exited"
+        finally:
+            outs = [stop(p) for p in (ingest, project)]
+            print(*outs, sep="\n----\n")  # shown when the test fails
+        # SIGTERM ended both promptly (communicate() would have raised after 20 s).
+        assert all(p.returncode is not None for p in (ingest, project)), outs
+        store = open_store(db_url)
+        try:
+            assert list_dead_letters(store, limit=10) == []
+        finally:
+            store.dispose()
+
+
+async def _has(db_url: str, wanted: set[str]) -> bool:
+    return wanted <= await asyncio.to_thread(ids_in, db_url, "hub_journal", "event_id")
+
+
+async def test_locked_database_is_waited_out_not_dead_lettered(make_settings, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.setenv(BUSY_ENV, "200")  # a held lock fails a write after 0.2 s
+    settings = make_settings()
+    path = tmp_path / "locked.db"
+    store = open_store(f"sqlite:///{path}")
+    publisher = await Publisher(settings).start()
+    runner = ProjectionRunner(settings, store, JournalProjection(), publisher)
+    task = asyncio.create_task(runner.run())
+    try:
+        first = [envelope(patient(f"f{i}")) for i in range(20)]
+        await publish(settings, first)
+        await eventually(lambda: _async(runner.stats.applied >= 20), 30)
+
+        lock = sqlite3.connect(path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # every writer now fails with "database is locked"
+        try:
+            second = [envelope(patient(f"s{i}")) for i in range(30)]
+            await publish(settings, second)
+            await asyncio.sleep(4.0)
+            assert runner.stats.applied == 20, "applied through an exclusive lock?"
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        await eventually(lambda: _async(runner.stats.applied >= 50), 30)
+        assert runner.stats.deadlettered == 0
+        assert list_dead_letters(store, limit=10) == []
+        assert not task.done()
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 15)
+        await publisher.stop()
+        store.dispose()
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_ready_follows_the_broker_and_health_stays(make_settings, tmp_path: Path):
+    with EmbeddedBroker(free_port(), tmp_path / "broker.log") as broker:
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, api_port=free_port(),
+                                 database_url=f"sqlite:///{tmp_path / 'ready.db'}")
+        async with Hub(settings, start_broker=False) as hub:
+            hub.start_api()
+            hub.start_projections(["journal"])
+            await hub.api_ready()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api_port}",
+                                         timeout=10) as c:
+                async def ready_is(code: int) -> bool:
+                    return (await c.get("/ready")).status_code == code
+
+                await eventually(lambda: ready_is(200), 20)
+                body = (await c.get("/ready")).json()
+                assert body["broker"] and body["store"] and "journal_lag_events" in body
+                assert body["components"]["projection:journal"] == "running"
+
+                broker.kill()
+                await eventually(lambda: ready_is(503), 10)
+                assert (await c.get("/ready")).json()["broker"] is False
+                assert (await c.get("/health")).status_code == 200
+
+                broker.start()
+                await eventually(lambda: ready_is(200), 20)
+                assert (await c.get("/health")).status_code == 200
+                # The journal runner is still the one started above, and it works again.
+                await publish(settings, [envelope(patient("r1"))])
+                await eventually(lambda: _async(hub.runners[0].stats.applied >= 1), 20)
+
+
+async def test_supervisor_restarts_a_component_that_raised(make_settings, monkeypatch):
+    monkeypatch.setattr(service, "RESTART_FIRST_PAUSE", 0.05)
+    hub = Hub(make_settings(), start_broker=False)  # only the supervisor is exercised
+    runs = 0
+
+    async def flaky() -> str:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            raise RuntimeError(f"boom {runs}")
+        return "finished"
+
+    before = COMPONENT_RESTARTS.labels("flaky")._value.get()
+    assert await asyncio.wait_for(hub._supervised("flaky", flaky), 10) == "finished"
+    assert runs == 3
+    assert COMPONENT_RESTARTS.labels("flaky")._value.get() - before == 2
+    assert hub.components["flaky"] == "done"
