@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from hub.access.rules import Principal, may_read_projection
+from hub.api.gate import RequestGate
 from hub.config import Settings
 from hub.deadletters.keeper import DeadLetterKeeper
+from hub.engine.acks import JournalAcks
 from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.checks import EdgeChecks
@@ -28,6 +30,8 @@ class HubContext:
     checks: EdgeChecks
     deadletters: DeadLetterKeeper  # the gateway's refusals: SQL first, then the topic
     mpi: MpiService | None = None  # set where the patient index runs (with the projections)
+    acks: JournalAcks | None = None  # set when a 2xx waits for the journal (ack_after)
+    gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop
