@@ -32,6 +32,7 @@ class PutRun:
     rate: float
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
+    answered: dict[int, float] = field(default_factory=dict)  # request -> 2xx (perf_counter)
 
 
 def _wait_healthy(port: int, timeout: float = 30.0) -> None:
@@ -62,6 +63,7 @@ def offer(port: int, requests: list[tuple[str, str, bytes]], clients: int, rate:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         lat: list[float] = []
         statuses: dict[int, int] = {}
+        answered: dict[int, float] = {}
         last = started
         for k in range(n, len(requests), clients):
             token, path, body = requests[k]
@@ -77,9 +79,11 @@ def offer(port: int, requests: list[tuple[str, str, bytes]], clients: int, rate:
             statuses[resp.status] = statuses.get(resp.status, 0) + 1
             if 200 <= resp.status < 300:
                 lat.append(1000 * (last - sent))
+                answered[k] = last
         conn.close()
         with lock:
             run.latencies_ms.extend(lat)
+            run.answered.update(answered)
             for s, c in statuses.items():
                 run.statuses[s] = run.statuses.get(s, 0) + c
             finished.append(last)

@@ -9,6 +9,9 @@
    the latency of a bare consumer receiving the same events.
 4. Single-resource PUTs through the gateway, 50 clients offering 300/s for 10 s: sustained
    rate, p50 and p99, beside a bare FastAPI endpoint (fhir.resources + aiokafka, no hub code).
+5. Durable acknowledgement (``--only ack``): the same PUT load on the whole hub with
+   ``ack_after=journal`` beside ``ack_after=broker``: p50/p99 of each, and the journal lag
+   (2xx answer -> row in ``hub_journal``) p99 with ``broker``. Target: lag p99 < 200 ms.
 """
 
 from __future__ import annotations
@@ -302,6 +305,33 @@ def put_rows(console: Console, table: Table, settings: Settings, workdir: Path, 
                  "bare FastAPI + aiokafka", 250)
 
 
+# --- 5. durable acknowledgement -------------------------------------------------------------
+
+def ack_rows(console: Console, table: Table, settings: Settings, workdir: Path,
+             latency_rows, clients: int = 50, rate: float = 300.0, seconds: float = 10.0
+             ) -> None:
+    """PUT latency with ack_after=journal beside ack_after=broker, and the journal lag."""
+    from bench.durable_ack import ack_runs
+
+    console.print(f"measuring durable acknowledgement: {clients} clients offering {rate:g} "
+                  f"PUT/s for {seconds:g} s to the whole hub, ack_after=broker then journal ...")
+    runs = ack_runs(settings, population(int(rate * seconds * 1.3) + clients), workdir,
+                    clients, rate)
+    broker, journal = runs["broker"], runs["journal"]
+    for run in (broker, journal):
+        refused = sum(c for s, c in run.statuses.items() if not 200 <= s < 300)
+        table.add_row(f"PUT ack_after={run.ack_after}: sustained ({refused} non-2xx)",
+                      f"{run.rate:,.0f} req/s", "-", "-", f">= {0.95 * rate:g}/s",
+                      "[green]yes[/green]" if run.rate >= 0.95 * rate and not refused
+                      else "[red]NO[/red]")
+    latency_rows(f"PUT @{rate:g}/s, ack_after=journal", journal.latencies_ms,
+                 broker.latencies_ms, "ack_after=broker", 250)
+    lag = broker.journal_lag_ms
+    if lag:
+        latency_rows(f"journal lag @{rate:g}/s (2xx -> journal row, ack_after=broker)", lag,
+                     lag, "same", 200)
+
+
 # --- driver -------------------------------------------------------------------------------
 
 def run_all(console: Console, n: int, only: str | None) -> None:
@@ -327,7 +357,8 @@ def run_all(console: Console, n: int, only: str | None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
-        items = population(n) if only not in ("mpi", "mllp", "recognition", "put") else []
+        items = (population(n) if only not in ("mpi", "mllp", "recognition", "put", "ack")
+                 else [])
         with EmbeddedBroker(free_port()) as broker:
             settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
                                      batch_max_records=2000)
@@ -370,6 +401,8 @@ def run_all(console: Console, n: int, only: str | None) -> None:
                              100)
             if only in (None, "put"):
                 put_rows(console, table, settings, workdir, row, latency_rows)
+            if only in (None, "ack"):
+                ack_rows(console, table, settings, workdir, latency_rows)
             if only in (None, "lab"):
                 console.print("measuring the lab projection ...")
                 lab, fhir_parse, plain = lab_rates(workdir, envelopes(items))

@@ -8,6 +8,7 @@ only, and a SQLite file) and at scale (Apache Kafka + PostgreSQL); only these va
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,19 @@ class Settings(BaseSettings):
         default=1.5, gt=0, description="A publish call (a gateway request's append) that the "
         "broker has not acknowledged within this many seconds fails (the gateway answers 503 "
         "with Retry-After); an unreachable broker fails calls at once.")
+    ack_after: Literal["journal", "broker"] | None = Field(
+        default=None, description="When the gateway answers 2xx: 'broker' once the broker "
+        "acknowledged the event (acks=all; durable on a replicated Apache Kafka log), "
+        "'journal' once the SQL journal has committed it too (group commit). Empty: "
+        "'journal' with the bundled broker, which keeps nothing on disk, else 'broker'.")
+    ack_timeout_s: float = Field(
+        default=5.0, gt=0, description="With ack_after=journal: how long a request waits, "
+        "after the broker's acknowledgement, for the journal to commit its events; past it "
+        "the answer is 503 (not acknowledged).")
+    stop_timeout_s: float = Field(
+        default=30.0, gt=0, description="On SIGINT/SIGTERM, how long the hub may take to "
+        "finish accepted requests and let the journal and projections catch up with the "
+        "log before it exits anyway (a second signal exits at once).")
     crash_at: str | None = Field(
         default=None,
         description="Fault injection for crash tests: 'stage:N' exits hard at the Nth visit.",
@@ -109,6 +123,11 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.kafka_bootstrap
+
+    @property
+    def durable_ack(self) -> bool:
+        """True when a gateway 2xx waits for the journal's commit (see ``ack_after``)."""
+        return (self.ack_after or ("journal" if self.embedded else "broker")) == "journal"
 
     @property
     def db_url(self) -> str:

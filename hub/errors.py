@@ -41,3 +41,8 @@ class BrokerError(HubError):
 
 class StoreError(HubError):
     """The SQL store failed; the original driver error is chained as __cause__."""
+
+
+class NotAcknowledged(BrokerError):
+    """The broker took the events but the journal did not commit them within the bound
+    (durable acknowledgement): they are not acknowledged, though they may still be kept."""

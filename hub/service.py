@@ -21,6 +21,7 @@ from hub.api.deps import HubContext
 from hub.config import Settings
 from hub.deadletters.archive import DeadLetterArchive
 from hub.deadletters.keeper import DeadLetterKeeper
+from hub.engine.acks import JournalAcks
 from hub.engine.outage import TRANSIENT
 from hub.engine.outbox import OutboxRelay
 from hub.engine.rebuild import ensure_built
@@ -82,6 +83,7 @@ class Hub:
         self._api_context: HubContext | None = None
         # name -> "running" | "restarting" | "stopped" | "done", for /ready.
         self.components: dict[str, str] = {}
+        self.acks: JournalAcks | None = None  # durable acknowledgement (ack_after=journal)
 
     async def __aenter__(self) -> Hub:
         s = self.settings
@@ -106,6 +108,9 @@ class Hub:
                 await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name))
             self.checks = EdgeChecks(s, self.directory)
             self.publisher = await Publisher(s).start()
+            if s.durable_ack:
+                self.acks = JournalAcks(self.store)
+                self.acks.start()
             self.deadletters = DeadLetterKeeper(self.store, self.publisher,
                                                 s.topics.deadletter)
             await self.sync_registry(consortium)
@@ -116,6 +121,8 @@ class Hub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+        if self.acks is not None:
+            await self.acks.stop()
         if self.deadletters is not None:
             await self.deadletters.close()  # its letters' publishes need the publisher
         if self.publisher is not None:
@@ -134,7 +141,7 @@ class Hub:
         if self._api_context is None:
             self._api_context = HubContext(self.settings, self.store, self.directory,
                                            self.publisher, self.checks, self.deadletters,
-                                           self.mpi, self.readiness)
+                                           self.mpi, self.readiness, self.acks)
         return self._api_context
 
     def start_api(self) -> asyncio.Task:
@@ -290,7 +297,10 @@ class Hub:
         catalogue = all_projections()
         tasks = []
         for name in names or list(catalogue):
-            runner = ProjectionRunner(self.settings, self.store, catalogue[name], self.publisher)
+            # The journal's commits are what a durable acknowledgement waits for.
+            on_commit = self.acks.committed if name == "journal" and self.acks else None
+            runner = ProjectionRunner(self.settings, self.store, catalogue[name], self.publisher,
+                                      on_commit=on_commit)
             self.runners.append(runner)
             if until_caught_up:  # a one-shot tool: a failure is its result, not restarted
                 task = asyncio.create_task(runner.run(True), name=f"projection:{name}")
@@ -344,14 +354,46 @@ class Hub:
         return self._supervised("mpi", self.mpi.run)
 
     async def stop(self) -> None:
-        """Drain: runners finish their batch, the API stops accepting, then tasks end."""
+        """Graceful stop, bounded by ``stop_timeout_s``. In order:
+
+        1. The API takes no new requests (503 with Retry-After); those already inside run to
+           their answer, whose durable acknowledgement needs the journal still running.
+        2. What makes new events stops: ingest stage (it finishes its batch), patient index,
+           registry watch.
+        3. The journal and every projection apply the log up to its end, so no projection
+           holds a row the journal lacks and nothing acknowledged is left unprojected (the
+           bundled broker forgets the log when it stops).
+        4. Runners, feeds and the API server stop; tasks end.
+
+        Past the bound the remaining steps are cut short: what the journal committed is
+        kept, projections catch up from the log on the next start (or are rebuilt).
+        """
+        if self._stopping.is_set():
+            return
         self._stopping.set()
-        if self._server is not None:
-            self._server.should_exit = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.stop_timeout_s
+
+        def left() -> float:
+            return max(0.0, deadline - loop.time())
+
+        if self._server is not None and self._api_context is not None:
+            gate = self._api_context.gate
+            gate.close()
+            if not await gate.drained(left()):
+                log.warning("stop: %d request(s) still unanswered after %.0f s", gate.inside,
+                            self.settings.stop_timeout_s)
+        producers = [t for t in self._tasks if t.get_name() in ("ingest", "mpi")]
         if self.ingest is not None:
             self.ingest.stop()
         if self.mpi is not None:
             self.mpi.stop()
+        for t in producers:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(t), left())
+        await self._drain_runners(left)
+        if self._server is not None:
+            self._server.should_exit = True
         for relay in self.feeds.values():
             relay.stop()
         if self.prompter is not None:
@@ -362,5 +404,25 @@ class Hub:
             r.stop()
         tasks, self._tasks = self._tasks, []
         for t in tasks:
+            # A few seconds even past the bound: each runner finishes the batch it holds.
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(t, timeout=30)
+                await asyncio.wait_for(t, timeout=max(left(), 5.0))
+
+    async def _drain_runners(self, left: Callable[[], float]) -> None:
+        """Wait until every running projection (the journal first among them) has applied
+        the log up to its end, or the time is up."""
+        running = [r for r in self.runners if r._consumer is not None]
+        while running and left() > 0:
+            try:
+                lagging = [r for r in running if not await r._caught_up()]
+            except Exception as exc:  # the broker is gone: nothing more to drain from it
+                log.warning("stop: cannot see the log's end (%s); not waiting for it", exc)
+                return
+            if not lagging:
+                return
+            running = [r for r in lagging if r._consumer is not None]
+            await asyncio.sleep(min(0.1, left()))
+        if running:
+            log.warning("stop: after %.0f s, projections still behind the log: %s",
+                        self.settings.stop_timeout_s,
+                        ", ".join(f"{r.projection.name} ({r.stats.lag})" for r in running))

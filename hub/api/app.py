@@ -19,6 +19,7 @@ from hub.access.rules import Principal, may_read_metrics, refused_credential
 from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition
 from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
 from hub.api.docs import install_docs
+from hub.api.gate import GateMiddleware, RequestGate
 from hub.api.outcome import FhirResponse, error, unavailable
 from hub.envelope import now_rfc3339
 from hub.errors import AuthError, BrokerError, HubError, StoreError
@@ -105,6 +106,9 @@ def create_app(ctx: HubContext) -> FastAPI:
                   docs_url=None, redoc_url=None)  # the CDN-free pages of install_docs
     app.state.hub = ctx
     app.add_middleware(RefuseNulInUrl)
+    # Outermost (added last): a stopping hub refuses before anything else runs. (No context:
+    # an app built only to list its routes.)
+    app.add_middleware(GateMiddleware, gate=ctx.gate if ctx is not None else RequestGate())
 
     @app.exception_handler(AuthError)
     async def _auth(request: Request, exc: AuthError):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from hub.access.rules import Principal, may_read_projection
+from hub.api.gate import RequestGate
 from hub.config import Settings
 from hub.deadletters.keeper import DeadLetterKeeper
+from hub.engine.acks import JournalAcks
 from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.checks import EdgeChecks
@@ -30,6 +32,8 @@ class HubContext:
     mpi: MpiService | None = None  # set where the patient index runs (with the projections)
     # The running process's own report for /ready (broker, store, components, journal lag).
     readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    acks: JournalAcks | None = None  # set when a 2xx waits for the journal (ack_after)
+    gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

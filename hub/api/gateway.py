@@ -1,8 +1,9 @@
 """The FHIR ingest gateway: POST /fhir (Bundle), POST/PUT/DELETE /fhir/{type}[/{id}].
 
-A 2xx answer means the broker acknowledged the event (acks=all): from then on it is in the
-log. Every rejection is an OperationOutcome, and the rejected input is dead-lettered: kept in
-SQL before the answer is sent (503 if it cannot be), then published to the dead-letter topic.
+A 2xx answer means the event is durable: the broker acknowledged it (acks=all) and, with
+``ack_after=journal`` (the default with the bundled broker), the SQL journal committed it.
+Every rejection is an OperationOutcome, and the rejected input is dead-lettered: kept in SQL
+before the answer is sent (503 if it cannot be), then published to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from fastapi import APIRouter, Request
 
 from hub.api.deps import ContextDep, FacilityDep, HubContext
 from hub.api.outcome import FhirResponse, error, outcome_response, unavailable
+from hub.api.publish import publish_acknowledged
 from hub.deadletters.letter import DeadLetter, about_resource, refuse
 from hub.envelope import Envelope
-from hub.errors import BrokerError, StoreError
+from hub.errors import BrokerError, NotAcknowledged, StoreError
 from hub.facilities import Facility
 from hub.fhir import Issue, operation_outcome, parse_json
 from hub.ingest.prepare import (
@@ -131,7 +133,11 @@ async def _reject(ctx: HubContext, facility: Facility, request: Request, status:
 async def _append(ctx: HubContext, facility: Facility, envelopes: list[Envelope]
                   ) -> FhirResponse | None:
     try:
-        await ctx.publisher.publish(ctx.settings.topics.events, envelopes)
+        await publish_acknowledged(ctx, envelopes)
+    except NotAcknowledged as exc:
+        log.warning("answered 503: %s", exc)
+        return unavailable(f"not acknowledged: {exc}; send it again (a PUT replaces, "
+                           "consumers drop duplicate event ids)")
     except BrokerError as exc:
         return unavailable(f"the event log is unavailable, nothing was accepted: {exc}")
     EVENTS_ACCEPTED.labels("gateway", facility.id).inc(len(envelopes))

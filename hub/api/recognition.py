@@ -13,6 +13,7 @@ from hub.access.rules import may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, RecognitionReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
+from hub.api.publish import publish_acknowledged
 from hub.envelope import now_rfc3339
 from hub.recognition.catalogue import load_catalogue
 from hub.recognition.rules import CONSORTIUM_TZ
@@ -100,7 +101,7 @@ async def decide(
     prepared = prepare_upsert(facility, task, "Task")
     if not prepared.ok:
         return error(422, prepared.issues[0].diagnostics, "invalid")
-    await ctx.publisher.publish(ctx.settings.topics.events, [prepared.envelope])
+    await publish_acknowledged(ctx, [prepared.envelope])
     return FhirResponse(prepared.resource, status_code=201)
 
 

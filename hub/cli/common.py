@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -141,8 +142,9 @@ def progress() -> Progress:
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> None:
-    """Run ``coro``; Ctrl-C or SIGTERM cancels it so it drains. Errors propagate to the
-    top-level handler (HubGroup)."""
+    """Run ``coro``; the first Ctrl-C or SIGTERM cancels it so it drains (a hub finishes
+    what it accepted and lets the journal catch up, within ``HUB_STOP_TIMEOUT_S``); a second
+    one exits at once. Errors propagate to the top-level handler (HubGroup)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # kafka-python serves only admin calls here; each retry it logs is noise beside the one
     # BrokerError the hub raises when Kafka stays silent.
@@ -151,9 +153,25 @@ def run(coro: Coroutine[Any, Any, Any]) -> None:
     async def main() -> None:
         task = asyncio.ensure_future(coro)
         loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                err_console.print("stopping: finishing accepted work and draining the journal "
+                                  "(press Ctrl-C again to exit at once)")
+                task.cancel()
+                return
+            # The operator insists. Whatever the journal committed is kept; the bundled
+            # broker is stopped by the kernel with us (see EmbeddedBroker).
+            err_console.print("exiting at once")
+            sys.stderr.flush()
+            os._exit(128 + sig)
+
         if threading.current_thread() is threading.main_thread():  # else: embedded use
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, task.cancel)
+                loop.add_signal_handler(sig, on_signal, sig)
         try:
             await task
         except asyncio.CancelledError:

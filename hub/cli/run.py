@@ -19,7 +19,8 @@ from hub.cli.common import (
     until_cancelled,
 )
 
-BENCH_PARTS = ("ingest", "rebuild", "latency", "lab", "mllp", "recognition", "mpi")
+BENCH_PARTS = ("ingest", "rebuild", "latency", "put", "ack", "lab", "mllp", "recognition",
+               "mpi")
 
 
 def broker(
