@@ -145,9 +145,12 @@ class Hub:
         return self._api_context
 
     def start_api(self) -> asyncio.Task:
+        # Keep-alive longer than clients' pools keep idle connections (httpx: 5 s, the same
+        # as uvicorn's default): then the client closes first, and a request is never sent
+        # on a connection the server is closing at that moment (a ReadError under load).
         config = uvicorn.Config(create_app(self.context), host=self.settings.api_host,
                                 port=self.settings.api_port, log_level="warning",
-                                lifespan="on", access_log=False)
+                                lifespan="on", access_log=False, timeout_keep_alive=30)
         self._server = uvicorn.Server(config)
         # The CLI owns Ctrl-C and drains everything in order; uvicorn must not grab the
         # signal for itself (it would stop the API first and re-raise it afterwards).
