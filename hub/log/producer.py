@@ -36,6 +36,7 @@ from hub import clock
 from hub.config import Settings
 from hub.envelope import Envelope
 from hub.errors import BrokerError
+from hub.log.topics import log_identity
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +361,16 @@ class Publisher:
             self._suspect.clear()
             reachable = await self._probe()
             if reachable and self._down is not None:
+                # A broker back from a restart may have lost its log: make the hub's topics
+                # again first, or the first publish would let it auto-create the events topic
+                # with its own default partition count.
+                try:
+                    await asyncio.to_thread(log_identity, self.settings,
+                                            self.settings.topics.events, 3.0)
+                except (BrokerError, KafkaError, OSError) as exc:
+                    log.warning("broker at %s answers, but its topics are not ready: %s",
+                                self.settings.bootstrap, exc)
+                    continue
                 log.warning("broker at %s is reachable again", self.settings.bootstrap)
                 self._down = None
             elif not reachable and self._down is None:
