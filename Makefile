@@ -1,5 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both build .venv themselves.
 PYTHON ?= python3
+# The suite waits on brokers, processes and HTTP more than it computes: two workers halve it.
+PYTEST_WORKERS ?= 2
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -22,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	@scripts/ensure-chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/hub bench $(ARGS)

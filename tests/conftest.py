@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import uuid
+
+# A fixed width inherited from the runner (pytest-xdist workers get one) would freeze the
+# CLI's rich consoles at it; tests that read tables set COLUMNS for the command they run.
+os.environ.pop("COLUMNS", None)
 from pathlib import Path
 
 import pytest

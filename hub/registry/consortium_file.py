@@ -23,6 +23,7 @@ from hub.access.rules import ALL
 from hub.envelope import FACILITY_ID
 from hub.errors import ConfigError
 from hub.facilities import App, Facility, FacilityDirectory
+from hub.fhir import unstorable_text
 from hub.registry.model import FacilityRecord, Qualification, SigningKey
 from hub.schemas import schema_file
 from hub.signing import HUB_OWNER, load_public_key
@@ -125,6 +126,9 @@ def parse_consortium(doc: Any, origin: str) -> Consortium:
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
             raise ConfigError(f"{origin}: {where}: {exc.message}") from exc
+    # A name with NUL would be refused by every store once published as an Organization.
+    if found := unstorable_text(_jsonable(doc), "consortium"):
+        raise ConfigError(f"{origin}: {found[0].diagnostics}")
     facilities = []
     for item in doc.get("facilities", []):
         if not FACILITY_ID.match(item["id"]):

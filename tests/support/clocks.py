@@ -21,6 +21,8 @@ CLOCKS_ENV = "HUB_TEST_CLOCKS"
 SEED_ENV = "HUB_TEST_CLOCK_SEED"
 DEFAULT = "today,+1y,random"
 SEED = int(os.environ.get(SEED_ENV) or random.SystemRandom().randrange(1 << 30))
+# Parallel test workers start from this process's environment: they draw the same date.
+os.environ[SEED_ENV] = str(SEED)
 
 
 @dataclass(frozen=True)

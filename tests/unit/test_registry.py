@@ -31,6 +31,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 ids = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
 days = st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 12, 31))
+# Text a store can hold: a name with NUL or a lone surrogate is refused with the file.
+names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                min_size=1, max_size=20).filter(str.strip)
 instants = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1),
                         timezones=st.just(UTC))
 
@@ -47,7 +50,7 @@ def records(draw) -> FacilityRecord:
                    draw(st.none() | instants), draw(st.none() | instants))
         for n in range(1, draw(st.integers(0, 3)) + 1))
     return FacilityRecord(
-        fid, draw(st.text(min_size=1, max_size=20).filter(str.strip)), draw(st.sampled_from(TIERS)),
+        fid, draw(names), draw(st.sampled_from(TIERS)),
         draw(st.none() | ids),
         tuple(sorted((s, draw(ids)) for s in draw(st.lists(st.sampled_from(SERVICES),
                                                             unique=True)))),
@@ -172,3 +175,12 @@ def test_generated_keys_sign_and_verify():
     f = c.get("village-4")
     c.put(Facility(f.record.with_rotated_key(public_key_text(key), T0), f.token))
     assert c.directory().verify(_event(signer)) == "village-4#2"
+
+
+def test_a_consortium_file_with_text_no_store_can_hold_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    write_consortium(read_consortium(None), path)
+    path.write_text(path.read_text("utf-8").replace("name: 第一乡镇卫生院",
+                                                    'name: "第一乡镇\\0卫生院"'), "utf-8")
+    with pytest.raises(ConfigError, match="no store can hold"):
+        read_consortium(path)
