@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.put_rate import _serve, _wait_healthy, offer, put_requests
+from bench.put_rate import _serve, offer, put_requests, wait_healthy
 from hub.config import Settings, Topics
 from hub.log.broker import free_port
 from hub.log.topics import ensure_topics
@@ -99,7 +99,7 @@ def run_once(settings: Settings, items: list[tuple[str, dict]], workdir: Path, a
     requests = put_requests(items)
     server = _serve(["-m", "hub.cli", "serve", "--port", str(port)], env)
     try:
-        _wait_healthy(port, timeout=60)
+        wait_healthy(port, timeout=60)
         offer(port, requests[:clients], clients, rate)  # warm-up, not measured
         with JournalWatch(db) as watch:
             run = offer(port, requests[clients:], clients, rate)

@@ -35,7 +35,8 @@ class PutRun:
     answered: dict[int, float] = field(default_factory=dict)  # request -> 2xx (perf_counter)
 
 
-def _wait_healthy(port: int, timeout: float = 30.0) -> None:
+def wait_healthy(port: int, timeout: float = 30.0) -> None:
+    """Wait until a server on ``port`` answers /healthz."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
@@ -111,7 +112,7 @@ def _serve(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
 def _measure(server: subprocess.Popen, port: int, requests: list[tuple[str, str, bytes]],
              clients: int, rate: float) -> PutRun:
     try:
-        _wait_healthy(port)
+        wait_healthy(port)
         # Warm-up, not measured: connections, metadata, first-use imports in the server.
         offer(port, requests[:clients], clients, rate)
         return offer(port, requests[clients:], clients, rate)

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import os
 import statistics
@@ -38,6 +37,7 @@ from rich.table import Table
 
 from bench.lab_hl7 import lab_rates, mllp_round_trips, oru_messages
 from bench.mpi_quality import main as mpi_quality
+from bench.put_rate import bare_puts, gateway_puts, wait_healthy
 from bench.recognition import measure
 from bench.workload import envelopes, fill_journal, population
 from hub.aio import run_loop
@@ -67,18 +67,6 @@ def bare_validation_rate(items: list[tuple[str, dict]]) -> float:
 
 # --- 1. ingest ----------------------------------------------------------------------------
 
-def _wait_healthy(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the gateway on port {port} did not come up")
-
-
 def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Path,
                  workers: int = 0) -> float:
     port = free_port()
@@ -102,7 +90,7 @@ def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Pat
                                                 "url": f"{r['resourceType']}/{r['id']}"}}
                     for r in chunk]})))
     try:
-        _wait_healthy(port)
+        wait_healthy(port)
         # A lean client (http.client in threads, bodies prepared in advance): the figure is
         # the hub's, so the load generator should take as little of the shared CPU as it can.
         queue = list(bodies)
@@ -287,8 +275,6 @@ def put_rows(console: Console, table: Table, settings: Settings, workdir: Path, 
              latency_rows, clients: int = 50, rate: float = 300.0, seconds: float = 10.0
              ) -> None:
     """Sustained rate (target: the offered rate, no 503) and p50/p99 beside the bare one."""
-    from bench.put_rate import bare_puts, gateway_puts
-
     items = population(int(rate * seconds) + clients)
     bare_topics = Topics(inbound="bare.inbound", events="bare.events",
                          deadletter="bare.deadletter")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer
@@ -63,6 +64,16 @@ class Outage:
     @property
     def active(self) -> bool:
         return self.since is not None
+
+    async def keep_running(self, session: Callable[[], Awaitable[bool]]) -> None:
+        """Run ``session`` again and again until it reports done or stop() is called: an
+        outage ends only the session it happened in, never the component."""
+        while not self.stop.is_set():
+            try:
+                if await session():
+                    return
+            except TRANSIENT as exc:
+                await self.failed(exc)
 
     async def failed(self, exc: BaseException) -> None:
         """Note a failure and pause (returns early on stop())."""

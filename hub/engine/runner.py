@@ -43,7 +43,6 @@ from hub.engine import tracking
 from hub.engine.faults import crashpoint
 from hub.engine.outage import (
     LOG_CHECK_SECONDS,
-    TRANSIENT,
     NewLog,
     Outage,
     close_consumer,
@@ -132,12 +131,7 @@ class ProjectionRunner:
         empty has a new topic id, so the positions stored for the old one no longer apply
         and the new log is read from its beginning)."""
         outage = Outage(log, f"projection {self.projection.name}", self._stop)
-        while not self._stop.is_set():
-            try:
-                if await self._session(until_caught_up, outage):
-                    break
-            except TRANSIENT as exc:
-                await outage.failed(exc)
+        await outage.keep_running(lambda: self._session(until_caught_up, outage))
         return self.stats
 
     async def _session(self, until_caught_up: bool, outage: Outage) -> bool:

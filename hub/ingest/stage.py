@@ -25,7 +25,7 @@ from hub.config import Settings
 from hub.deadletters import store as dead_letters
 from hub.deadletters.letter import DeadLetter, Record, refuse_record
 from hub.engine.faults import crashpoint
-from hub.engine.outage import LOG_CHECK_SECONDS, TRANSIENT, NewLog, Outage, close_consumer
+from hub.engine.outage import LOG_CHECK_SECONDS, NewLog, Outage, close_consumer
 from hub.facilities import FacilityDirectory
 from hub.fhir import Issue
 from hub.ingest.checks import EdgeChecks
@@ -70,12 +70,7 @@ class IngestStage:
         consumer: after a pause a new one resumes from the committed offsets (a restarted
         bundled broker forgot them with its log, so the new log is read from its start)."""
         outage = Outage(log, "ingest stage", self._stop)
-        while not self._stop.is_set():
-            try:
-                if await self._session(until_caught_up, outage):
-                    break
-            except TRANSIENT as exc:
-                await outage.failed(exc)
+        await outage.keep_running(lambda: self._session(until_caught_up, outage))
         return self.stats
 
     async def _session(self, until_caught_up: bool, outage: Outage) -> bool:

@@ -3,7 +3,6 @@ row-level report of what was refused, and exit codes an operator's script can ac
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from pathlib import Path
 
@@ -12,11 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from adapters.filepublish.cli import app
-from hub.ingest.stage import IngestStage
-from hub.log.producer import Publisher
-from hub.registry.consortium_file import load_directory
-from hub.store.db import open_store
 from tests.contract.test_sdk_outbox import records_on
+from tests.support.events import ingest
 from tests.support.resources import bundle, observation, patient
 
 pytestmark = [pytest.mark.contract]
@@ -73,15 +69,8 @@ async def test_ndjson_bundle_and_lab_csv_reach_the_hub_with_a_report(make_settin
              if r[2] == f"{FACILITY}.P0001"]
     assert order[0] == "P0001" and len(order) == 4
 
-    pub = await Publisher(settings).start()
-    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
-    try:
-        stage = IngestStage(settings, load_directory(None), pub, store)
-        stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
-    finally:
-        await pub.stop()
-        store.dispose()
-    assert (stats.accepted, stats.rejected) == (16, 0)  # the hub agrees with the checks
+    accepted, refused, _ = await ingest(settings, tmp_path)
+    assert (accepted, refused) == (16, 0)  # the hub agrees with the checks
 
 
 def test_bad_csv_rows_are_reported_by_row_and_column(make_settings, tmp_path):

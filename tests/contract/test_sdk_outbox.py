@@ -4,7 +4,6 @@ outbox's bound."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -18,15 +17,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from adapters.sdk import FacilityPublisher
 from adapters.sdk.outbox import Outbox, OutboxError, OutboxFull
-from hub.config import Settings, Topics
+from hub.config import Topics
 from hub.envelope import header_value
-from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker, free_port
-from hub.log.inspect import read_deadletters
-from hub.log.producer import Publisher
-from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
-from hub.store.db import open_store
+from tests.support.events import ingest
 from tests.support.outbox_publisher import FACILITY, PATIENTS, event
 
 pytestmark = [pytest.mark.contract]
@@ -68,18 +63,6 @@ def records_on(bootstrap: str, topic: str) -> list[tuple[int, int, str, str, dic
     finally:
         consumer.close()
 
-
-async def ingest(settings: Settings, tmp_path: Path) -> tuple[int, int, list[dict]]:
-    """Run the hub's ingest stage over the inbound topic: (accepted, refused, dead letters)."""
-    pub = await Publisher(settings).start()
-    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
-    try:
-        stage = IngestStage(settings, load_directory(None), pub, store)
-        stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
-    finally:
-        await pub.stop()
-        store.dispose()
-    return stats.accepted, stats.rejected, await read_deadletters(settings, 50)
 
 
 def assert_once_in_order(records: list, total: int) -> None:

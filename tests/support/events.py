@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import orjson
 
 from hub.config import Settings
 from hub.envelope import Envelope, new_event
 from hub.fhir import patient_key
+from hub.ingest.stage import IngestStage
+from hub.log.inspect import read_deadletters
 from hub.log.producer import Publisher
+from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
+from hub.store.db import open_store
 
 
 def envelope(resource: dict, facility: str = "township-1", action: str = "upsert") -> Envelope:
@@ -48,3 +55,16 @@ async def read_json_topic(settings: Settings, topic: str, n: int, timeout: float
     finally:
         await consumer.stop()
     return out
+
+
+async def ingest(settings: Settings, tmp_path: Path) -> tuple[int, int, list[dict]]:
+    """Run the hub's ingest stage once over the inbound topic: (accepted, refused, dead letters)."""
+    pub = await Publisher(settings).start()
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        stage = IngestStage(settings, load_directory(None), pub, store)
+        stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
+    finally:
+        await pub.stop()
+        store.dispose()
+    return stats.accepted, stats.rejected, await read_deadletters(settings, 50)
