@@ -351,7 +351,7 @@ class Hub:
             return runner._consumer is not None and await runner._caught_up()
 
         self.mpi = MpiService(self.settings, self.store, self.publisher, self.signer,
-                              caught_up)
+                              caught_up, self.acks)
         if self._api_context is not None:
             self._api_context.mpi = self.mpi
         return self._supervised("mpi", self.mpi.run)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hub.api.deps import HubContext
+from hub.engine.acks import publish_durably
 from hub.envelope import Envelope
-from hub.errors import NotAcknowledged
 
 
 async def publish_acknowledged(ctx: HubContext, envelopes: Sequence[Envelope]) -> None:
@@ -22,17 +22,5 @@ async def publish_acknowledged(ctx: HubContext, envelopes: Sequence[Envelope]) -
     ``ack_timeout_s`` after that. Either way the caller answers 503: not acknowledged, and
     a retry is safe (consumers drop duplicate event ids; a PUT replaces).
     """
-    acks = ctx.acks
-    ids = [e.id for e in envelopes]
-    if acks is not None:
-        acks.expect(ids)  # before publishing: the journal may commit before we resume
-    try:
-        await ctx.publisher.publish(ctx.settings.topics.events, envelopes)
-    except BaseException:
-        if acks is not None:
-            acks.forget(ids)
-        raise
-    if acks is not None and not await acks.wait(ids, ctx.settings.ack_timeout_s):
-        raise NotAcknowledged(
-            f"the broker took {len(ids)} event(s) but the journal did not commit them within "
-            f"{ctx.settings.ack_timeout_s:g} s")
+    await publish_durably(ctx.publisher, ctx.settings.topics.events, envelopes, ctx.acks,
+                          ctx.settings.ack_timeout_s)

@@ -34,7 +34,9 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 
 from hub.engine.projection import Event
-from hub.errors import StoreError
+from hub.envelope import Envelope
+from hub.errors import NotAcknowledged, StoreError
+from hub.log.producer import Publisher
 from hub.store.db import Store
 from hub.store.schema import journal
 
@@ -142,3 +144,26 @@ class JournalAcks:
                 found.update(conn.execute(sa.select(journal.c.event_id).where(
                     journal.c.event_id.in_(ids[n:n + _CHUNK]))).scalars())
         return found
+
+
+async def publish_durably(publisher: Publisher, topic: str, envelopes: Sequence[Envelope],
+                          acks: JournalAcks | None, timeout: float) -> None:
+    """Append ``envelopes`` and return at the durable moment: the broker's acknowledgement,
+    and with ``acks`` (ack_after=journal) the journal's commit as well.
+
+    Raises BrokerError if the broker did not acknowledge them, NotAcknowledged (a
+    BrokerError) if the journal did not commit them within ``timeout`` after that: not
+    acknowledged, and a retry is safe (consumers drop duplicate event ids)."""
+    ids = [e.id for e in envelopes]
+    if acks is not None:
+        acks.expect(ids)  # before publishing: the journal may commit before we resume
+    try:
+        await publisher.publish(topic, envelopes)
+    except BaseException:
+        if acks is not None:
+            acks.forget(ids)
+        raise
+    if acks is not None and not await acks.wait(ids, timeout):
+        raise NotAcknowledged(
+            f"the broker took {len(ids)} event(s) but the journal did not commit them within "
+            f"{timeout:g} s")

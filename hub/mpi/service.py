@@ -24,6 +24,7 @@ import orjson
 import sqlalchemy as sa
 
 from hub.config import Settings
+from hub.engine.acks import JournalAcks, publish_durably
 from hub.envelope import HUB_SOURCE, Envelope, now_rfc3339
 from hub.errors import HubError
 from hub.log.producer import Publisher
@@ -57,8 +58,12 @@ def _tables() -> dict[str, sa.Table]:
 
 class MpiService:
     def __init__(self, settings: Settings, store: Store, publisher: Publisher,
-                 signer: Signer, caught_up: Callable[[], Awaitable[bool]]) -> None:
+                 signer: Signer, caught_up: Callable[[], Awaitable[bool]],
+                 acks: JournalAcks | None = None) -> None:
         self.settings = settings
+        # A reviewer's decision is answered 200 only once it is as durable as any other
+        # acknowledged event (the journal's commit, with the bundled broker).
+        self.acks = acks
         self.store = store
         self.publisher = publisher
         self.signer = signer
@@ -200,7 +205,8 @@ class MpiService:
             source=HUB_SOURCE, type=f"fhir.{r['resourceType']}.upsert.v1",
             subject=f"{r['resourceType']}/{r['id']}", time=now_rfc3339(), key=MPI_KEY,
             data=orjson.dumps(r))) for r in resources]
-        await self.publisher.publish(self.settings.topics.events, envs)
+        await publish_durably(self.publisher, self.settings.topics.events, envs, self.acks,
+                              self.settings.ack_timeout_s)
         await self._folded(int(resources[-1]["meta"]["versionId"]))
 
     async def _folded(self, seq: int, timeout: float = 60.0) -> None:

@@ -9,6 +9,7 @@ import asyncio
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from hub.cli import app
@@ -116,6 +117,12 @@ async def test_index_links_reviews_and_follows_decisions(make_settings):
         ok = await county.post(f"/mpi/reviews/{review['id']}/confirm")
         assert ok.status_code == 200, ok.text
         assert set(ok.json()["records"]) == same | {"community-1.p5"}
+        # A 200 is a durable yes (bundled broker): the closed review is journaled already.
+        with store.connect() as conn:
+            closed = conn.execute(sa.text(
+                "SELECT COUNT(*) FROM hub_journal WHERE subject = :s"),
+                {"s": f"Task/{review['id'].split('.', 1)[-1]}"}).scalar_one()
+        assert closed >= 2  # the review's opening and its closing
         # The operator's way: `hub mpi` against the running hub.
         token = ("--url", base, "--token", "demo-secret-county-1")
         listed = await asyncio.to_thread(cli, "mpi", "reviews", *token)
