@@ -1,4 +1,4 @@
-"""Holes closed at the edge (issue 12, items 6 and 8), through real HTTP on a running hub:
+"""Holes closed at the edge (text no store can hold, access), through real HTTP on a running hub:
 
 * text no store can hold (NUL) is refused on every entry path and reaches no store;
 * every endpoint checks the scope of the projection it reads; /metrics needs a metrics app;
