@@ -12,13 +12,10 @@ import pytest
 from hl7.client import MLLPClient
 from typer.testing import CliRunner
 
-from adapters.hl7v2.intake import Hl7Intake
-from adapters.hl7v2.mllp import MllpServer
 from hub.cli import app
 from hub.log.inspect import read_deadletters
-from hub.signing import demo_signer
 from tests.support.hl7_messages import adt, oru, pid
-from tests.support.hub_server import auth, eventually, running_hub
+from tests.support.hub_server import auth, eventually, mllp_listener, running_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 
@@ -40,10 +37,7 @@ def send_all(port: int, messages: list[bytes]) -> list[hl7.Message]:
 async def test_lis_over_mllp(make_settings, tmp_path):
     settings = make_settings()
     async with running_hub(settings) as (hub, base):
-        intake = Hl7Intake(settings, "township-1", demo_signer("township-1"), hub.publisher)
-        server = MllpServer(intake, "127.0.0.1", 0)
-        await server.start()
-        try:
+        async with mllp_listener(settings, hub) as server:
             messages = [
                 adt().encode(),
                 oru(charset="GB18030").encode("gb18030"),  # Chinese text in GB18030
@@ -55,8 +49,6 @@ async def test_lis_over_mllp(make_settings, tmp_path):
                 oru(control="ORU2", glucose="6.8", status="C", when="20261101093000").encode(),
             ]
             replies = await asyncio.to_thread(send_all, server.port, messages)
-        finally:
-            await server.stop()
         codes = [str(r.segment("MSA")[1]) for r in replies]
         assert codes == ["AA", "AA", "AE", "AR", "AR", "AE", "AA"]
         reasons = [str(r.segment("MSA")[3]) for r in replies]

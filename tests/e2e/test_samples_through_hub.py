@@ -13,11 +13,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from adapters.hl7v2.intake import Hl7Intake
-from adapters.hl7v2.mllp import MllpServer
 from hub.cli import app
-from hub.signing import demo_signer
-from tests.support.hub_server import auth, eventually, running_hub
+from tests.support.hub_server import auth, eventually, mllp_listener, running_hub
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -44,13 +41,8 @@ def send_samples(port: int, out: Path) -> dict[str, str]:
 async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings, tmp_path):
     settings = make_settings()
     async with running_hub(settings) as (hub, base):
-        intake = Hl7Intake(settings, "township-1", demo_signer("township-1"), hub.publisher)
-        server = MllpServer(intake, "127.0.0.1", 0)
-        await server.start()
-        try:
+        async with mllp_listener(settings, hub) as server:
             codes = await asyncio.to_thread(send_samples, server.port, tmp_path)
-        finally:
-            await server.stop()
         assert codes == {
             "cdc-adt-a01-newborn-admission.hl7": "AA",
             "cdc-oru-r01-newborn-screening.hl7": "AE",  # OBX value type XTN (SOURCES.md)

@@ -8,9 +8,24 @@ from contextlib import asynccontextmanager
 
 import httpx
 
+from adapters.hl7v2.intake import Hl7Intake
+from adapters.hl7v2.mllp import MllpServer
 from hub.config import Settings
 from hub.log.broker import free_port
 from hub.service import Hub
+from hub.signing import demo_signer
+
+
+@asynccontextmanager
+async def mllp_listener(settings: Settings, hub: Hub, facility: str = "township-1"):
+    """An MLLP listener for ``facility`` on a free port, publishing through ``hub``."""
+    server = MllpServer(Hl7Intake(settings, facility, demo_signer(facility), hub.publisher),
+                        "127.0.0.1", 0)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @asynccontextmanager
