@@ -9,12 +9,12 @@ every event of the message is on the broker (acks=all).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from adapters.hl7v2.codec import ack, decode
 from adapters.hl7v2.mapping import Hl7Refused, map_message
 from adapters.sdk import build_envelope
+from hub import clock
 from hub.config import Settings
 from hub.deadletters import refuse
 from hub.errors import HubError
@@ -75,5 +75,5 @@ class Hl7Intake:
                         facility=self.facility, key=self.facility.encode(),
                         headers=[("content-type", b"x-application/hl7-v2+er7"),
                                  ("hl7_facility", self.facility.encode()),
-                                 ("hl7_received", str(time.time()).encode())])
+                                 ("hl7_received", clock.now_rfc3339().encode())])
         await self.publisher.publish_raw(self.settings.topics.deadletter, [letter.record()])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -13,6 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from adapters.sdk import FacilityPublisher, build_envelope
+from hub import clock
 from hub.deadletters.read import get_dead_letter, list_dead_letters
 from hub.envelope import Envelope
 from hub.facilities import Facility
@@ -47,7 +48,7 @@ def consortium_with_rotations(tmp_path) -> Path:
     """The demo consortium, where village-2 rotated its key an hour ago and village-3's old
     key was revoked (compromised) an hour ago."""
     c = read_consortium(None)
-    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    hour_ago = clock.now() - timedelta(hours=1)
     for fid, revoke in (("village-2", False), ("village-3", True)):
         f = c.get(fid)
         c.put(Facility(f.record.with_rotated_key(demo_signer(fid, 2).public_key, hour_ago,
