@@ -23,6 +23,7 @@ class Topics(BaseSettings):
     lab: str = "hie.lab.v1"  # change feed of the lab projection
     imaging: str = "hie.imaging.v1"  # reports back to the facilities that took the exams
     recognition: str = "hie.recognition.v1"  # order-time recognition prompts
+    receipts: str = "hie.receipts.v1"  # journaled / refused, to the facility that sent it
 
 
 class Settings(BaseSettings):

@@ -27,3 +27,6 @@ LAG = Gauge("hub_projection_lag_events", "Events in the log not yet applied", ["
 COMPONENT_RESTARTS = Counter("hub_component_restarts_total",
                              "Components (runner, ingest, feed...) restarted after they died",
                              ["component"])
+INBOUND_DUPLICATES = Counter(
+    "hub_inbound_duplicates_total",
+    "Inbound events sent again after the journal had them (answered with a receipt)")

@@ -24,7 +24,9 @@ from hub.deadletters.keeper import DeadLetterKeeper
 from hub.engine.acks import JournalAcks
 from hub.engine.outage import TRANSIENT
 from hub.engine.outbox import OutboxRelay
+from hub.engine.projection import Event
 from hub.engine.rebuild import ensure_built
+from hub.engine.receipts import ReceiptSender
 from hub.engine.runner import ProjectionRunner
 from hub.errors import HubError
 from hub.facilities import FacilityDirectory
@@ -84,6 +86,7 @@ class Hub:
         # name -> "running" | "restarting" | "stopped" | "done", for /ready.
         self.components: dict[str, str] = {}
         self.acks: JournalAcks | None = None  # durable acknowledgement (ack_after=journal)
+        self.receipts: ReceiptSender | None = None  # what became of facilities' inbound events
 
     async def __aenter__(self) -> Hub:
         s = self.settings
@@ -108,6 +111,8 @@ class Hub:
                 await asyncio.to_thread(hub_record, self.store, self.signer, consortium.name))
             self.checks = EdgeChecks(s, self.directory)
             self.publisher = await Publisher(s).start()
+            self.receipts = ReceiptSender(self.publisher, s.topics.receipts)
+            self.receipts.start()
             if s.durable_ack:
                 self.acks = JournalAcks(self.store)
                 self.acks.start()
@@ -123,6 +128,8 @@ class Hub:
         await self.stop()
         if self.acks is not None:
             await self.acks.stop()
+        if self.receipts is not None:
+            await self.receipts.stop()
         if self.deadletters is not None:
             await self.deadletters.close()  # its letters' publishes need the publisher
         if self.publisher is not None:
@@ -291,7 +298,7 @@ class Hub:
         assert self.directory and self.publisher
         assert self.store
         self.ingest = IngestStage(self.settings, self.directory, self.publisher, self.store,
-                                  self.checks)
+                                  self.checks, self.receipts)
         return self._supervised("ingest", self.ingest.run)
 
     def start_projections(self, names: Sequence[str] | None = None,
@@ -300,8 +307,8 @@ class Hub:
         catalogue = all_projections()
         tasks = []
         for name in names or list(catalogue):
-            # The journal's commits are what a durable acknowledgement waits for.
-            on_commit = self.acks.committed if name == "journal" and self.acks else None
+            # The journal's commits are what a durable acknowledgement and a receipt wait for.
+            on_commit = self._journal_committed if name == "journal" else None
             runner = ProjectionRunner(self.settings, self.store, catalogue[name], self.publisher,
                                       on_commit=on_commit)
             self.runners.append(runner)
@@ -324,6 +331,12 @@ class Hub:
         if "journal" in (names or catalogue) and not until_caught_up:
             tasks.append(self._start_archive())
         return tasks
+
+    def _journal_committed(self, events: Sequence[Event], at: float) -> None:
+        if self.acks is not None:
+            self.acks.committed(events, at)
+        if self.receipts is not None:
+            self.receipts.journaled(events, at)
 
     def _start_archive(self) -> asyncio.Task:
         """Beside the journal: dead letters that only reached the topic go into SQL too."""

@@ -17,6 +17,7 @@ outbox that is full or in use): one sentence, nothing queued.
 from __future__ import annotations
 
 import csv
+import enum
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,11 @@ SHOWN = 50   # report lines printed; the --errors CSV has them all
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Publish FHIR JSON/ndjson files and lab-result CSVs to the hub.")
+
+
+class Confirm(str, enum.Enum):
+    journal = "journal"
+    broker = "broker"
 
 
 class OperatorError(Exception):
@@ -72,8 +78,12 @@ def publish_files(
         help="Also write the refused rows to this CSV (file, row, column, value, reason).")
     ] = None,
     flush_timeout: Annotated[float, typer.Option(
-        help="Seconds to wait for the broker; what is not sent by then stays in the outbox.")
-    ] = 30.0,
+        help="Seconds to wait for the broker and the hub's receipts; what is not confirmed "
+             "by then stays in the outbox.")] = 30.0,
+    confirm: Annotated[Confirm, typer.Option(
+        help="journal: an event leaves the outbox when the hub's receipt says its SQL "
+             "journal has it (or refused it); broker: when the broker acknowledged it "
+             "(enough with a replicated Apache Kafka).")] = Confirm.journal,
 ) -> None:
     """Check, sign and publish exported files; report every refused row."""
     # The summary says whether the broker answered; kafka-python's and the outbox's
@@ -82,7 +92,7 @@ def publish_files(
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         code = _run(files, facility, mapping, key_file, kid, kafka, topic, outbox, errors,
-                    flush_timeout)
+                    flush_timeout, confirm.value)
     except OperatorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -94,7 +104,7 @@ app.command()(publish_files)
 
 def _run(files: list[Path], facility: str, mapping_file: Path | None, key_file: Path | None,
          kid: str | None, kafka: str, topic: str, outbox: Path, errors_csv: Path | None,
-         flush_timeout: float) -> int:
+         flush_timeout: float, confirm: str = "journal") -> int:
     # Everything the operator gave is checked before the first event is queued, so a
     # mistake never leaves half a run behind.
     for f in files:
@@ -123,7 +133,7 @@ def _run(files: list[Path], facility: str, mapping_file: Path | None, key_file: 
     refused = [i for i in items if isinstance(i, RowError)]
     rows = [i for i in items if isinstance(i, Mapped)]
     try:
-        pub = FacilityPublisher(kafka, signer, topic=topic, outbox=outbox)
+        pub = FacilityPublisher(kafka, signer, topic=topic, outbox=outbox, confirm=confirm)
     except OutboxError as exc:
         raise OperatorError(str(exc)) from None
     queued = 0

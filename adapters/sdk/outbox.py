@@ -2,8 +2,13 @@
 
 A village clinic's link drops for hours. Every event is signed once, at publish time, and
 written here (one row per event: seq, event id, topic, key, value, headers, record timestamp)
-in a committed transaction *before* kafka-python sees it; a row is deleted only after the
-broker acknowledged it (``acks=all``). Rows are sent in ``seq`` order, so one patient's events
+in a committed transaction *before* kafka-python sees it. A row is deleted only once the hub
+says on ``hie.receipts.v1`` that its journal committed the event (or that it refused it: the
+row then moves to ``refused`` with the reason); with ``confirm="broker"``, once the broker
+acknowledged it (``acks=all``). Between the broker's ack and the receipt a row is
+``delivered`` (partition and offset recorded): with the bundled broker, which keeps its log
+in memory, that is not yet safe, and a delivered row is sent again if the log it went to is
+replaced or no receipt comes. Rows are sent in ``seq`` order, so one patient's events
 keep their order, and always as the stored bytes: a resend has the same event id, signature
 and record timestamp as the first attempt.
 
@@ -49,6 +54,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts     INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT
 );
+CREATE TABLE IF NOT EXISTS refused (
+    event_id     TEXT PRIMARY KEY,
+    reason       TEXT NOT NULL,
+    refused_ms   INTEGER NOT NULL,
+    value        BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS scan_marks (
     topic     TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -77,6 +88,17 @@ class Row:
     headers: list[tuple[str, bytes]]
     timestamp_ms: int
     handed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    seq: int
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    delivered_ms: int
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +147,18 @@ class Outbox:
             raise OutboxError(f"the outbox {self.path} is in use by another process; one "
                               "publisher per outbox file") from exc
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            # The publisher serialises every use with its lock; any one thread may flush.
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
             # WAL: a publish commits without blocking readers; FULL: a committed event
             # survives a power cut, which a village clinic has more often than a crash.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+            for name in ("delivered_ms", "d_partition", "d_offset"):
+                if name not in columns:  # an outbox file from before receipts
+                    self._db.execute(f"ALTER TABLE outbox ADD COLUMN {name} INTEGER")
             self.rows, self.bytes = self._db.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         except sqlite3.Error as exc:
@@ -169,27 +197,68 @@ class Outbox:
             self._db.executemany("UPDATE outbox SET last_error = ? WHERE seq = ?",
                                  [(error, s) for s in seqs])
 
-    def delivered(self, seqs: Sequence[int], offsets: Iterable[tuple[str, int, int]]) -> None:
-        """The broker has ``seqs``: delete them and move each partition's scan mark past
-        the offsets it gave them, in one transaction."""
+    def delivered(self, seqs: Sequence[int], offsets: Sequence[tuple[str, int, int]],
+                  keep_until_receipt: bool = False, now_ms: int = 0) -> None:
+        """The broker has ``seqs`` (at ``offsets``, same order): delete them, or with
+        ``keep_until_receipt`` record where they are, and move each partition's scan mark
+        past those offsets, in one transaction."""
         if not seqs:
             return
         marks: dict[tuple[str, int], int] = {}
         for topic, partition, offset in offsets:
             marks[(topic, partition)] = max(marks.get((topic, partition), -1), offset + 1)
-        freed = deleted = 0
         with self._tx():
-            for i in range(0, len(seqs), 500):  # under SQLite's bind-parameter limit
-                chunk = list(seqs[i:i + 500])
-                marks_sql = ",".join("?" * len(chunk))
-                freed += self._db.execute(
-                    f"SELECT coalesce(sum(size), 0) FROM outbox WHERE seq IN ({marks_sql})",
-                    chunk).fetchone()[0]
-                deleted += self._db.execute(
-                    f"DELETE FROM outbox WHERE seq IN ({marks_sql})", chunk).rowcount
+            if keep_until_receipt:
+                self._db.executemany(
+                    "UPDATE outbox SET handed = 0, delivered_ms = ?, d_partition = ?, "
+                    "d_offset = ?, last_error = NULL WHERE seq = ?",
+                    [(now_ms, p, o, s) for s, (_, p, o) in zip(seqs, offsets, strict=True)])
+            else:
+                self._delete("seq", list(seqs))
             self._raise_marks(marks)
-        self.rows -= deleted
-        self.bytes -= freed
+
+    def settle(self, journaled: Sequence[str], refused: dict[str, str],
+               mark: tuple[str, int, int] | None, now_ms: int = 0) -> tuple[int, int]:
+        """Apply receipts: journaled rows go, refused rows move to ``refused``; ``mark`` is
+        the receipts partition's next offset. One transaction. (journaled, refused) rows."""
+        with self._tx():
+            if refused:
+                ids = list(refused)
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO refused (event_id, reason, refused_ms, value) "
+                        "SELECT event_id, ?, ?, value FROM outbox WHERE event_id = ?",
+                        [(refused[e], now_ms, e) for e in chunk])
+            gone = self._delete("event_id", list(journaled))
+            bad = self._delete("event_id", list(refused))
+            if mark is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO scan_marks (topic, partition, scan_from) "
+                    "VALUES (?, ?, ?)", mark)
+        return gone, bad
+
+    def _delete(self, column: str, values: list) -> int:
+        """Delete rows by ``column`` inside the caller's transaction; keeps the counts."""
+        deleted = 0
+        for i in range(0, len(values), 500):  # under SQLite's bind-parameter limit
+            chunk = values[i:i + 500]
+            marks_sql = ",".join("?" * len(chunk))
+            freed, n = self._db.execute(
+                f"SELECT coalesce(sum(size), 0), count(*) FROM outbox "
+                f"WHERE {column} IN ({marks_sql})", chunk).fetchone()
+            self._db.execute(f"DELETE FROM outbox WHERE {column} IN ({marks_sql})", chunk)
+            self.rows -= n
+            self.bytes -= freed
+            deleted += n
+        return deleted
+
+    def requeue(self, seqs: Iterable[int]) -> None:
+        """Send these delivered rows again (their log was replaced, or no receipt came)."""
+        with self._tx():
+            self._db.executemany(
+                "UPDATE outbox SET delivered_ms = NULL, d_partition = NULL, d_offset = NULL "
+                "WHERE seq = ?", [(s,) for s in seqs])
 
     def _raise_marks(self, marks: dict[tuple[str, int], int]) -> None:
         self._db.executemany(
@@ -208,11 +277,27 @@ class Outbox:
     # -- reading -----------------------------------------------------------------------
 
     def head(self, limit: int) -> list[Row]:
-        """The oldest ``limit`` rows, in publishing order."""
+        """The oldest ``limit`` rows still to send, in publishing order."""
         return [Row(seq, eid, topic, key, value, _decode_headers(headers), ts, bool(handed))
                 for seq, eid, topic, key, value, headers, ts, handed in self._db.execute(
                     "SELECT seq, event_id, topic, key, value, headers, timestamp_ms, handed "
-                    "FROM outbox ORDER BY seq LIMIT ?", (limit,))]
+                    "FROM outbox WHERE delivered_ms IS NULL ORDER BY seq LIMIT ?", (limit,))]
+
+    @property
+    def unsent(self) -> int:
+        return self._db.execute(
+            "SELECT count(*) FROM outbox WHERE delivered_ms IS NULL").fetchone()[0]
+
+    def awaiting(self) -> list[Delivered]:
+        """Rows the broker has and the hub has not answered for yet, oldest first."""
+        return [Delivered(*r) for r in self._db.execute(
+            "SELECT seq, event_id, topic, d_partition, d_offset, delivered_ms, attempts "
+            "FROM outbox WHERE delivered_ms IS NOT NULL ORDER BY seq")]
+
+    def refusals(self) -> list[tuple[str, str, int]]:
+        """(event id, reason, refused at ms) of every event the hub refused, oldest first."""
+        return list(self._db.execute(
+            "SELECT event_id, reason, refused_ms FROM refused ORDER BY refused_ms, event_id"))
 
     def handed(self) -> dict[str, int]:
         """Event id -> seq of the rows given to Kafka without a recorded ack."""

@@ -13,11 +13,15 @@ Events go to ``hie.inbound.v1``; the hub's ingest stage verifies the signature a
 before anything reaches the shared log, and dead-letters (with an OperationOutcome) the rest.
 
 With ``outbox=<file>`` every event is signed and committed to a local SQLite outbox
-(``adapters.sdk.outbox``) before Kafka sees it, and leaves it only when the broker has
-acknowledged it: a link that is down for hours, or a restart of the facility's process,
-loses nothing. ``publish`` then never waits for the network; ``flush(timeout)`` sends what
-it can and says what is still pending. Without an outbox the publisher hands events straight
-to kafka-python, as before (what is unsent when the process dies is lost).
+(``adapters.sdk.outbox``) before Kafka sees it, and leaves it only when the hub's receipt
+(``hie.receipts.v1``) says the SQL journal committed it, or that the hub refused it
+(``FlushResult.refused``, and ``refusals()`` for all of them): a link that is down for hours,
+a restart of the facility's process, or a bundled broker that restarts empty loses nothing.
+``confirm="broker"`` settles for the broker's acknowledgement instead (enough with Apache
+Kafka's replicated log, or with no hub reading). ``publish`` never waits for the network;
+``flush(timeout)`` sends what it can, waits for the receipts and says what is still pending.
+Without an outbox the publisher hands events straight to kafka-python, as before: ``flush``
+means "on the broker", and what is unsent when the process dies is lost.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from adapters.sdk.outbox import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, NewRow, Outbox
+from adapters.sdk.receipts import RECEIPTS_TOPIC, ReceiptReader
 from hub import clock
 from hub.engine.faults import crashpoint
 from hub.envelope import Envelope, header_value, new_event
@@ -64,11 +69,14 @@ def build_envelope(signer: Signer, resource: dict[str, Any], action: str = "upse
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
-    """What ``flush`` achieved: ``pending`` events are still in the outbox (0: all sent)."""
+    """What ``flush`` achieved: ``pending`` events are still in the outbox (0: every event
+    is journaled by the hub, or refused); ``refused``: (event id, reason) the hub refused
+    during this flush (kept in the outbox file, see ``FacilityPublisher.refusals``)."""
 
     pending: int
     sent: int
     message: str
+    refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -94,8 +102,11 @@ class FacilityPublisher:
                  outbox: str | Path | None = None, outbox_max_rows: int = DEFAULT_MAX_ROWS,
                  outbox_max_bytes: int = DEFAULT_MAX_BYTES, max_block_ms: int = 2000,
                  connect_timeout_ms: int = 3000, chunk: int = 500,
-                 exit_flush_timeout: float = 30.0,
+                 exit_flush_timeout: float = 30.0, confirm: str = "journal",
+                 receipts_topic: str = RECEIPTS_TOPIC, receipt_timeout: float = 60.0,
                  producer: dict[str, Any] | None = None) -> None:
+        if confirm not in ("journal", "broker"):
+            raise ValueError(f"confirm must be 'journal' or 'broker', not {confirm!r}")
         self.facility_id = key_owner(signer.kid)
         self.bootstrap = bootstrap
         self._signer = signer
@@ -117,6 +128,14 @@ class FacilityPublisher:
             max_in_flight_requests_per_connection=1,
             request_timeout_ms=10_000, delivery_timeout_ms=30_000, **(producer or {}))
         self._outbox = Outbox(outbox, outbox_max_rows, outbox_max_bytes)
+        self.confirm = confirm
+        self.receipts_topic = receipts_topic
+        self.receipt_timeout = receipt_timeout
+        self._receipts: ReceiptReader | None = None
+        self._next_check = 0.0    # when to look again for a replaced log or overdue receipts
+        self._receipts_error: str | None = None
+        self._refused_now: list[tuple[str, str]] = []
+        self.journaled = 0        # events the hub's receipts said are journaled, this process
         self._connect_timeout_ms = connect_timeout_ms
         self._chunk = chunk
         self._consumer: KafkaConsumer | None = None
@@ -198,27 +217,45 @@ class FacilityPublisher:
         deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
         before = self.sent
         with self._lock:
+            self._refused_now = []
             while True:
                 left = deadline - time.monotonic()
                 self._pump(wait=max(0.0, left), force=True, budget=left)
+                if self._up and self.confirm == "journal":
+                    self._settle(wait_ms=int(max(0.0, min(0.2, left)) * 1000))
                 if (not self._outbox.rows and not self._inflight) or \
                         deadline - time.monotonic() <= 0:
                     break
-                if not self._inflight:  # the link is down: do not spin on it
+                if not self._up:  # the link is down: do not spin on it
                     time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
             return self._result(self.sent - before)
+
+    def refusals(self) -> list[tuple[str, str, int]]:
+        """Every event of this outbox the hub refused: (event id, reason, when in ms)."""
+        return self._outbox.refusals() if self._outbox else []
 
     def _result(self, sent: int) -> FlushResult:
         assert self._outbox is not None
         pending = self._outbox.rows
+        refused = tuple(self._refused_now)
+        note = (f"; the hub refused {len(refused)} (first: {refused[0][1]}), kept in "
+                f"{self._outbox.path} (refusals())" if refused else "")
+        done = "journaled by the hub" if self.confirm == "journal" else "acknowledged"
         if not pending:
-            return FlushResult(0, sent, f"all events sent ({sent} in this flush); the outbox "
-                                        "is empty")
+            return FlushResult(0, sent, f"all events {done} ({sent} sent in this flush); the "
+                                        f"outbox is empty{note}", refused)
+        unsent = self._outbox.unsent
         why = self._last_error or self._outbox.last_error() or "no acknowledgement yet"
+        if not unsent:
+            why = self._receipts_error or (
+                f"the broker has them; waiting for the hub's receipt on "
+                f"{self.receipts_topic} (the hub journals them when its ingest stage and "
+                "journal run)")
         return FlushResult(pending, sent, (
             f"{pending} events still pending in the outbox {self._outbox.path} ({sent} sent "
-            f"in this flush): {why}. They are kept, signed and in order, and will be sent "
-            "by a later flush() or publish once the hub's broker answers."))
+            f"in this flush, {unsent} not yet on the broker): {why}. They are kept, signed "
+            "and in order, and will be sent by a later flush() or publish once the hub's "
+            f"broker answers{note}."), refused)
 
     def _pump(self, wait: float, force: bool = False, budget: float | None = None) -> None:
         """Record the acks of the chunk in flight; hand the next chunk to kafka-python if
@@ -249,7 +286,9 @@ class FacilityPublisher:
         # Recorded before anything else happens: the longer an ack stays unrecorded, the
         # longer the window in which a crash would make us look for it on the topic.
         self._outbox.delivered([s for s, _ in acked],
-                               [(md.topic, md.partition, md.offset) for _, md in acked])
+                               [(md.topic, md.partition, md.offset) for _, md in acked],
+                               keep_until_receipt=self.confirm == "journal",
+                               now_ms=_wall_ms())
         self.sent += len(acked)
         if failed:
             # The failed rows stay (marked handed); they are checked against the topic and
@@ -303,6 +342,8 @@ class FacilityPublisher:
                     fetch_max_bytes=64 * 1024 * 1024)
             for topic in self._outbox.topics():
                 self._reconcile(topic, wait_ms)
+            if self.confirm == "journal":
+                self._open_receipts(wait_ms)
         except KafkaError as exc:
             self._down(f"the hub's broker at {self.bootstrap} does not answer: {exc!r}")
             return False
@@ -329,8 +370,12 @@ class FacilityPublisher:
                 fixed[(topic, tp.partition)] = begin[tp] if handed else end[tp]
             elif mark > end[tp]:
                 # The log is shorter than our mark: it was replaced (a bundled broker that
-                # restarted). Anything of ours on it is somewhere from its beginning.
+                # restarted). Anything of ours on it is somewhere from its beginning, and
+                # what it had of ours without a receipt yet may be gone: send it again.
                 fixed[(topic, tp.partition)] = begin[tp]
+                self._requeue([d for d in self._outbox.awaiting()
+                               if (d.topic, d.partition) == (topic, tp.partition)],
+                              f"{topic} was replaced (the broker restarted empty)")
         if fixed:
             self._outbox.set_marks(fixed)
             marks = self._outbox.marks(topic)
@@ -361,6 +406,84 @@ class FacilityPublisher:
             self._outbox.delivered(found, offsets)
             self.sent += len(found)
 
+    # -- receipts ----------------------------------------------------------------------
+
+    def _open_receipts(self, timeout_ms: int) -> None:
+        """Read the receipts from where this outbox left off. Failing to is not a reason to
+        stop sending: the events wait for their receipts in the outbox either way."""
+        assert self._outbox is not None
+        try:
+            if self._receipts is None:
+                self._receipts = ReceiptReader(self.bootstrap, self.facility_id,
+                                               self.receipts_topic, timeout_ms,
+                                               f"facility-{self.facility_id}-receipts")
+            part = self._receipts.locate()
+            mark = self._outbox.marks(self.receipts_topic).get(part)
+            # No place kept yet but events already out: their receipts may be anywhere.
+            first = -1 if mark is None and self._outbox.awaiting() else mark
+            start = self._receipts.start_at(first, timeout_ms)
+        except KafkaError as exc:
+            self._receipts_error = f"cannot read the hub's receipts: {exc}"
+            log.warning("facility outbox: %s", self._receipts_error)
+            return
+        self._receipts_error = None
+        if start != mark:
+            self._outbox.set_marks({(self.receipts_topic, part): start})
+
+    def _settle(self, wait_ms: int) -> None:
+        """Read the hub's receipts and let go of the events they name; now and then, look
+        for a replaced log or receipts that are overdue."""
+        assert self._outbox is not None
+        if not self._outbox.rows:
+            return
+        try:
+            if time.monotonic() >= self._next_check or self._receipts_error:
+                self._next_check = time.monotonic() + 5.0
+                for topic in self._outbox.topics():  # a broker that restarted empty
+                    self._reconcile(topic, self._connect_timeout_ms)
+                self._open_receipts(self._connect_timeout_ms)
+                self._resend_overdue()
+            if self._receipts is None or self._receipts_error:
+                time.sleep(wait_ms / 1000)
+                return
+            batch = self._receipts.poll(wait_ms)
+        except KafkaError as exc:
+            self._down(f"cannot read the hub's receipts: {exc!r}")
+            return
+        if batch is None:
+            return
+        journaled = [i for r in batch.receipts for i in r.journaled]
+        refused: dict[str, str] = {}
+        for r in batch.receipts:
+            refused.update(r.refused)
+        # ``replayed`` names a copy of this very event (we never reuse an id): another copy
+        # is in the hub's hands, and its receipt will come. Keep waiting for it.
+        again = {i for i, why in refused.items() if why.startswith("replayed")}
+        refused = {i: why for i, why in refused.items() if i not in again}
+        gone, bad = self._outbox.settle(
+            journaled, refused, (self.receipts_topic, self._receipts.partition,
+                                 batch.next_offset), _wall_ms())
+        self.journaled += gone
+        if refused and bad:
+            self._refused_now += list(refused.items())
+            log.warning("facility outbox: the hub refused %d events (first %s: %s); they "
+                        "are kept in the outbox file's refusals", len(refused),
+                        *next(iter(refused.items())))
+
+    def _resend_overdue(self) -> None:
+        assert self._outbox is not None
+        now = _wall_ms()
+        late = [d for d in self._outbox.awaiting()
+                if now - d.delivered_ms > 1000 * min(
+                    3600.0, self.receipt_timeout * 2 ** max(0, d.attempts - 1))]
+        self._requeue(late, f"no receipt from the hub within {self.receipt_timeout:g} s")
+
+    def _requeue(self, rows: list, why: str) -> None:
+        if rows:
+            assert self._outbox is not None
+            log.warning("facility outbox: sending %d events again: %s", len(rows), why)
+            self._outbox.requeue(d.seq for d in rows)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
@@ -381,6 +504,8 @@ class FacilityPublisher:
                 self._producer.close(timeout=5)
             if self._consumer is not None:
                 self._consumer.close()
+            if self._receipts is not None:
+                self._receipts.close()
             self._outbox.close()
 
     def __enter__(self) -> FacilityPublisher:
@@ -397,3 +522,9 @@ def _now_ms() -> int:
     # The record's timestamp is when it was published: the hub judges retired keys by it,
     # so it comes from the same clock as the registry's rotation times.
     return int(clock.now().timestamp() * 1000)
+
+
+def _wall_ms() -> int:
+    # Durations between a delivery and its receipt, across restarts: the machine's clock,
+    # not the domain clock (a test's shifted clock must not make receipts look overdue).
+    return int(time.time() * 1000)

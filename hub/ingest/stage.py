@@ -26,6 +26,8 @@ from hub.deadletters import store as dead_letters
 from hub.deadletters.letter import DeadLetter, Record, refuse_record
 from hub.engine.faults import crashpoint
 from hub.engine.outage import LOG_CHECK_SECONDS, NewLog, Outage, close_consumer
+from hub.engine.receipts import Receipt, ReceiptSender, refusal_receipts
+from hub.envelope import header_value
 from hub.facilities import FacilityDirectory
 from hub.fhir import Issue
 from hub.ingest.checks import EdgeChecks
@@ -33,7 +35,7 @@ from hub.ingest.replay import replays
 from hub.ingest.verdict import Verdict
 from hub.log.producer import Publisher
 from hub.log.topics import log_identity
-from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED
+from hub.metrics import EVENTS_ACCEPTED, EVENTS_REJECTED, INBOUND_DUPLICATES
 from hub.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,10 @@ class IngestStats:
 
 class IngestStage:
     def __init__(self, settings: Settings, directory: FacilityDirectory, publisher: Publisher,
-                 store: Store, checks: EdgeChecks | None = None) -> None:
+                 store: Store, checks: EdgeChecks | None = None,
+                 receipts: ReceiptSender | None = None) -> None:
         self.settings = settings
+        self.receipts = receipts
         self.store = store
         self._topic_id = ""
         self.directory = directory
@@ -129,16 +133,25 @@ class IngestStage:
     async def _handle(self, batch: dict) -> None:
         good: list[Record] = []
         bad: list[DeadLetter] = []
+        duplicates: dict[str, list[str]] = {}  # facility -> event ids already journaled
         flat = [(tp, m) for tp, msgs in batch.items() for m in msgs]
         verdicts = await self.checks.check_inbound([(m.headers, m.key, m.value, m.timestamp)
                                                     for _, m in flat])
-        claims = [(v.event_id, self._topic_id, tp.partition, m.offset)
-                  for (tp, m), v in zip(flat, verdicts, strict=True) if v.facility is not None]
-        replayed = {claims[i][0:4] for i in await asyncio.to_thread(replays, self.store,
-                                                                     claims)}
-        for (tp, m), v in zip(flat, verdicts, strict=True):
-            if v.facility is not None and (v.event_id, self._topic_id, tp.partition,
-                                           m.offset) in replayed:
+        admitted = [i for i, v in enumerate(verdicts) if v.facility is not None]
+        claims = [(verdicts[i].event_id, self._topic_id, flat[i][0].partition,
+                   flat[i][1].offset) for i in admitted]
+        found = await asyncio.to_thread(
+            replays, self.store, claims,
+            [header_value(flat[i][1].headers, "ce_signature") for i in admitted])
+        replayed = {admitted[i] for i in found.replays}
+        duplicate = {admitted[i] for i in found.duplicates}
+        for n, ((tp, m), v) in enumerate(zip(flat, verdicts, strict=True)):
+            if n in duplicate:
+                assert v.facility is not None and v.event_id is not None
+                duplicates.setdefault(v.facility, []).append(v.event_id)
+                INBOUND_DUPLICATES.inc()
+                continue
+            if n in replayed:
                 v = Verdict(None, "replayed", (Issue(
                     "ce_id", f"event id {v.event_id!r} was already accepted from another "
                     "inbound record: a replay (use a new id for a new event)", "duplicate"),),
@@ -157,9 +170,14 @@ class IngestStage:
             # Before the offsets are committed: a crash in between handles the batch again,
             # and the ids derived from the inbound records make the second insert a no-op.
             await asyncio.to_thread(dead_letters.keep, self.store, bad, True)
+        if self.receipts is not None:
+            # After the dead letters are kept: a refusal receipt is a promise it is recorded.
+            self.receipts.send(refusal_receipts(bad) + [
+                Receipt(f, tuple(ids)) for f, ids in duplicates.items()])
         self.stats.accepted += len(good)
         self.stats.rejected += len(bad)
 
     def _letter(self, tp: TopicPartition, m: ConsumerRecord, v: Verdict) -> DeadLetter:
         return refuse_record("ingest", v.reason, v.issues, "inbound", tp.topic, self._topic_id,
                              tp.partition, m.offset, m.key, m.value, m.headers)
+

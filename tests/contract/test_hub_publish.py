@@ -24,7 +24,7 @@ def run(settings, tmp_path: Path, *args: str):
     result = CliRunner().invoke(app, [*args, "--facility", FACILITY, "--kafka",
                                       settings.bootstrap, "--topic", settings.topics.inbound,
                                       "--outbox", str(tmp_path / "outbox.db"),
-                                      "--flush-timeout", "20"])
+                                      "--flush-timeout", "20", "--confirm", "broker"])
     assert "Traceback" not in result.output
     return result
 
@@ -44,7 +44,7 @@ async def test_ndjson_bundle_and_lab_csv_reach_the_hub_with_a_report(make_settin
     assert result.exit_code == 1, result.output
     # ndjson: 3 of 5 lines; Bundle: 2 entries; CSV: 8 rows -> 8 Observations + 3 Patients.
     assert "13 rows queued (16 resources)" in result.output
-    assert "2 refused" in result.output and "all events sent" in result.output
+    assert "2 refused" in result.output and "all events acknowledged" in result.output
     assert "export.ndjson row 3, column Observation.status" in result.output
     assert "export.ndjson row 4, column (line)" in result.output
     with report.open(encoding="utf-8-sig") as fh:

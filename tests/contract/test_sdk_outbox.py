@@ -32,7 +32,7 @@ def topics() -> Topics:
     tag = uuid.uuid4().hex[:8]
     return Topics(inbound=f"o{tag}.inbound", events=f"o{tag}.events",
                   deadletter=f"o{tag}.deadletter", lab=f"o{tag}.lab", imaging=f"o{tag}.imaging",
-                  recognition=f"o{tag}.recognition")
+                  recognition=f"o{tag}.recognition", receipts=f"o{tag}.receipts")
 
 
 def facility_process(bootstrap: str, topic: str, outbox: Path, total: int,
@@ -105,7 +105,7 @@ async def test_a_day_offline_and_a_restart_lose_nothing_and_send_nothing_twice(
     with EmbeddedBroker(port):
         settings = make_settings(kafka_bootstrap=bootstrap, topics=t)
         pub = FacilityPublisher(bootstrap, demo_signer(FACILITY), topic=t.inbound,
-                                outbox=outbox)
+                                outbox=outbox, confirm="broker")
         result = pub.flush(30)
         pub.close()
         assert (result.pending, result.sent) == (0, total), result.message
@@ -132,7 +132,7 @@ async def test_a_crash_after_the_ack_does_not_send_the_event_again(make_settings
     assert unacked > 0  # acknowledged by the broker, not recorded
 
     pub = FacilityPublisher(settings.bootstrap, demo_signer(FACILITY),
-                            topic=settings.topics.inbound, outbox=outbox)
+                            topic=settings.topics.inbound, outbox=outbox, confirm="broker")
     pub.publish_many([event(i) for i in range(pub.pending, total)])  # finish the run
     result = pub.flush(20)
     pub.close()
@@ -174,7 +174,7 @@ def test_a_full_outbox_refuses_clearly_and_keeps_what_it_has(make_settings, tmp_
 
     # The link is back (here: the facility is pointed at a broker that answers).
     pub = FacilityPublisher(settings.bootstrap, demo_signer(FACILITY),
-                            topic=settings.topics.inbound, outbox=outbox)
+                            topic=settings.topics.inbound, outbox=outbox, confirm="broker")
     assert pub.flush(20).ok
     pub.close()
     records = records_on(settings.bootstrap, settings.topics.inbound)

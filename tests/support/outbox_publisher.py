@@ -1,6 +1,6 @@
 """A facility process publishing through the SDK's outbox, run as its own process so a test
 can kill it with SIGKILL: ``python -m tests.support.outbox_publisher BOOTSTRAP TOPIC OUTBOX
-TOTAL [FLUSH_SECONDS]``.
+TOTAL [FLUSH_SECONDS [CONFIRM]]`` (CONFIRM: ``broker``, the default here, or ``journal``).
 
 It continues where the outbox says the last run stopped (the broker is down, so every event
 published so far is still stored), prints each published index on its own line, then
@@ -25,9 +25,10 @@ def event(i: int) -> dict:
     return observation(f"o-{i:04d}", pid=f"p{i % PATIENTS}", value=float(i))
 
 
-def main(bootstrap: str, topic: str, outbox: str, total: int, flush_s: float = 0.0) -> None:
+def main(bootstrap: str, topic: str, outbox: str, total: int, flush_s: float = 0.0,
+         confirm: str = "broker") -> None:
     pub = FacilityPublisher(bootstrap, demo_signer(FACILITY), topic=topic, outbox=outbox,
-                            max_block_ms=300, connect_timeout_ms=300)
+                            max_block_ms=300, connect_timeout_ms=300, confirm=confirm)
     start = pub.pending
     for i in range(start, total):
         pub.publish(event(i))
@@ -39,4 +40,5 @@ def main(bootstrap: str, topic: str, outbox: str, total: int, flush_s: float = 0
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]),
-         float(sys.argv[5]) if len(sys.argv) > 5 else 0.0)
+         float(sys.argv[5]) if len(sys.argv) > 5 else 0.0,
+         sys.argv[6] if len(sys.argv) > 6 else "broker")
