@@ -35,7 +35,7 @@ from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
 from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
-from hub.log.topics import ensure_topics
+from hub.log.topics import durable_ack, ensure_topics
 from hub.metrics import COMPONENT_RESTARTS
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
@@ -113,7 +113,7 @@ class Hub:
             self.publisher = await Publisher(s).start()
             self.receipts = ReceiptSender(self.publisher, s.topics.receipts)
             self.receipts.start()
-            if s.durable_ack:
+            if await asyncio.to_thread(durable_ack, s):
                 self.acks = JournalAcks(self.store)
                 self.acks.start()
             self.deadletters = DeadLetterKeeper(self.store, self.publisher,

@@ -46,7 +46,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Publish FHIR JSON/ndjson files and lab-result CSVs to the hub.")
 
 
-class Confirm(str, enum.Enum):
+class Confirm(enum.StrEnum):
     journal = "journal"
     broker = "broker"
 

@@ -3,8 +3,10 @@
 Runs where the facility's signing key is (at the facility, or at the hub on its behalf):
 the events it publishes are the facility's own, verified and validated again by the hub's
 ingest stage. A message that cannot be mapped or whose resources break FHIR or consortium
-rules is answered ``AE``/``AR`` with the reason and dead-lettered byte for byte; ``AA`` means
-every event of the message is on the broker (acks=all).
+rules is answered ``AE``/``AR`` with the reason and dead-lettered byte for byte. ``AA`` means
+every event of the message is kept: with ``receipts`` (durable acknowledgement, the default
+with the bundled broker) the hub's receipts say its SQL journal committed each one; without,
+the broker acknowledged them (acks=all, enough on a replicated Apache Kafka).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from adapters.sdk import build_envelope
 from hub import clock
 from hub.config import Settings
 from hub.deadletters import refuse
+from hub.engine.receipts import ReceiptWaiter
 from hub.errors import HubError
 from hub.fhir import Issue, validate
 from hub.log.producer import Publisher
@@ -33,8 +36,9 @@ class IntakeStats:
 
 class Hl7Intake:
     def __init__(self, settings: Settings, facility: str, signer: Signer,
-                 publisher: Publisher) -> None:
+                 publisher: Publisher, receipts: ReceiptWaiter | None = None) -> None:
         self.settings = settings
+        self.receipts = receipts
         self.facility = facility
         self.signer = signer
         self.publisher = publisher
@@ -58,19 +62,37 @@ class Hl7Intake:
             await self._refuse(raw, "AE", reason, issues)
             return ack(text, "AE", reason, encoding), "AE", reason
         envs = [build_envelope(self.signer, r) for r in mapped.resources]
+        ids = [e.id for e in envs]
+        if self.receipts is not None:
+            self.receipts.expect(ids)  # before publishing: a receipt may come at once
         try:
             await self.publisher.publish(self.settings.topics.inbound, envs)
         except HubError as exc:  # the broker is away: nothing kept, the sender resends
+            if self.receipts is not None:
+                self.receipts.forget(ids)
             reason = f"the hub cannot take the message now ({exc}); send it again"
             return ack(text, "AE", reason, encoding), "AE", reason
+        if self.receipts is not None:
+            refused = await self.receipts.wait(ids, self.settings.ack_timeout_s)
+            if refused is None:
+                reason = (f"the hub did not confirm within {self.settings.ack_timeout_s:g} s "
+                          "that it kept the message; send it again")
+                return ack(text, "AE", reason, encoding), "AE", reason
+            if refused:
+                reason = f"the hub refused it: {next(iter(refused.values()))}"[:400]
+                self._count_refusal(reason)
+                return ack(text, "AE", reason, encoding), "AE", reason
         self.stats.accepted += 1
         self.stats.events += len(envs)
         return ack(text, "AA", "", encoding), "AA", ""
 
-    async def _refuse(self, raw: bytes, code: str, reason: str, issues: list[Issue]) -> None:
+    def _count_refusal(self, reason: str) -> None:
         self.stats.refused += 1
         short = reason.split(":")[0][:60]
         self.stats.by_reason[short] = self.stats.by_reason.get(short, 0) + 1
+
+    async def _refuse(self, raw: bytes, code: str, reason: str, issues: list[Issue]) -> None:
+        self._count_refusal(reason)
         letter = refuse("hl7v2", code, raw, issues=issues, detail=reason,
                         facility=self.facility, key=self.facility.encode(),
                         headers=[("content-type", b"x-application/hl7-v2+er7"),

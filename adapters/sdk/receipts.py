@@ -14,16 +14,10 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
-from kafka.partitioner.default import murmur2
 
-from hub.engine.receipts import Receipt, parse_receipt
+from hub.engine.receipts import Receipt, parse_receipt, receipt_partition
 
 RECEIPTS_TOPIC = "hie.receipts.v1"
-
-
-def receipts_partition(facility: str, partitions: int) -> int:
-    """The partition of ``facility``'s receipts: Kafka's default partitioner."""
-    return (murmur2(facility.encode()) & 0x7FFFFFFF) % partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +47,7 @@ class ReceiptReader:
         if not parts:
             raise KafkaTimeoutError(f"the hub's broker has no topic {self.topic}: is the hub "
                                     "running, and does it send receipts?")
-        self._tp = TopicPartition(self.topic, receipts_partition(self.facility, len(parts)))
+        self._tp = TopicPartition(self.topic, receipt_partition(self.facility, len(parts)))
         return self._tp.partition
 
     def start_at(self, mark: int | None, timeout_ms: int) -> int:

@@ -82,7 +82,9 @@ def mllp(facility: Hl7FacilityOpt,
     message with an ACK (AA), or AE/AR with the reason."""
     from adapters.hl7v2.intake import Hl7Intake
     from adapters.hl7v2.mllp import MllpServer
+    from hub.engine.receipts import ReceiptWaiter
     from hub.log.producer import Publisher
+    from hub.log.topics import durable_ack
 
     s = settings(kafka, facilities=facilities)
     signer = facility_signer(s, facility, key_file, kid)
@@ -90,15 +92,23 @@ def mllp(facility: Hl7FacilityOpt,
     async def main() -> None:
         with quiet_kafka():
             publisher = await Publisher(s).start()
-        server = MllpServer(Hl7Intake(s, facility, signer, publisher), host, port)
+        receipts = None
+        if await asyncio.to_thread(durable_ack, s):
+            receipts = ReceiptWaiter(s, facility)
+            await receipts.start()
+        server = MllpServer(Hl7Intake(s, facility, signer, publisher, receipts), host, port)
+        meaning = ("the hub's journal committed it" if receipts else
+                   "the broker acknowledged it")
         try:
             await server.start()
             console.print(f"MLLP listener for {facility} on {host}:{server.port} -> "
                           f"{s.topics.inbound} at {s.bootstrap} (signing as "
-                          f"{signer.kid}). Ctrl-C stops.")
+                          f"{signer.kid}; AA once {meaning}). Ctrl-C stops.")
             await asyncio.Event().wait()
         finally:
             await server.stop()
+            if receipts is not None:
+                await receipts.stop()
             await publisher.stop()
 
     run(main())

@@ -24,7 +24,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
+from aiokafka.partitioner import murmur2
 
+from hub.config import Settings
 from hub.deadletters.letter import DeadLetter
 from hub.engine.projection import Event
 from hub.errors import HubError
@@ -148,3 +150,106 @@ def refusal_receipts(letters: Iterable[DeadLetter]) -> list[Receipt]:
             reason = f"{letter.reason}: {letter.detail}" if letter.detail else letter.reason
             by_facility[letter.facility][letter.event_id] = reason[:500]
     return [Receipt(f, (), refused) for f, refused in by_facility.items()]
+
+
+class ReceiptWaiter:
+    """The sending side, for a process without the hub's store (``hub mllp``): wait until the
+    hub's receipts name every event of a message.
+
+    Same contract as ``JournalAcks``: ``expect(ids)`` before publishing, then ``wait``. It
+    reads the facility's receipt partition from its end when it starts, so it must start
+    before the first publish; after a broker outage it reads the new log from its end (a
+    receipt missed meanwhile makes that message's wait time out: not acknowledged, resend).
+    """
+
+    def __init__(self, settings: Settings, facility: str) -> None:
+        self.settings = settings
+        self.facility = facility
+        self._waiting: dict[str, asyncio.Future[str | None]] = {}
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self._task = asyncio.create_task(self._run(), name="receipt-waiter")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def expect(self, ids: Iterable[str]) -> None:
+        loop = asyncio.get_running_loop()
+        for i in ids:
+            self._waiting.setdefault(i, loop.create_future())
+
+    def forget(self, ids: Iterable[str]) -> None:
+        for i in ids:
+            fut = self._waiting.pop(i, None)
+            if fut is not None:
+                fut.cancel()
+
+    async def wait(self, ids: Sequence[str], timeout: float) -> dict[str, str] | None:
+        """Refusal reasons by event id ({} when every one is journaled), or None when not
+        every receipt came within ``timeout``."""
+        futs = [f for i in ids if (f := self._waiting.get(i)) is not None]
+        try:
+            if futs:
+                await asyncio.wait(futs, timeout=timeout)
+            if not all(f.done() and not f.cancelled() for f in futs):
+                return None
+            return {i: why for i in ids
+                    if (f := self._waiting.get(i)) is not None and (why := f.result())}
+        finally:
+            self.forget(ids)
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError
+
+        from hub.log.topics import log_identity
+
+        topic = self.settings.topics.receipts
+        while True:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap,
+                                        group_id=None, enable_auto_commit=False,
+                                        client_id=f"receipts-{self.facility}")
+            try:
+                _, partitions = await asyncio.to_thread(log_identity, self.settings, topic)
+                await consumer.start()
+                tp = TopicPartition(topic, receipt_partition(self.facility, partitions))
+                consumer.assign([tp])
+                await consumer.seek_to_end(tp)
+                await consumer.position(tp)  # resolve "the end" now, before any publish
+                self._ready.set()
+                while True:
+                    batch = await consumer.getmany(tp, timeout_ms=500)
+                    for rec in batch.get(tp, []):
+                        self._settle(parse_receipt(rec.value))
+            except (KafkaError, HubError, OSError) as exc:
+                log.warning("receipts: cannot read %s (%s); looking again in 1 s", topic, exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+            await asyncio.sleep(1.0)
+
+    def _settle(self, receipt: Receipt | None) -> None:
+        if receipt is None or receipt.facility != self.facility:
+            return
+        for i in receipt.journaled:
+            fut = self._waiting.get(i)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        for i, why in receipt.refused.items():
+            fut = self._waiting.get(i)
+            # ``replayed`` means another copy is in the hub's hands: its receipt will come.
+            if fut is not None and not fut.done() and not why.startswith("replayed"):
+                fut.set_result(why)
+
+
+def receipt_partition(facility: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as every client computes it for the key."""
+    return (murmur2(facility.encode()) & 0x7FFFFFFF) % partitions

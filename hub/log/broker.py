@@ -18,6 +18,9 @@ from pathlib import Path
 
 from hub.errors import BrokerError
 
+# Hub processes started with --kafka read it to learn the log is in memory only.
+BUNDLED_CLUSTER_ID = "hie-bundled-memory-only"
+
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return _port_open(host, port)
@@ -73,7 +76,10 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+            # The cluster id tells hub processes started with --kafka that this log is in
+            # memory only, so their acknowledgements wait for the journal (durable_ack).
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--cluster-id", BUNDLED_CLUSTER_ID],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             # Its own session: a terminal's Ctrl-C reaches the hub, which drains its
             # consumers and then stops the broker, instead of killing the broker first.

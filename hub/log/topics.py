@@ -11,6 +11,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from hub.config import Settings
 from hub.errors import BrokerError
+from hub.log.broker import BUNDLED_CLUSTER_ID
 
 
 class TopicMissing(BrokerError):
@@ -106,3 +107,21 @@ def log_identity(settings: Settings, topic: str, timeout: float = 3.0,
             found = topic_identity(settings.bootstrap, topic, timeout)
         _seen[key] = (time.monotonic(), found)
         return found
+
+
+
+
+def durable_ack(settings: Settings) -> bool:
+    """Whether an acknowledgement must wait for the SQL journal (``HUB_ACK_AFTER``; by
+    default: yes when the broker is the bundled one, whose log is in memory only, whether
+    this process started it or found it at ``--kafka``)."""
+    if settings.ack_after is not None or settings.embedded:
+        return settings.durable_ack
+    admin = _admin(settings.bootstrap, settings.broker_wait_seconds)
+    try:
+        cluster = admin.describe_cluster()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot ask {settings.bootstrap} what it is: {exc}") from exc
+    finally:
+        admin.close()
+    return cluster.get("cluster_id") == BUNDLED_CLUSTER_ID

@@ -12,10 +12,13 @@ import sqlalchemy as sa
 from adapters.sdk import FacilityPublisher, build_envelope
 from hub.deadletters.read import list_dead_letters
 from hub.log.broker import EmbeddedBroker, free_port
+from hub.service import Hub
 from hub.signing import demo_signer
 from hub.store.db import open_store
 from hub.store.schema import journal
-from tests.support.hub_server import running_hub
+from tests.e2e.test_hl7_mllp import send_all
+from tests.support.hl7_messages import oru
+from tests.support.hub_server import mllp_listener, running_hub
 from tests.support.outbox_publisher import FACILITY, event
 
 pytestmark = [pytest.mark.e2e]
@@ -89,3 +92,25 @@ async def test_flush_waits_for_the_journal_and_survives_a_broker_restart(make_se
             letters = list_dead_letters(hub.store, limit=50)
             assert [d.reason for d in letters] == ["invalid-resource"]
         pub.close()
+
+
+async def test_mllp_answers_aa_only_once_the_journal_has_the_message(make_settings, tmp_path):
+    """No hub reads the inbound topic yet: the listener cannot get a receipt, so it answers
+    AE ("send it again"), never AA. With the hub running, the same message is AA'd, and by
+    then every event of it is in the journal."""
+    with EmbeddedBroker(free_port(), tmp_path / "broker.log") as broker:
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, ack_timeout_s=2.0)
+        async with Hub(settings, start_broker=False) as alone:  # no ingest, no journal
+            async with mllp_listener(settings, alone) as server:
+                reply, = await asyncio.to_thread(send_all, server.port, [oru().encode()])
+            assert str(reply.segment("MSA")[1]) == "AE"
+            assert "did not confirm within 2 s" in str(reply.segment("MSA")[3])
+        async with running_hub(settings) as (hub, _base):
+            async with mllp_listener(settings, hub) as server:
+                before = set(journaled(settings.db_url))
+                reply, = await asyncio.to_thread(send_all, server.port,
+                                                 [oru(control="ORU2").encode()])
+                after = set(journaled(settings.db_url))
+            assert str(reply.segment("MSA")[1]) == "AA", str(reply)
+            # The ORU's Patient, DiagnosticReport and four Observations, journaled already.
+            assert len(after - before) >= 6

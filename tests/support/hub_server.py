@@ -11,6 +11,7 @@ import httpx
 from adapters.hl7v2.intake import Hl7Intake
 from adapters.hl7v2.mllp import MllpServer
 from hub.config import Settings
+from hub.engine.receipts import ReceiptWaiter
 from hub.log.broker import free_port
 from hub.service import Hub
 from hub.signing import demo_signer
@@ -18,14 +19,21 @@ from hub.signing import demo_signer
 
 @asynccontextmanager
 async def mllp_listener(settings: Settings, hub: Hub, facility: str = "township-1"):
-    """An MLLP listener for ``facility`` on a free port, publishing through ``hub``."""
-    server = MllpServer(Hl7Intake(settings, facility, demo_signer(facility), hub.publisher),
-                        "127.0.0.1", 0)
+    """An MLLP listener for ``facility`` on a free port, publishing through ``hub``; like
+    ``hub mllp``, it answers AA once the hub's receipts say the journal has the message when
+    the hub's acknowledgements are durable."""
+    receipts = ReceiptWaiter(settings, facility) if hub.acks is not None else None
+    if receipts is not None:
+        await receipts.start()
+    server = MllpServer(Hl7Intake(settings, facility, demo_signer(facility), hub.publisher,
+                                  receipts), "127.0.0.1", 0)
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+        if receipts is not None:
+            await receipts.stop()
 
 
 @asynccontextmanager

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from hub.config import Settings
+from hub.engine.receipts import Receipt, parse_receipt
 from hub.envelope import new_event
 from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
@@ -46,7 +47,7 @@ def test_asyncapi_names_the_configured_topics():
     doc = yaml.safe_load((SCHEMAS / "asyncapi.yaml").read_text())
     addresses = {c["address"] for c in doc["channels"].values()}
     t = Settings().topics
-    assert addresses == {t.inbound, t.events, t.deadletter, t.lab, t.imaging, t.recognition}
+    assert addresses == set(t.model_dump().values())  # every topic the hub uses, no other
 
 
 def test_consortium_schema_accepts_the_bundled_demo_and_refuses_bad_tiers(tmp_path):
@@ -65,3 +66,15 @@ def test_deploy_example_consortium_is_valid():
     assert len(directory) == 18
     assert all(f.token.startswith("CHANGE-ME") for f in directory)
     assert all(not f.record.keys for f in directory)  # keys come from rotate-key
+
+
+def test_receipts_match_their_schema_and_read_back():
+    schema = json.loads((SCHEMAS / "receipt.schema.json").read_text())
+    for receipt in (Receipt("village-1", ("e1", "e2")),
+                    Receipt("village-1", (), {"e3": "invalid-resource: Observation.status"})):
+        key, value, _ = receipt.record()
+        jsonschema.validate(json.loads(value), schema)
+        assert key == b"village-1" and parse_receipt(value) == receipt
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"facility": "village-1"}, schema)  # says nothing
+    assert parse_receipt(b"not json") is None and parse_receipt(b'{"x": 1}') is None
