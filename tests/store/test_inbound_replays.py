@@ -1,0 +1,36 @@
+"""Which second copies of an inbound event id are refused, on every store."""
+
+from __future__ import annotations
+
+from hub.engine.writer import dialect_insert
+from hub.ingest.replay import replays
+from hub.store.schema import journal
+
+
+def journal_row(store, event_id: str, signature: str) -> None:
+    with store.begin() as conn:
+        conn.execute(dialect_insert(conn, journal).values(
+            event_id=event_id, source="urn:hie:facility:village-1", type="t", subject="s",
+            time="2026-01-01T00:00:00Z", key="k", signature=signature, data=b"{}",
+            topic="in", topic_id="old", partition=0, offset=0))
+
+
+def test_redelivery_copy_loss_and_replay_are_told_apart(store):
+    first = replays(store, [("e1", "old", 0, 5), ("e2", "old", 0, 6), ("e3", "old", 0, 7)],
+                    ["sig-1", "sig-2", "sig-3"])
+    assert (first.replays, first.duplicates) == (set(), set())
+    # The same records again (a crash before the inbound commit): re-deliveries.
+    again = replays(store, [("e1", "old", 0, 5), ("e2", "old", 0, 6)], ["sig-1", "sig-2"])
+    assert (again.replays, again.duplicates) == (set(), set())
+
+    journal_row(store, "e1", "sig-1")
+    journal_row(store, "e2", "sig-2")
+    # On a new log (the broker restarted empty): e1 sent again as it was -> a duplicate,
+    # answered with a receipt; e2 under the same id with another signature -> a replay; e3
+    # never reached the journal and its log is gone -> the new copy takes the id over.
+    later = replays(store, [("e1", "new", 1, 0), ("e2", "new", 1, 1), ("e3", "new", 1, 2)],
+                    ["sig-1", "forged", "sig-3"])
+    assert (later.replays, later.duplicates) == ({1}, {0})
+    # e3's claim moved: reading that record again is a re-delivery, an older copy a replay.
+    assert replays(store, [("e3", "new", 1, 2)], ["sig-3"]).replays == set()
+    assert replays(store, [("e3", "new", 1, 9)], ["sig-3"]).replays == {0}
