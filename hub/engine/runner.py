@@ -39,7 +39,7 @@ from aiokafka.structs import OffsetAndMetadata
 from hub.config import Settings
 from hub.deadletters import store as dead_letters
 from hub.deadletters.letter import DeadLetter, refuse_record
-from hub.engine import tracking
+from hub.engine import catchup, tracking
 from hub.engine.faults import crashpoint
 from hub.engine.outage import (
     LOG_CHECK_SECONDS,
@@ -140,6 +140,7 @@ class ProjectionRunner:
             log_identity, self.settings, self.topic)
         self.tables = await asyncio.to_thread(ensure_built, self.store, self.projection)
         self._next.clear()
+        await asyncio.to_thread(self._catch_up, True)
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.{self.consumer_name}",
@@ -190,6 +191,9 @@ class ProjectionRunner:
             log_identity, self.settings, self.topic, 3.0, LOG_CHECK_SECONDS / 2)
         if topic_id != self._topic_id:
             raise NewLog(f"{self.topic} is a new log (topic id {self._topic_id} -> {topic_id})")
+        async with self._batch_lock:
+            # The journal may still be committing the last events of a log that is gone.
+            await asyncio.to_thread(self._catch_up, False)
         consumer = self._consumer
         assigned = list(consumer.assignment()) if consumer is not None else []
         if assigned and self._next:
@@ -387,14 +391,41 @@ class ProjectionRunner:
         except StoreError:
             return False
 
+    def _catch_up(self, all_logs: bool) -> int:
+        """Apply what the journal kept of earlier logs and this projection missed
+        (``hub.engine.catchup``). Returns the events applied."""
+        if not getattr(self.projection, "rebuildable", True) or not self._topic_id:
+            return 0  # the journal itself
+        with self.store.connect() as conn:
+            todo = catchup.earlier_logs(conn, self.consumer_name, self.topic, self._topic_id,
+                                        all_logs)
+            self._epoch = (tracking.projection_state(conn, self.projection.name) or (0, 0))[1]
+        before = self.stats.applied
+        for (topic_id, partition), after in sorted(todo.items()):
+            while True:
+                with self.store.connect() as conn:
+                    events = catchup.missed(conn, self.topic, topic_id, partition, after,
+                                            self.settings.batch_max_records)
+                if not events:
+                    break
+                after = events[-1].offset
+                self._commit_batch(events, {partition: after}, topic_id=topic_id)
+        applied = self.stats.applied - before
+        if applied:
+            log.warning("%s: applied %d events from the journal that an earlier log (gone "
+                        "now) had not delivered to it", self.projection.name, applied)
+        return applied
+
     def _commit_batch(self, events: list[Event], last: dict[int, int],
-                      letters: Sequence[DeadLetter] = ()) -> None:
+                      letters: Sequence[DeadLetter] = (), topic_id: str | None = None
+                      ) -> None:
         name = self.projection.name
+        topic_id = topic_id or self._topic_id
         with self.store.begin() as conn:
             state = tracking.projection_state(conn, name)
             if state is not None and state[1] != self._epoch:
                 raise _Reseek()
-            stored = tracking.load_positions(conn, self.consumer_name, self.topic, self._topic_id)
+            stored = tracking.load_positions(conn, self.consumer_name, self.topic, topic_id)
             fresh = [e for e in events if e.offset > stored.get(e.partition, -1)]
             if self.dedupe and fresh:
                 new_ids = tracking.new_event_ids(conn, self.consumer_name, (e.id for e in fresh))
@@ -409,7 +440,7 @@ class ProjectionRunner:
             write(conn, self.tables, changes)
             dead_letters.insert(conn, letters, published=True)
             moved = {p: o for p, o in last.items() if o > stored.get(p, -1)}
-            tracking.save_positions(conn, self.consumer_name, self.topic, self._topic_id, moved)
+            tracking.save_positions(conn, self.consumer_name, self.topic, topic_id, moved)
             crashpoint(self.settings.crash_at, "before_store_commit")
         skipped = len(events) - len(fresh)
         self.stats.applied += len(fresh)

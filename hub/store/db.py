@@ -75,6 +75,9 @@ class Store:
         with self.begin() as conn:
             self.serialise(conn, "schema")
             metadata.create_all(conn)
+            # Indexes added to tables that existed before them (create_all skips those).
+            for index in journal.indexes:
+                index.create(conn, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()

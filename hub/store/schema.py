@@ -76,6 +76,9 @@ journal = sa.Table(
     sa.Column("topic_id", sa.String(64), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("offset", sa.BigInteger, nullable=False),
+    # Where each event sat in the log: projections catching up on a log that is gone
+    # (hub.engine.catchup) look their missed events up by it.
+    sa.Index("ix_hub_journal_origin", "topic_id", "partition", "offset"),
 )
 
 # Every refused input, byte for byte, with why it was refused: the durable copy of what

@@ -6,6 +6,7 @@ the shared record and activity tables must also equal a from-scratch rebuild.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import signal
@@ -17,6 +18,11 @@ import sqlalchemy as sa
 from hub.activity.projection import ActivityProjection
 from hub.deadletters.read import list_dead_letters
 from hub.engine.rebuild import rebuild
+from hub.engine.runner import ProjectionRunner
+from hub.journal import JournalProjection
+from hub.log.broker import EmbeddedBroker, free_port
+from hub.log.producer import Publisher
+from hub.log.topics import ensure_topics
 from hub.record.projection import SharedRecordProjection
 from hub.store.db import open_store
 from tests.support.checks import table_digest
@@ -138,3 +144,42 @@ async def test_ingest_stage_killed_before_commit_duplicates_nothing(make_setting
         assert {r.reason for r in kept} == {"unsigned"}
     finally:
         store.dispose()
+
+
+async def test_projections_catch_up_from_the_journal_when_the_log_is_gone(make_settings, store,
+                                                                          tmp_path):
+    """The bundled broker dies with the hub: the journal had committed events that some
+    projections had not applied (activity: half of them; the shared record: none), and the
+    restarted broker's log is empty. On their next start the projections take what they
+    missed from the journal, once each, and equal a from-scratch rebuild."""
+    events = workload(60)
+    half = len(events) // 2
+    with EmbeddedBroker(free_port(), tmp_path / "broker.log") as broker:
+        settings = make_settings(kafka_bootstrap=broker.bootstrap)
+        pub = await Publisher(settings).start()
+
+        async def caught_up(projection) -> None:
+            runner = ProjectionRunner(settings, store, projection, pub)
+            await asyncio.wait_for(runner.run(until_caught_up=True), 120)
+
+        try:
+            await pub.publish(settings.topics.events, events[:half])
+            await caught_up(ActivityProjection())
+            await pub.publish(settings.topics.events, events[half:])
+            await caught_up(JournalProjection())
+            assert total_events(store) == half
+
+            await pub.stop()
+            broker.kill()  # SIGKILL: the log, in memory, is gone
+            broker.start()
+            await asyncio.to_thread(ensure_topics, settings)
+            pub = await Publisher(settings).start()
+            await caught_up(ActivityProjection())
+            await caught_up(SharedRecordProjection())
+        finally:
+            await pub.stop()
+    assert total_events(store) == len(events)
+    live = {t: table_digest(store, t) for t in ("record_resources", "activity_counts")}
+    rebuild(store, SharedRecordProjection())
+    rebuild(store, ActivityProjection())
+    assert {t: table_digest(store, t) for t in live} == live
