@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from typer.core import TyperGroup
 
+from hub import logs
 from hub.aio import run_loop
 from hub.config import Settings, load_settings
 from hub.errors import ConfigError, HubError
@@ -149,6 +150,8 @@ def run(coro: Coroutine[Any, Any, Any]) -> None:
     # kafka-python serves only admin calls here; each retry it logs is noise beside the one
     # BrokerError the hub raises when Kafka stays silent.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # aiokafka logs each failed attempt of each client; the hub says "broker away" once.
+    logs.install()
 
     async def main() -> None:
         task = asyncio.ensure_future(coro)
