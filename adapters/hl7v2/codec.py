@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from adapters.hl7v2.mapping import CONSORTIUM_TZ
 from hub import clock
+from hub.clock import CONSORTIUM_TZ
 
 START, END = b"\x0b", b"\x1c\x0d"
 _CHARSETS = {"UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "GB18030": "gb18030",

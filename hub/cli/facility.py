@@ -250,6 +250,10 @@ def add(
     ecg: Annotated[str | None, typer.Option(help="Reading centre for ECG.")] = None,
     pathology: Annotated[str | None, typer.Option(help="Reading centre for pathology.")
                          ] = None,
+    timezone: Annotated[str | None, typer.Option(
+        help="IANA time zone of its systems' clocks, if not Asia/Shanghai.")] = None,
+    hl7_name: Annotated[list[str] | None, typer.Option(
+        help="A name its HL7 v2 systems send in MSH-4 (repeat for several).")] = None,
     public_key: PublicKeyOpt = None, key_out: KeyOutOpt = None, facilities: FileOpt = None,
 ) -> None:
     """Register a member facility: a gateway token and a signing key are issued."""
@@ -264,7 +268,8 @@ def add(
     pub, private = _key_pair(public_key)
     kid = rec.next_kid()
     rec = FacilityRecord(rec.id, rec.name, rec.tier, rec.group, rec.reading_centres,
-                         keys=(SigningKey(kid, pub, clock.now()),))
+                         keys=(SigningKey(kid, pub, clock.now()),), timezone=timezone,
+                         hl7_names=tuple(hl7_name or ()))
     token = secrets.token_urlsafe(32)
     c.put(Facility(rec, token))
     _checked(c, path)

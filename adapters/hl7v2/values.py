@@ -1,0 +1,108 @@
+"""OBX-5 by its value type (OBX-2) -> an Observation's ``value[x]``.
+
+The policy (README, "Fidelity"): every OBX becomes one Observation or the whole message is
+refused. Numbers, coded values, text, dates and times map to their FHIR types; the composite
+types that are text to a reader (a telephone number, a person's or organisation's name, an
+identifier, an address) map to ``valueString`` as written. ED (encapsulated data) and RP (a
+pointer to data held elsewhere) have no Observation value in R4: a message carrying one is
+refused whole, naming the OBX, never accepted without it.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any
+
+import hl7
+
+from adapters.hl7v2.coded import coded, quantity
+from adapters.hl7v2.fields import comp, first, hl7_time, text_of, unescape
+from adapters.hl7v2.patient import phone_text
+
+TEXT = {"ST", "TX", "FT", "ID", "IS"}
+CODED = {"CE", "CWE", "CNE", "CF"}
+COMPOSITE_TEXT = {"XTN", "CX", "FN", "XPN", "XAD", "XCN", "XON", "HD", "EI", "CP", "MO", "NA",
+                  "MA", "PN", "AD", "TN", "CN"}
+TIMES = {"DT", "DTM", "TS", "TM"}
+SUPPORTED = ("NM", "SN", *sorted(TEXT), *sorted(CODED), *sorted(TIMES),
+             *sorted(COMPOSITE_TEXT))
+
+
+class ValueRefused(Exception):
+    """OBX-5 cannot be kept as an Observation value; the message is refused with this."""
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _structured_numeric(value: Any, unit: str, ucum: str | None) -> dict[str, Any]:
+    """SN ``comparator^num1^separator^num2``: ``>^200``, ``^1^:^128``, ``^10^-^20``."""
+    comparator, n1, sep, n2 = (comp(value, i) for i in range(4))
+    a, b = _number(n1), _number(n2) if n2 else None
+    if a is None:
+        raise ValueRefused("SN value has no number")
+    if sep in (":", "/") and b is not None:
+        return {"valueRatio": {"numerator": {"value": a}, "denominator": {"value": b}}}
+    if sep in ("-", "+") and b is not None:
+        return {"valueRange": {"low": quantity(a, unit, ucum), "high": quantity(b, unit, ucum)}}
+    q = quantity(a, unit, ucum)
+    if comparator in ("<", "<=", ">", ">="):
+        q["comparator"] = comparator
+    return {"valueQuantity": q}
+
+
+def _time(vtype: str, raw: str, tz: tzinfo) -> dict[str, Any]:
+    if vtype == "TM":
+        digits = raw.split("+")[0].split("-")[0].split(".")[0]
+        if len(digits) >= 4 and digits.isdigit():
+            parts = [digits[0:2], digits[2:4], digits[4:6] or "00"]
+            return {"valueTime": ":".join(parts)}
+        raise ValueRefused(f"TM value {raw!r} is not a time (HHMM[SS])")
+    when = hl7_time(raw, tz)
+    if when is None:
+        raise ValueRefused(f"{vtype} value {raw!r} is not a date/time")
+    if vtype == "DT" or len(raw.strip()) <= 8:  # a date keeps its precision: no midnight
+        digits = raw.strip()
+        return {"valueDateTime": "-".join(x for x in (digits[0:4], digits[4:6],
+                                                     digits[6:8]) if x)}
+    return {"valueDateTime": when}
+
+
+def observation_value(vtype: str, field_value: Any, unit: str, ucum: str | None,
+                      tz: tzinfo) -> dict[str, Any]:
+    """The ``value[x]`` element(s) for a non-empty OBX-5, or ValueRefused with why."""
+    reps = list(field_value) if isinstance(field_value, hl7.Field) else [field_value]
+    if vtype in TEXT:
+        # TX and FT lines often arrive as repetitions: they are lines of one text.
+        text = str(field_value).replace("~", "\n") if vtype in ("TX", "FT") else \
+            str(field_value)
+        return {"valueString": unescape(text.strip())}
+    if len(reps) > 1 and vtype not in COMPOSITE_TEXT:
+        raise ValueRefused(f"{len(reps)} repetitions of a {vtype} value; an Observation holds "
+                           "one value (send one OBX per value)")
+    value = first(field_value)
+    raw = str(value).strip()
+    if vtype == "NM":
+        number = _number(raw)
+        if number is None:
+            raise ValueRefused(f"NM value {raw!r} is not a number")
+        return {"valueQuantity": quantity(number, unit, ucum)}
+    if vtype == "SN":
+        return _structured_numeric(value, unit, ucum)
+    if vtype in CODED:
+        return {"valueCodeableConcept": coded(value) or {"text": unescape(raw)}}
+    if vtype in TIMES:
+        return _time(vtype, raw, tz)
+    if vtype in COMPOSITE_TEXT:
+        texts = [phone_text(r) if vtype in ("XTN", "TN") else text_of(r) for r in reps]
+        return {"valueString": "; ".join(t for t in texts if t)}
+    if vtype in ("ED", "RP"):
+        raise ValueRefused(f"value type {vtype} (data kept elsewhere or encapsulated) has "
+                           "no Observation value in FHIR R4; send the report as text or a "
+                           "document")
+    raise ValueRefused(f"value type {vtype!r} is not supported ({', '.join(SUPPORTED)})"
+                       if vtype else "OBX-2 (value type) is empty")
