@@ -5,6 +5,7 @@ and are dead-lettered while everything accepted stays."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import hl7
 import httpx
@@ -13,7 +14,10 @@ from hl7.client import MLLPClient
 from typer.testing import CliRunner
 
 from hub.cli import app
+from hub.facilities import Facility
 from hub.log.inspect import read_deadletters
+from hub.registry.consortium_file import read_consortium, write_consortium
+from tests.support.events import read_json_topic
 from tests.support.hl7_messages import adt, oru, pid
 from tests.support.hub_server import auth, eventually, mllp_listener, running_hub
 
@@ -104,3 +108,30 @@ async def test_lis_over_mllp(make_settings, tmp_path):
         assert "3 messages accepted" in result.output and "5 refused" in result.output
         assert "has no value" in result.output and "belong to patient P001, not P002" in \
             result.output
+
+
+async def test_import_reads_times_in_the_facility_zone_and_its_lis_name(make_settings,
+                                                                         tmp_path):
+    """The registry says township-1's LIS runs on Xinjiang time and calls itself TWP1-LIS:
+    its message is taken under that name and its local times carry +06:00."""
+    consortium = read_consortium(None)
+    f = consortium.get("township-1")
+    consortium.put(Facility(dataclasses.replace(f.record, timezone="Asia/Urumqi",
+                                                hl7_names=("TWP1-LIS",)), f.token))
+    path = tmp_path / "consortium.yaml"
+    write_consortium(consortium, path)
+    settings = make_settings(facilities_file=path)
+    batch = tmp_path / "lis.hl7"
+    batch.write_text(oru(facility="TWP1-LIS") + oru(control="ORU9", facility="LAB-X"))
+    env = {"HUB_KAFKA_BOOTSTRAP": settings.bootstrap, "HUB_DATABASE_URL": settings.db_url,
+           "HUB_FACILITIES_FILE": str(path), "HUB_TOPIC_INBOUND": settings.topics.inbound,
+           "HUB_TOPIC_DEADLETTER": settings.topics.deadletter, "COLUMNS": "200"}
+    result = await asyncio.to_thread(CliRunner().invoke, app, [
+        "hl7-import", str(batch), "--facility", "township-1"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "1 messages accepted" in result.output
+    assert "MSH-4 sending facility 'LAB-X' is not 'township-1' or 'TWP1-LIS'" in result.output
+    events = await read_json_topic(settings, settings.topics.inbound, 7)
+    glucose = next(e for e in events if e["resourceType"] == "Observation"
+                   and e["code"]["coding"][0]["code"] == "15074-8")
+    assert glucose["effectiveDateTime"] == "2026-11-01T08:00:00+06:00"

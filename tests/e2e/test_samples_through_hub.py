@@ -76,6 +76,10 @@ async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings
                 r = await c.get(f"/fhir/{ref}") if ref else None
                 return r is not None and r.status_code == 200 and r.json()["name"] == "Lab"
 
+            async def patient_from_a_result() -> bool:  # no ADT for him: the ORU's PID
+                r = await c.get("/fhir/Patient/township-1.987488015")
+                return r.status_code == 200 and r.json()["name"][0]["text"] == "Adam Whiteagle"
+
             async def newborn_admitted() -> bool:
                 r = await c.get("/fhir/Patient/township-1.11102779")
                 return r.status_code == 200
@@ -85,7 +89,8 @@ async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings
                 return [s["numberOfInstances"] for s in found] == [4]
 
             for check in (lead_corrected, three_cultures, newborn_screening,
-                          performing_lab_resolves, newborn_admitted, brain_study):
+                          performing_lab_resolves, patient_from_a_result, newborn_admitted,
+                          brain_study):
                 await eventually(check)
         async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-county-1"),
                                      timeout=30) as county:
