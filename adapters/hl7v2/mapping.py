@@ -26,7 +26,7 @@ from adapters.hl7v2.fields import comp, first, hl7_time, reps, sub, unescape
 from adapters.hl7v2.fields import field as text_field
 from adapters.hl7v2.ids import order_label, result_id, scoped_id
 from adapters.hl7v2.patient import PatientRefused, address, patient, patient_id
-from adapters.hl7v2.values import ValueRefused, observation_value
+from adapters.hl7v2.values import VALUE_ATTACHMENT, ValueRefused, observation_value
 from hub import clock
 from hub.clock import CONSORTIUM_TZ
 
@@ -228,6 +228,11 @@ def _report(group: _Group, ctx: _Context) -> None:
             if p not in performers:
                 performers.append(p)
         report["result"].append({"reference": f"Observation/{obs['id']}"})
+        for ext in obs.get("extension", []):
+            if ext["url"] == VALUE_ATTACHMENT:  # a document result: the report presents it
+                title = obs["code"].get("text")
+                report.setdefault("presentedForm", []).append(
+                    {**ext["valueAttachment"], **({"title": title} if title else {})})
     report["performer"] = performers or [_facility_performer(ctx)]
     ctx.add(report)
 

@@ -3,13 +3,17 @@
 The policy (README, "Fidelity"): every OBX becomes one Observation or the whole message is
 refused. Numbers, coded values, text, dates and times map to their FHIR types; the composite
 types that are text to a reader (a telephone number, a person's or organisation's name, an
-identifier, an address) map to ``valueString`` as written. ED (encapsulated data) and RP (a
-pointer to data held elsewhere) have no Observation value in R4: a message carrying one is
-refused whole, naming the OBX, never accepted without it.
+identifier, an address) map to ``valueString`` as written. ED (encapsulated data: a PDF
+report, an image) has no Observation value in R4: it becomes an Attachment in R5's
+``valueAttachment`` carried by its cross-version extension (the mapping also lists it in the
+report's ``presentedForm``). RP (a pointer to data held elsewhere) carries nothing the hub can
+keep: a message with one is refused whole, naming the OBX, never accepted without it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import tzinfo
 from typing import Any
 
@@ -24,8 +28,12 @@ CODED = {"CE", "CWE", "CNE", "CF"}
 COMPOSITE_TEXT = {"XTN", "CX", "FN", "XPN", "XAD", "XCN", "XON", "HD", "EI", "CP", "MO", "NA",
                   "MA", "PN", "AD", "TN", "CN"}
 TIMES = {"DT", "DTM", "TS", "TM"}
+VALUE_ATTACHMENT = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value"
+_MEDIA = {"AP": "application", "APPLICATION": "application", "IM": "image", "IMAGE": "image",
+          "TEXT": "text", "TX": "text", "AU": "audio", "AUDIO": "audio", "VIDEO": "video",
+          "MULTIPART": "multipart", "NS": "application"}
 SUPPORTED = ("NM", "SN", *sorted(TEXT), *sorted(CODED), *sorted(TIMES),
-             *sorted(COMPOSITE_TEXT))
+             *sorted(COMPOSITE_TEXT), "ED")
 
 
 class ValueRefused(Exception):
@@ -53,6 +61,29 @@ def _structured_numeric(value: Any, unit: str, ucum: str | None) -> dict[str, An
     if comparator in ("<", "<=", ">", ">="):
         q["comparator"] = comparator
     return {"valueQuantity": q}
+
+
+def attachment(value: Any) -> dict[str, Any]:
+    """ED ``source^type^subtype^encoding^data`` -> Attachment (data as base64)."""
+    kind, subtype, encoding = comp(value, 1), comp(value, 2), comp(value, 3).upper()
+    data = "".join(comp(value, 4).split())
+    if not data:
+        raise ValueRefused("ED value has no data (component 5)")
+    try:
+        if encoding in ("BASE64", "B64"):
+            raw = base64.b64decode(data, validate=True)
+        elif encoding == "HEX":
+            raw = bytes.fromhex(data)
+        elif encoding in ("A", ""):
+            raw = unescape(comp(value, 4)).encode()
+        else:
+            raise ValueRefused(f"ED encoding {comp(value, 3)!r} is not Base64, Hex or A")
+    except (binascii.Error, ValueError) as exc:
+        raise ValueRefused(f"ED data is not valid {comp(value, 3) or 'text'}") from exc
+    media = _MEDIA.get(kind.upper(), kind.lower() or "application")
+    out: dict[str, Any] = {"contentType": f"{media}/{subtype.lower() or 'octet-stream'}",
+                           "data": base64.b64encode(raw).decode()}
+    return out
 
 
 def _time(vtype: str, raw: str, tz: tzinfo) -> dict[str, Any]:
@@ -100,9 +131,10 @@ def observation_value(vtype: str, field_value: Any, unit: str, ucum: str | None,
     if vtype in COMPOSITE_TEXT:
         texts = [phone_text(r) if vtype in ("XTN", "TN") else text_of(r) for r in reps]
         return {"valueString": "; ".join(t for t in texts if t)}
-    if vtype in ("ED", "RP"):
-        raise ValueRefused(f"value type {vtype} (data kept elsewhere or encapsulated) has "
-                           "no Observation value in FHIR R4; send the report as text or a "
-                           "document")
+    if vtype == "ED":
+        return {"extension": [{"url": VALUE_ATTACHMENT, "valueAttachment": attachment(value)}]}
+    if vtype == "RP":
+        raise ValueRefused("value type RP points to data held elsewhere, which the hub "
+                           "cannot keep; send the data itself (ED) or the result as text")
     raise ValueRefused(f"value type {vtype!r} is not supported ({', '.join(SUPPORTED)})"
                        if vtype else "OBX-2 (value type) is empty")

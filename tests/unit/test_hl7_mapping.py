@@ -149,8 +149,10 @@ def test_text_like_value_types_are_kept_as_written(obx, value):
 
 
 @pytest.mark.parametrize("obx, words", [
-    ("OBX|1|ED|11502-2^Lab report^LN||^application^pdf^Base64^JVBERi0=||||||F",
-     "OBX 1 (Lab report): value type ED"),
+    ("OBX|1|RP|11502-2^Lab report^LN||http://lis/r/1^LIS^AP^PDF||||||F",
+     "OBX 1 (Lab report): value type RP points to data held elsewhere"),
+    ("OBX|1|ED|11502-2^Lab report^LN||^AP^PDF^Base64^not*base64||||||F",
+     "OBX 1 (Lab report): ED data is not valid Base64"),
     ("OBX|1|NM|15074-8^Glucose^LN||7.2~7.4|mmol/L|||||F",
      "OBX 1 (Glucose): 2 repetitions of a NM value"),
     ("OBX|7|ZZ|15074-8^Glucose^LN||7.2|mmol/L|||||F", "OBX 7 (Glucose): value type 'ZZ'"),
@@ -161,6 +163,26 @@ def test_an_obx_the_hub_cannot_keep_refuses_the_whole_message(obx, words):
     with pytest.raises(Hl7Refused) as refused:
         map_message(message, "township-1")
     assert refused.value.code == "AE" and words in refused.value.reason
+
+
+def test_an_encapsulated_document_is_kept_on_its_observation_and_presented_by_the_report():
+    resources = map_message(oru(results=[
+        "OBX|1|NM|15074-8^Glucose^LN||7.2|mmol/L|||||F",
+        "OBX|2|ED|11502-2^Lab report^LN||LIS^AP^PDF^Base64^JVBERi0xLjQK||||||F",
+        "OBX|3|ED|11502-2^Lab report^LN||LIS^TEXT^PLAIN^A^fasting \\T\\ rested||||||F"]),
+        "township-1").resources
+    for r in resources:
+        assert validate(r, r["resourceType"]) == [], r
+    _, pdf, note = of_type(resources, "Observation")
+    (report,) = of_type(resources, "DiagnosticReport")
+    assert pdf["extension"] == [{
+        "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value",
+        "valueAttachment": {"contentType": "application/pdf", "data": "JVBERi0xLjQK"}}]
+    assert note["extension"][0]["valueAttachment"] == {
+        "contentType": "text/plain", "data": "ZmFzdGluZyAmIHJlc3RlZA=="}  # "fasting & rested"
+    assert report["presentedForm"] == [
+        {"contentType": "application/pdf", "data": "JVBERi0xLjQK", "title": "Lab report"},
+        {"contentType": "text/plain", "data": "ZmFzdGluZyAmIHJlc3RlZA==", "title": "Lab report"}]
 
 
 def test_notes_specimen_ranges_codes_and_performing_lab():
