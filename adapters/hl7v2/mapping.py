@@ -233,7 +233,7 @@ def _report(group: _Group, ctx: _Context) -> None:
                 title = obs["code"].get("text")
                 report.setdefault("presentedForm", []).append(
                     {**ext["valueAttachment"], **({"title": title} if title else {})})
-    report["performer"] = performers or [_facility_performer(ctx)]
+    report["performer"] = performers or [_facility_performer(ctx)]  # an OBR without OBX
     ctx.add(report)
 
 
@@ -333,12 +333,15 @@ def _facility_performer(ctx: _Context) -> dict[str, str]:
     return {"reference": f"Organization/{ctx.facility}"}
 
 
-def _performer(obx: Any, ctx: _Context) -> dict[str, str]:
-    """OBX-23 performing organization (XON) with OBX-24 its address (v2.5.1)."""
+def _performers(obx: Any, ctx: _Context) -> list[dict[str, str]]:
+    """The sending facility, answerable for the result (first: the lab projection and mutual
+    recognition read the facility there, for its tier and EQA passes), then the performing
+    organization of OBX-23 (XON) with OBX-24 its address (v2.5.1), when named."""
+    facility = _facility_performer(ctx)
     xon = first(obx[23]) if len(obx) > 23 else ""
     name, number = unescape(comp(xon, 0)), comp(xon, 9) or comp(xon, 2)
     if not name and not number:
-        return _facility_performer(ctx)
+        return [facility]
     authority = _authority(sub(xon, 5, 0), sub(xon, 5, 1), sub(xon, 5, 2))
     oid = scoped_id(f"lab-{number or name}", ctx.sender, f"org:{authority}|{number}|{name}")
     org: dict[str, Any] = {"resourceType": "Organization", "id": oid,
@@ -351,7 +354,7 @@ def _performer(obx: Any, ctx: _Context) -> dict[str, str]:
     if len(obx) > 24 and (where := address(first(obx[24]))):
         org["address"] = [where]
     ctx.add(org)
-    return {"reference": f"Organization/{oid}"}
+    return [facility, {"reference": f"Organization/{oid}"}]
 
 
 def _observation(obx: Any, notes: list[Any], report_id: str, order: str,
@@ -380,7 +383,7 @@ def _observation(obx: Any, notes: list[Any], report_id: str, order: str,
         "code": code or {"text": label}, "subject": {"reference": ctx.patient_ref},
         "effectiveDateTime": hl7_time(text_field(obx, 14, 0), ctx.tz) or effective,
         "issued": issued,
-        "performer": [_performer(obx, ctx)],
+        "performer": _performers(obx, ctx),
     }
     if specimen:
         obs["specimen"] = specimen

@@ -70,11 +70,13 @@ async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings
                 return (len(await results("123456")) == 33 and
                         len(await results("123456", "DiagnosticReport")) == 13)
 
-            async def performing_lab_resolves() -> bool:
+            async def performers_resolve() -> bool:  # the facility, then the lab (OBX-23)
                 found = await results("9817566735")
-                ref = found[0]["performer"][0]["reference"] if found else ""
-                r = await c.get(f"/fhir/{ref}") if ref else None
-                return r is not None and r.status_code == 200 and r.json()["name"] == "Lab"
+                refs = [p["reference"] for p in found[0]["performer"]] if found else []
+                orgs = [await c.get(f"/fhir/{ref}") for ref in refs]
+                return [r.status_code for r in orgs] == [200, 200] and [
+                    r.json()["id"] for r in orgs] == ["township-1.township-1", refs[1][13:]] \
+                    and orgs[1].json()["name"] == "Lab"
 
             async def patient_from_a_result() -> bool:  # no ADT for him: the ORU's PID
                 r = await c.get("/fhir/Patient/township-1.987488015")
@@ -89,7 +91,7 @@ async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings
                 return [s["numberOfInstances"] for s in found] == [4]
 
             for check in (lead_corrected, three_cultures, newborn_screening,
-                          performing_lab_resolves, patient_from_a_result, newborn_admitted,
+                          performers_resolve, patient_from_a_result, newborn_admitted,
                           brain_study):
                 await eventually(check)
         async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-county-1"),

@@ -83,8 +83,7 @@ def test_nist_lead_result_final_then_corrected():
     first, corrected = mapped("nist-elr-1-lead-final.hl7"), mapped(
         "nist-elr-3-lead-corrected.hl7")
     # same order, same ids: the correction replaces the first result, nothing is added
-    assert {k for k, r in first.items() if r["resourceType"] != "Organization"} == \
-        {k for k, r in corrected.items() if r["resourceType"] != "Organization"}
+    assert set(first) == set(corrected)
     (obs,) = observations(first)
     assert (loinc(obs), obs["status"]) == ("10368-9", "final")
     assert obs["id"].startswith("9700123-1-")
@@ -108,8 +107,11 @@ def test_nist_lead_result_final_then_corrected():
          "display": "Capillary blood specimen"},
         {"code": "BLDC", "system": "http://terminology.hl7.org/CodeSystem/v2-0070",
          "display": "Blood capillary"}]
-    (lab,) = of_type(first, "Organization")  # OBX-23: the performing lab, resolvable
-    assert obs["performer"] == [{"reference": f"Organization/{lab['id']}"}]
+    # the facility answers for the result; OBX-23 names the lab that performed it
+    facility, lab = of_type(first, "Organization")
+    assert obs["performer"] == [{"reference": f"Organization/{FACILITY}"},
+                                {"reference": f"Organization/{lab['id']}"}]
+    assert facility["id"] == FACILITY
     assert (lab["name"], lab["identifier"][0]["value"]) == ("Lab", "1236")
     assert lab["address"][0]["line"] == ["3434 Industrial Lane"]
     (patient,) = of_type(first, "Patient")
