@@ -66,14 +66,16 @@ def codes(concept: dict[str, Any]) -> list[str]:
 def unit_of(seg_units: Any) -> tuple[str, str | None]:
     """OBX-6 ``code^text^system`` -> (unit as written, UCUM code or None).
 
-    A unit whose system is named and is not UCUM is kept as text only: claiming UCUM for
-    ``mg/g crea`` would tell every reader a code that UCUM does not define. An unlabelled
-    unit is taken as UCUM, as Chinese LIS send them (``mmol/L``)."""
+    A unit whose system is named and is not UCUM is kept as text only: claiming UCUM for it
+    would tell every reader a code that UCUM may not define. An unlabelled unit is taken as
+    UCUM, as Chinese LIS send them (``mmol/L``), unless it holds a space, which no UCUM code
+    does (``mg/g crea``)."""
     value = first(seg_units)
     code, system = unescape(comp(value, 0)), comp(value, 2)
     if not code:
         return "", None
-    return code, code if not system or system.upper() == "UCUM" else None
+    ucum = (not system or system.upper() == "UCUM") and not any(c.isspace() for c in code)
+    return code, code if ucum else None
 
 
 def quantity(value: float, unit: str, ucum: str | None) -> dict[str, Any]:

@@ -176,6 +176,10 @@ def test_cdc_reference_lab_urine_panel_keeps_local_and_loinc_codes_and_notes():
         "UNLESS OTHERWISE INDICATED, ALL TESTING PERFORMED AT:", "",
         "AMERICAN ESOTERIC LABORATORIES-MEMPHIS"]
     assert {o["subject"]["reference"] for o in obs} == {"Patient/557204"}
+    # "mg/g crea" is no UCUM code (a space): kept as the unit's text only
+    assert obs[2]["valueQuantity"] == {"value": 36.0, "unit": "mg/g crea"}
+    assert obs[2]["referenceRange"] == [{"high": {"value": 30.0, "unit": "mg/g crea"}}]
+    assert obs[1]["valueQuantity"]["code"] == "mg/dL"
     (report,) = of_type(res, "DiagnosticReport")
     assert report["code"]["text"] == "ALBUMIN/CREAT RATIO"
     assert report["identifier"][0]["value"] == "335707581"
