@@ -181,8 +181,13 @@ def _oru(msg: Any, facility: str, sender: str, control: str, sent: str,
         raise Hl7Refused("AE", "ORU^R01 without an OBR segment")
     if not any(g.results for g in groups):
         raise Hl7Refused("AE", "ORU^R01 without any OBX result")
+    orders: Counter[tuple[str, str]] = Counter()
     for group in groups:
-        _report(group, ctx)
+        # OBRs of one order told apart by OBR-1; a repeat of both (no set ids, say) by its
+        # position among the repeats, so no report swallows another's results
+        order = (_order_identity(group.obr, control), text_field(group.obr, 1))
+        orders[order] += 1
+        _report(group, ctx, *order, str(orders[order]))
     return ctx.out
 
 
@@ -193,11 +198,10 @@ def _note(segments: list[Any]) -> list[dict[str, str]]:
     return [{"text": text}] if text.strip() else []
 
 
-def _report(group: _Group, ctx: _Context) -> None:
+def _report(group: _Group, ctx: _Context, *identity: str) -> None:
     obr = group.obr
     order = order_label(obr, ctx.control)
-    report_id = scoped_id(order, ctx.sender, _order_identity(obr, ctx.control),
-                          text_field(obr, 1))
+    report_id = scoped_id(order, ctx.sender, *identity)
     effective = hl7_time(text_field(obr, 7, 0), ctx.tz) or ctx.sent
     issued = hl7_time(text_field(obr, 22, 0), ctx.tz) or ctx.sent
     specimens = [_specimen(s, i, report_id, ctx) for i, s in enumerate(group.specimens, 1)]
@@ -233,7 +237,9 @@ def _report(group: _Group, ctx: _Context) -> None:
                 title = obs["code"].get("text")
                 report.setdefault("presentedForm", []).append(
                     {**ext["valueAttachment"], **({"title": title} if title else {})})
-    report["performer"] = performers or [_facility_performer(ctx)]  # an OBR without OBX
+    report["performer"] = performers or [_facility_performer(ctx)]
+    if not report["result"]:  # an OBR without OBX (another OBR of the message has them)
+        del report["result"]
     ctx.add(report)
 
 

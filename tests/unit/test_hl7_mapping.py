@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from adapters.hl7v2.codec import ack, decode, split_file
 from adapters.hl7v2.mapping import Hl7Refused, map_message
 from hub.fhir import validate
-from tests.support.hl7_messages import NATIONAL_ID, adt, obr, oru, pid
+from tests.support.hl7_messages import NATIONAL_ID, adt, msh, obr, oru, pid
 
 
 def of_type(resources: list[dict], rtype: str) -> list[dict]:
@@ -99,20 +99,21 @@ OBX_CODES = st.sampled_from(["15074-8^Glucose^LN", "2160-0^Creatinine^LN",
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.tuples(st.sampled_from(["", "1", "2"]), OBX_CODES,
-                                   st.sampled_from(["", "1", "2", "1.a"])),
-                         min_size=1, max_size=6), min_size=1, max_size=3))
-def test_every_obx_is_one_observation_whatever_its_ids_repeat(orders):
-    """Set ids, codes and sub-ids repeated at will, in one or several OBRs sharing one
-    filler number: one Observation per OBX, every id unique, each report listing its own
-    results in order, and the same message mapped again gives the same ids."""
-    segments = []
-    for n, obxs in enumerate(orders, 1):
-        if n > 1:
-            segments.append(obr(set_id=str(n)))
+@given(st.lists(st.tuples(st.sampled_from(["", "1", "2"]), st.lists(st.tuples(
+    st.sampled_from(["", "1", "2"]), OBX_CODES, st.sampled_from(["", "1", "2", "1.a"])),
+    min_size=1, max_size=6)), min_size=1, max_size=3))
+def test_every_obx_is_one_observation_whatever_its_ids_repeat(groups):
+    """OBR set ids, OBX set ids, codes and sub-ids repeated at will, in one or several OBRs
+    sharing one filler number: one Observation per OBX, one report per OBR, every id unique,
+    each report listing its own results in order, and the same message mapped again gives
+    the same ids."""
+    segments = [msh("ORU^R01", "P1"), pid()]
+    for n, (obr_set_id, obxs) in enumerate(groups, 1):
+        segments.append(obr(set_id=obr_set_id))
         segments += [f"OBX|{set_id}|ST|{code}|{sub_id}|result {n}.{i}||||||F"
                      for i, (set_id, code, sub_id) in enumerate(obxs)]
-    message = oru(results=segments)
+    message = "\r".join(segments) + "\r"
+    orders = [obxs for _, obxs in groups]
     resources = map_message(message, "township-1").resources
     observations = of_type(resources, "Observation")
     assert [o["valueString"] for o in observations] == [
