@@ -191,7 +191,8 @@ def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
          history: Annotated[bool, typer.Option(
              help="Also list every registry change of this facility in the log.")] = False,
          data_dir: DataOpt = None, db: DbOpt = None) -> None:
-    """One facility in full: reading centres, EQA windows, keys and their status."""
+    """One facility in full: reading centres, time zone, EQA windows, keys and their
+    status."""
     if as_of is None:
         rec = read_consortium(facilities).get(facility_id).record
     else:
@@ -211,6 +212,8 @@ def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
                   + ("" if rec.active else " [red](left the consortium)[/red]"))
     for s in SERVICES:
         console.print(f"  reads {s} at: {rec.reading_centre(s) or '-'}")
+    console.print(f"  time zone: {rec.zone().key}; HL7 MSH-4 names: "
+                  f"{', '.join(rec.hl7_names) or '-'}")
     eqa = Table(title="EQA passes")
     for col in ("category", "valid from", "valid to", "today"):
         eqa.add_column(col)
