@@ -15,6 +15,7 @@ under an id already used is caught (``hub.record.owners``) instead of filed apar
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from adapters.hl7v2.fields import fhir_id
@@ -29,7 +30,7 @@ def digest(*parts: str) -> str:
 
 def scoped_id(label: str, *identity: str) -> str:
     """``label`` made id-safe and cut to fit, then the digest of ``identity``."""
-    head = fhir_id(label, 64 - DIGITS - 1).strip("-.") or "hl7"
+    head = re.sub(r"\.{2,}", ".", fhir_id(label, 64 - DIGITS - 1)).strip("-.") or "hl7"
     return f"{head}-{digest(*identity)}"
 
 
