@@ -70,7 +70,7 @@ class Hl7Intake:
             mapped = map_message(text, self.facility, self.tz, self.senders)
         except Hl7Refused as exc:
             await self._refuse(raw, exc.code, exc.reason, [Issue("(message)", exc.reason)])
-            return ack(text, exc.code, exc.reason, encoding), exc.code, exc.reason
+            return self._ack(text, exc.code, exc.reason, encoding), exc.code, exc.reason
         issues: list[Issue] = []
         for res in mapped.resources:
             for i in validate(res, res["resourceType"]):
@@ -79,7 +79,7 @@ class Hl7Intake:
         if issues:
             reason = "; ".join(f"{i.location}: {i.diagnostics}" for i in issues[:3])
             await self._refuse(raw, "AE", reason, issues)
-            return ack(text, "AE", reason, encoding), "AE", reason
+            return self._ack(text, "AE", reason, encoding), "AE", reason
         try:
             conflicts = await asyncio.to_thread(self._claim, mapped.resources)
         except HubError as exc:  # the store is away: nothing kept, the sender resends
@@ -89,7 +89,7 @@ class Hl7Intake:
             await self._refuse(raw, "AE", reason, [Issue(
                 f"{c.claim.resource_type}/{c.claim.id}", f"belongs to patient {c.owner}",
                 "conflict") for c in conflicts])
-            return ack(text, "AE", reason, encoding), "AE", reason
+            return self._ack(text, "AE", reason, encoding), "AE", reason
         envs = [build_envelope(self.signer, r) for r in mapped.resources]
         ids = [e.id for e in envs]
         if self.receipts is not None:
@@ -105,19 +105,21 @@ class Hl7Intake:
             if refused is None:
                 reason = (f"the hub did not confirm within {self.settings.ack_timeout_s:g} s "
                           "that it kept the message; send it again")
-                return ack(text, "AE", reason, encoding), "AE", reason
+                return self._ack(text, "AE", reason, encoding), "AE", reason
             if refused:
                 reason = f"the hub refused it: {next(iter(refused.values()))}"[:400]
                 self._count_refusal(reason)
-                return ack(text, "AE", reason, encoding), "AE", reason
+                return self._ack(text, "AE", reason, encoding), "AE", reason
         self.stats.accepted += 1
         self.stats.events += len(envs)
-        return ack(text, "AA", "", encoding), "AA", ""
+        return self._ack(text, "AA", "", encoding), "AA", ""
 
-    @staticmethod
-    def _busy(text: str, encoding: str, exc: HubError) -> tuple[bytes, str, str]:
+    def _ack(self, text: str, code: str, reason: str, encoding: str) -> bytes:
+        return ack(text, code, reason, encoding, self.tz)
+
+    def _busy(self, text: str, encoding: str, exc: HubError) -> tuple[bytes, str, str]:
         reason = f"the hub cannot take the message now ({exc}); send it again"
-        return ack(text, "AE", reason, encoding), "AE", reason
+        return self._ack(text, "AE", reason, encoding), "AE", reason
 
     def _claim(self, resources: list[dict]) -> list[Conflict]:
         """Claim each resource about a patient for that patient; the conflicts."""

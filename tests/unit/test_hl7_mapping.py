@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from adapters.hl7v2.codec import ack, decode, split_file
 from adapters.hl7v2.mapping import Hl7Refused, map_message
+from hub import clock
 from hub.fhir import validate
 from tests.support.hl7_messages import NATIONAL_ID, adt, msh, obr, oru, pid
 
@@ -302,3 +303,18 @@ def test_files_hold_framed_or_plain_messages():
     assert len(split_file(two)) == 2
     framed = b"".join(b"\x0b" + m.encode() + b"\x1c\x0d" for m in (adt(), oru()))
     assert [m[:3] for m in split_file(framed)] == [b"MSH", b"MSH"]
+
+
+def test_the_ack_time_is_a_local_time_of_the_facility_zone(hub_clock):
+    """MSH-7 of the ACK carries no offset: it is written in the zone the facility reads
+    times in, the one its messages are read in."""
+    at = clock.now()
+    previous = clock.use_clock(clock.FixedClock(at))
+    try:
+        xinjiang = str(hl7.parse(ack(oru(), "AA", tz=ZoneInfo("Asia/Urumqi")).decode())
+                       .segment("MSH")[7])
+        default = str(hl7.parse(ack(oru(), "AA").decode()).segment("MSH")[7])
+    finally:
+        clock.use_clock(previous)
+    assert xinjiang == at.astimezone(ZoneInfo("Asia/Urumqi")).strftime("%Y%m%d%H%M%S")
+    assert default == at.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d%H%M%S")
