@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import tzinfo
 from typing import Any
 
@@ -41,10 +42,10 @@ class ValueRefused(Exception):
 
 
 def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
+    """A decimal as HL7 writes it; ``nan``, ``inf`` and ``1e5`` are no NM values."""
+    if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)", text.strip()):
         return None
+    return float(text)
 
 
 def _structured_numeric(value: Any, unit: str, ucum: str | None) -> dict[str, Any]:

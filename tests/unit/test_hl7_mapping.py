@@ -278,6 +278,8 @@ def test_gb18030_messages_decode_with_or_without_msh18():
     (oru(glucose=""), "AE", "has no value"),
     (oru(patient=pid(mrn="", national_id=None)), "AE", "patient without identifiers"),
     (oru(glucose="seven"), "AE", "is not a number"),
+    (oru(glucose="nan"), "AE", "NM value 'nan' is not a number"),
+    (oru(glucose="1e5"), "AE", "NM value '1e5' is not a number"),
     ("hello", "AR", "must start with MSH"),
     (oru().replace("township-1", "city-1", 1), "AR", "is not 'township-1'"),
 ])
