@@ -151,9 +151,9 @@ def map_message(text: str, facility: str, tz: tzinfo = CONSORTIUM_TZ,
     return mapped
 
 
-def _groups(msg: Any) -> list[_Group]:
+def _groups(segments: list[Any]) -> list[_Group]:
     groups: list[_Group] = []
-    for seg in msg:
+    for seg in segments:
         sid = str(seg[0])
         if sid == "OBR":
             groups.append(_Group(seg))
@@ -171,23 +171,41 @@ def _groups(msg: Any) -> list[_Group]:
     return groups
 
 
+def _patients(msg: Any) -> list[tuple[Any, list[_Group]]]:
+    """An ORU^R01 may report on several patients, each PID followed by its orders: every
+    order belongs to the PID before it, never to the message's first patient."""
+    sections: list[tuple[Any, list[Any]]] = []
+    for seg in msg:
+        sid = str(seg[0])
+        if sid == "PID":
+            sections.append((seg, []))
+        elif sections:
+            sections[-1][1].append(seg)
+        elif sid == "OBR":
+            raise Hl7Refused("AE", "OBR before any PID: whose results these are is not said")
+    if not sections:
+        raise KeyError("PID")
+    return [(pid, _groups(segments)) for pid, segments in sections]
+
+
 def _oru(msg: Any, facility: str, sender: str, control: str, sent: str,
          tz: tzinfo) -> list[dict[str, Any]]:
-    pid = msg.segment("PID")
-    ctx = _Context(facility, sender, control, sent, tz, f"Patient/{patient_id(pid)}")
-    ctx.add(patient(pid, facility, sent, tz))
-    groups = _groups(msg)
-    if not groups:
+    patients = _patients(msg)
+    if not any(groups for _, groups in patients):
         raise Hl7Refused("AE", "ORU^R01 without an OBR segment")
-    if not any(g.results for g in groups):
+    if not any(g.results for _, groups in patients for g in groups):
         raise Hl7Refused("AE", "ORU^R01 without any OBX result")
+    ctx = _Context(facility, sender, control, sent, tz, "")
     orders: Counter[tuple[str, str]] = Counter()
-    for group in groups:
-        # OBRs of one order told apart by OBR-1; a repeat of both (no set ids, say) by its
-        # position among the repeats, so no report swallows another's results
-        order = (_order_identity(group.obr, control), text_field(group.obr, 1))
-        orders[order] += 1
-        _report(group, ctx, *order, str(orders[order]))
+    for pid, groups in patients:
+        ctx.patient_ref = f"Patient/{patient_id(pid)}"
+        ctx.add(patient(pid, facility, sent, tz))
+        for group in groups:
+            # OBRs of one order told apart by OBR-1; a repeat of both (no set ids, say) by
+            # its position among the repeats, so no report swallows another's results
+            order = (_order_identity(group.obr, control), text_field(group.obr, 1))
+            orders[order] += 1
+            _report(group, ctx, *order, str(orders[order]))
     return ctx.out
 
 

@@ -88,6 +88,24 @@ def test_reports_sharing_a_filler_number_keep_their_own_ids():
                                               [{"reference": f"Observation/{b['id']}"}]]
 
 
+def test_an_oru_about_two_patients_files_each_result_under_its_own():
+    message = oru(results=[
+        "OBX|1|NM|15074-8^Glucose^LN||7.2|mmol/L|||||F",
+        pid(mrn="P002", name="李^娜", national_id=None), obr(order="LAB9"),
+        "OBX|1|NM|15074-8^Glucose^LN||5.1|mmol/L|||||F"])
+    resources = map_message(message, "township-1").resources
+    assert [p["id"] for p in of_type(resources, "Patient")] == ["P001", "P002"]
+    assert [(o["subject"]["reference"], o["valueQuantity"]["value"])
+            for o in of_type(resources, "Observation")] == [("Patient/P001", 7.2),
+                                                             ("Patient/P002", 5.1)]
+    assert [r["subject"]["reference"] for r in of_type(resources, "DiagnosticReport")] == [
+        "Patient/P001", "Patient/P002"]
+    headless = "\r".join([msh("ORU^R01", "X1"), obr(), pid(),
+                          "OBX|1|NM|15074-8^Glucose^LN||7.2|mmol/L|||||F"])
+    with pytest.raises(Hl7Refused, match="OBR before any PID"):
+        map_message(headless, "township-1")
+
+
 def test_a_named_sending_facility_is_part_of_every_id():
     as_lis = results(oru(facility="TWP1-LIS"), senders=("TWP1-LIS",))
     assert not {o["id"] for o in as_lis} & {o["id"] for o in results(oru())}
