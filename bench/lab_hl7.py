@@ -88,7 +88,9 @@ async def mllp_round_trips(settings: Settings, messages: list[bytes], rate: floa
     publisher = await Publisher(settings).start()
     try:
         results = []
-        for intake in (Hl7Intake(settings, "township-1", demo_signer("township-1"), publisher),
+        store = open_store(settings.db_url)
+        for intake in (Hl7Intake(settings, "township-1", demo_signer("township-1"), publisher,
+                                 store),
                        _BareIntake()):
             server = MllpServer(intake, "127.0.0.1", 0)  # type: ignore[arg-type]
             await server.start()

@@ -8,9 +8,10 @@ anything else as GB18030, which decodes every byte sequence GBK systems produce.
 from __future__ import annotations
 
 import re
+from datetime import tzinfo
 
-from adapters.hl7v2.mapping import CONSORTIUM_TZ
 from hub import clock
+from hub.clock import CONSORTIUM_TZ
 
 START, END = b"\x0b", b"\x1c\x0d"
 _CHARSETS = {"UNICODE UTF-8": "utf-8", "UTF-8": "utf-8", "GB18030": "gb18030",
@@ -48,15 +49,17 @@ def _esc(text: str) -> str:
                   text)
 
 
-def ack(text: str, code: str, reason: str = "", encoding: str = "utf-8") -> bytes:
-    """An ACK for ``text`` (``AA``, ``AE`` or ``AR``) with the reason in MSA-3 and ERR."""
+def ack(text: str, code: str, reason: str = "", encoding: str = "utf-8",
+        tz: tzinfo = CONSORTIUM_TZ) -> bytes:
+    """An ACK for ``text`` (``AA``, ``AE`` or ``AR``) with the reason in MSA-3 and ERR; its
+    MSH-7 is a local time of ``tz``, the zone the facility's systems read times in."""
     head = text.split("\r", 1)[0].split("\n", 1)[0] if text.startswith("MSH") else ""
     f = head.split("|") if head else []
 
     def field(n: int) -> str:  # MSH-n is f[n-1]: MSH-1 is the field separator itself
         return f[n - 1] if len(f) >= n else ""
 
-    now = clock.now().astimezone(CONSORTIUM_TZ).strftime("%Y%m%d%H%M%S")
+    now = clock.now().astimezone(tz).strftime("%Y%m%d%H%M%S")
     trigger = field(9).split("^")[1] if "^" in field(9) else ""
     control = field(10)
     version = field(12) or "2.5.1"

@@ -4,35 +4,44 @@ Parsing with python-hl7; everything else is plain functions. A message that cann
 mapped raises :class:`Hl7Refused` with the acknowledgement code (``AR``: the message itself
 is unacceptable — truncated, unknown type or version; ``AE``: a content error — an OBX
 without a value, a patient without identifiers) and a reason a LIS operator can act on.
+Nothing is mapped in part: a message becomes all of its resources or none.
+
+Ids come from the whole identity of what they name (``adapters.hl7v2.ids``), so two results
+of one message never share an id, and the same result sent again (corrected, say) keeps it.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import tzinfo
 from typing import Any
 
 import hl7
 
+from adapters.hl7v2.coded import coded, codes, reference_range, unit_of
+from adapters.hl7v2.fields import comp, first, hl7_time, reps, sub, unescape
+from adapters.hl7v2.fields import field as text_field
+from adapters.hl7v2.ids import order_label, result_id, scoped_id
+from adapters.hl7v2.patient import PatientRefused, address, patient, patient_id
+from adapters.hl7v2.values import VALUE_ATTACHMENT, ValueRefused, observation_value
 from hub import clock
-from hub.clock import CONSORTIUM_TZ  # HL7 times without an offset are local times
-from hub.mpi.demographics import HEALTH_CARD_SYSTEM, NATIONAL_ID_SYSTEM
+from hub.clock import CONSORTIUM_TZ
 
 VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1")
 ADT_EVENTS = ("A01", "A04", "A08")
-LOINC = "http://loinc.org"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+REPORT_NOTE = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
 OBX_STATUS = {"F": "final", "P": "preliminary", "R": "preliminary", "S": "preliminary",
               "C": "corrected", "X": "cancelled", "D": "entered-in-error",
               "W": "entered-in-error", "I": "registered", "U": "final"}
 OBR_STATUS = {"F": "final", "P": "preliminary", "C": "corrected", "A": "partial",
               "X": "cancelled", "I": "registered", "O": "registered", "S": "registered",
               "R": "preliminary"}
-FLAGS = {"H", "HH", "L", "LL", "N", "A", "AA", "<", ">", "HU", "LU"}
-NATIONAL_ID_TYPES = {"NNCHN", "NN", "CZ", "ID", "SFZ"}
-HEALTH_CARD_TYPES = {"HC", "JKK"}
-_ID_CHARS = re.compile(r"[^A-Za-z0-9\-.]")
+FLAGS = {"H", "HH", "L", "LL", "N", "A", "AA", "<", ">", "HU", "LU", "S", "R", "I", "POS",
+         "NEG", "IND", "DET", "ND"}
 _SEGMENT_ID = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 
 
@@ -53,86 +62,33 @@ class Mapped:
     resources: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _first(value: Any) -> Any:
-    """A field's first repetition (a plain string when the field has no components)."""
-    if isinstance(value, hl7.Field):
-        return value[0] if len(value) else ""
-    return value
+@dataclass
+class _Group:
+    """One OBR with what follows it: its notes, its OBXs (each with its notes), its SPMs."""
+
+    obr: Any
+    notes: list[Any] = field(default_factory=list)
+    results: list[tuple[Any, list[Any]]] = field(default_factory=list)
+    specimens: list[Any] = field(default_factory=list)
 
 
-def _f(seg: Any, n: int, *path: int) -> str:
-    """Field ``n`` (HL7 numbering) of a segment as text; ``path[0]`` picks a component of
-    its first repetition."""
-    try:
-        value = seg[n]
-    except IndexError:
-        return ""
-    if path:
-        return _comp(_first(value), path[0])
-    return str(value or "").strip()
+@dataclass
+class _Context:
+    facility: str
+    sender: str
+    control: str
+    sent: str
+    tz: tzinfo
+    patient_ref: str
+    out: list[dict[str, Any]] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
 
-
-def _reps(seg: Any, n: int) -> list[Any]:
-    try:
-        field = seg[n]
-    except IndexError:
-        return []
-    return list(field) if isinstance(field, hl7.Field) else [field]
-
-
-def _comp(rep: Any, i: int) -> str:
-    if isinstance(rep, str):
-        return rep.strip() if i == 0 else ""
-    try:
-        return str(rep[i] or "").strip()
-    except IndexError:
-        return ""
-
-
-def hl7_time(value: str) -> str | None:
-    """``YYYYMMDD[HHMM[SS[.S]]][+ZZZZ]`` -> RFC 3339 (local consortium time if no offset)."""
-    m = re.fullmatch(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.\d+)?([+-]\d{4})?",
-                     value.strip())
-    if not m or not value:
-        return None
-    y, mo, d, h, mi, s, tz = m.groups()
-    try:
-        dt = datetime(int(y), int(mo or 1), int(d or 1), int(h or 0), int(mi or 0), int(s or 0))
-    except ValueError:
-        return None
-    if tz:
-        sign = 1 if tz[0] == "+" else -1
-        from datetime import timedelta, timezone
-        dt = dt.replace(tzinfo=timezone(sign * timedelta(hours=int(tz[1:3]),
-                                                         minutes=int(tz[3:5]))))
-    else:
-        dt = dt.replace(tzinfo=CONSORTIUM_TZ)
-    return dt.isoformat()
-
-
-def hl7_date(value: str) -> str | None:
-    when = hl7_time(value[:8]) if len(value) >= 8 else None
-    return when[:10] if when else None
-
-
-def fhir_id(value: str) -> str:
-    return _ID_CHARS.sub("-", value)[:64]
-
-
-def _coded(value: Any) -> dict[str, Any]:
-    """CE/CWE ``code^text^system`` -> CodeableConcept (``LN`` is LOINC)."""
-    value = _first(value)
-    code, text, system = _comp(value, 0), _comp(value, 1), _comp(value, 2)
-    coding: dict[str, Any] = {"code": code} if code else {}
-    if system:
-        coding["system"] = LOINC if system.upper() in ("LN", "LOINC") else \
-            f"urn:hie:hl7v2:{system}"
-    if text:
-        coding["display"] = text
-    out: dict[str, Any] = {"coding": [coding]} if code else {}
-    if text:
-        out["text"] = text
-    return out
+    def add(self, res: dict[str, Any]) -> dict[str, Any]:
+        key = f"{res['resourceType']}/{res['id']}"
+        if key not in self.ids:  # an Organization named by several OBXs is one resource
+            self.ids.add(key)
+            self.out.append(res)
+        return res
 
 
 def check_header(msg: Any) -> tuple[str, str, str, str, str]:
@@ -143,9 +99,9 @@ def check_header(msg: Any) -> tuple[str, str, str, str, str]:
         raise Hl7Refused("AR", "not an HL7 v2 message: no MSH segment") from exc
     if len(msh) < 13:
         raise Hl7Refused("AR", "truncated message: MSH ends before MSH-12 (version)")
-    control = _f(msh, 10)
-    mtype, trigger = _f(msh, 9, 0), _f(msh, 9, 1)
-    version = _f(msh, 12, 0) or _f(msh, 12)
+    control = text_field(msh, 10)
+    mtype, trigger = text_field(msh, 9, 0), text_field(msh, 9, 1)
+    version = text_field(msh, 12, 0) or text_field(msh, 12)
     if version not in VERSIONS:
         raise Hl7Refused("AR", f"unsupported HL7 version {version!r}; accepted: "
                          f"{', '.join(VERSIONS)}", control)
@@ -153,11 +109,15 @@ def check_header(msg: Any) -> tuple[str, str, str, str, str]:
         if not _SEGMENT_ID.match(str(seg[0])):
             raise Hl7Refused("AR", f"truncated or garbled message: segment {str(seg)[:20]!r} "
                              "has no segment id", control)
-    return mtype, trigger, control, _f(msh, 4, 0) or _f(msh, 4), version
+    return mtype, trigger, control, text_field(msh, 4, 0) or text_field(msh, 4), version
 
 
-def map_message(text: str, facility: str) -> Mapped:
-    """Map one HL7 v2 message from ``facility`` to FHIR resources (facility-local ids)."""
+def map_message(text: str, facility: str, tz: tzinfo = CONSORTIUM_TZ,
+                senders: Collection[str] = ()) -> Mapped:
+    """Map one HL7 v2 message from ``facility`` to FHIR resources (facility-local ids).
+
+    ``tz`` is the facility's zone, for times sent without an offset; ``senders`` the names
+    its systems put in MSH-4 besides the facility id (the registry's ``hl7_names``)."""
     if not text.lstrip().startswith("MSH"):
         raise Hl7Refused("AR", "not an HL7 v2 message: it must start with MSH")
     try:
@@ -165,19 +125,23 @@ def map_message(text: str, facility: str) -> Mapped:
     except (hl7.ParseException, IndexError, ValueError) as exc:
         raise Hl7Refused("AR", f"cannot parse the message: {exc}") from exc
     mtype, trigger, control, sender, version = check_header(msg)
-    if sender and sender != facility:
-        raise Hl7Refused("AR", f"MSH-4 sending facility {sender!r} is not {facility!r}, the "
-                         "facility this listener speaks for", control)
-    sent = hl7_time(_f(msg.segment("MSH"), 7)) or clock.now().astimezone(CONSORTIUM_TZ).isoformat()
+    if sender and sender != facility and sender not in senders:
+        also = f" or {', '.join(repr(s) for s in sorted(senders))}" if senders else ""
+        raise Hl7Refused("AR", f"MSH-4 sending facility {sender!r} is not {facility!r}{also}, "
+                         "the facility this listener speaks for", control)
+    sent = hl7_time(text_field(msg.segment("MSH"), 7), tz) or \
+        clock.now().astimezone(tz).isoformat()
     mapped = Mapped(f"{mtype}^{trigger}", control, sender or facility, version)
     try:
         if mtype == "ORU" and trigger == "R01":
-            mapped.resources = _oru(msg, facility, sent)
+            mapped.resources = _oru(msg, facility, sender or facility, control, sent, tz)
         elif mtype == "ADT" and trigger in ADT_EVENTS:
-            mapped.resources = [_patient(msg.segment("PID"), facility, sent)]
+            mapped.resources = [patient(msg.segment("PID"), facility, sent, tz)]
         else:
             raise Hl7Refused("AR", f"unsupported message type {mtype}^{trigger}; accepted: "
                              f"ORU^R01, ADT^{'/'.join(ADT_EVENTS)}", control)
+    except PatientRefused as exc:
+        raise Hl7Refused("AE", str(exc), control) from exc
     except Hl7Refused as exc:
         exc.control_id = exc.control_id or control
         raise
@@ -187,191 +151,283 @@ def map_message(text: str, facility: str) -> Mapped:
     return mapped
 
 
-def _patient_id(pid: Any) -> str:
-    reps = _reps(pid, 3)
-    mr = [r for r in reps if _comp(r, 4).upper() == "MR" and _comp(r, 0)]
-    first = (mr or [r for r in reps if _comp(r, 0)] or [None])[0]
-    if first is None:
-        raise Hl7Refused("AE", "patient without identifiers: PID-3 is empty")
-    return fhir_id(_comp(first, 0))
-
-
-def _patient(pid: Any, facility: str, sent: str) -> dict[str, Any]:
-    pid_id = _patient_id(pid)
-    identifiers = []
-    for r in _reps(pid, 3):
-        value, kind = _comp(r, 0), _comp(r, 4).upper()
-        if not value:
-            continue
-        system = NATIONAL_ID_SYSTEM if kind in NATIONAL_ID_TYPES else \
-            HEALTH_CARD_SYSTEM if kind in HEALTH_CARD_TYPES else \
-            f"urn:hie:facility:{facility}:{'mrn' if kind in ('', 'MR') else kind.lower()}"
-        identifiers.append({"system": system, "value": value})
-    res: dict[str, Any] = {"resourceType": "Patient", "id": pid_id,
-                           "meta": {"lastUpdated": sent}, "identifier": identifiers}
-    family, given = _f(pid, 5, 0), _f(pid, 5, 1)
-    if family or given:
-        res["name"] = [{"text": family + given, **({"family": family} if family else {}),
-                        **({"given": [given]} if given else {})}]
-    gender = {"M": "male", "F": "female", "O": "other", "U": "unknown"}.get(_f(pid, 8).upper())
-    if gender:
-        res["gender"] = gender
-    if (birth := hl7_date(_f(pid, 7))) is not None:
-        res["birthDate"] = birth
-    addr = [r for r in _reps(pid, 11) if str(r).strip("^")]
-    if addr:
-        parts = [_comp(addr[0], i) for i in (3, 2, 0, 1)]  # state, city, street, other
-        res["address"] = [{"text": "".join(p for p in parts if p),
-                           **({"line": [_comp(addr[0], 0)]} if _comp(addr[0], 0) else {}),
-                           **({"city": _comp(addr[0], 2)} if _comp(addr[0], 2) else {})}]
-    phone = _f(pid, 13, 0) or _f(pid, 13)
-    if phone:
-        res["telecom"] = [{"system": "phone", "value": phone}]
-    return res
-
-
-def _oru(msg: Any, facility: str, sent: str) -> list[dict[str, Any]]:
-    pid = msg.segment("PID")
-    patient = f"Patient/{_patient_id(pid)}"
-    out: list[dict[str, Any]] = []
-    report: dict[str, Any] | None = None
-    specimen = ""
-    n_obx = 0
-    ids: set[str] = set()
-    for seg in msg:
+def _groups(segments: list[Any]) -> list[_Group]:
+    groups: list[_Group] = []
+    for seg in segments:
         sid = str(seg[0])
         if sid == "OBR":
-            if report is not None:
-                out.append(report)
-            order = _f(seg, 3, 0) or _f(seg, 2, 0) or f"{_f(msg.segment('MSH'), 10)}-{seg[1]}"
-            specimen = (_f(seg, 15, 0) and (_f(seg, 15, 1) or _f(seg, 15, 0))) or ""
-            report = {
-                "resourceType": "DiagnosticReport", "id": fhir_id(order),
-                "meta": {"lastUpdated": sent},
-                "status": OBR_STATUS.get(_f(seg, 25).upper(), "final"),
-                "category": [{"coding": [{
-                    "system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}],
-                "code": _coded(seg[4]) or {"text": "laboratory report"},
-                "subject": {"reference": patient},
-                "effectiveDateTime": hl7_time(_f(seg, 7)) or sent,
-                "issued": hl7_time(_f(seg, 22)) or sent,
-                "performer": [{"reference": f"Organization/{facility}"}],
-                "result": [],
-            }
-        elif sid == "OBX":
-            if report is None:
+            groups.append(_Group(seg))
+        elif sid in ("OBX", "NTE", "SPM") and not groups:
+            if sid == "OBX":
                 raise Hl7Refused("AE", "OBX before any OBR: results need their order")
-            n_obx += 1
-            obs = _observation(seg, report, patient, facility, specimen, sent)
-            if obs["id"] in ids:  # OBX-1 repeated (some senders number every OBX "1")
-                obs["id"] = fhir_id(f"{obs['id']}-{n_obx}")
-            ids.add(obs["id"])
-            report["result"].append({"reference": f"Observation/{obs['id']}"})
-            out.append(obs)
-    if report is None:
+        elif sid == "OBX":
+            groups[-1].results.append((seg, []))
+        elif sid == "NTE":
+            group = groups[-1]
+            (group.results[-1][1] if group.results and not group.specimens
+             else group.notes).append(seg)
+        elif sid == "SPM":
+            groups[-1].specimens.append(seg)
+    return groups
+
+
+def _patients(msg: Any) -> list[tuple[Any, list[_Group]]]:
+    """An ORU^R01 may report on several patients, each PID followed by its orders: every
+    order belongs to the PID before it, never to the message's first patient."""
+    sections: list[tuple[Any, list[Any]]] = []
+    for seg in msg:
+        sid = str(seg[0])
+        if sid == "PID":
+            sections.append((seg, []))
+        elif sections:
+            sections[-1][1].append(seg)
+        elif sid == "OBR":
+            raise Hl7Refused("AE", "OBR before any PID: whose results these are is not said")
+    if not sections:
+        raise KeyError("PID")
+    return [(pid, _groups(segments)) for pid, segments in sections]
+
+
+def _oru(msg: Any, facility: str, sender: str, control: str, sent: str,
+         tz: tzinfo) -> list[dict[str, Any]]:
+    patients = _patients(msg)
+    if not any(groups for _, groups in patients):
         raise Hl7Refused("AE", "ORU^R01 without an OBR segment")
-    out.append(report)
-    if n_obx == 0:
+    if not any(g.results for _, groups in patients for g in groups):
         raise Hl7Refused("AE", "ORU^R01 without any OBX result")
+    ctx = _Context(facility, sender, control, sent, tz, "")
+    orders: Counter[tuple[str, str]] = Counter()
+    for pid, groups in patients:
+        ctx.patient_ref = f"Patient/{patient_id(pid)}"
+        ctx.add(patient(pid, facility, sent, tz))
+        for group in groups:
+            # OBRs of one order told apart by OBR-1; a repeat of both (no set ids, say) by
+            # its position among the repeats, so no report swallows another's results
+            order = (_order_identity(group.obr, control), text_field(group.obr, 1))
+            orders[order] += 1
+            _report(group, ctx, *order, str(orders[order]))
+    return ctx.out
+
+
+def _note(segments: list[Any]) -> list[dict[str, str]]:
+    """NTE-3 of consecutive NTEs -> one Annotation, line by line as the lab laid it out."""
+    lines = [unescape(str(s[3]) if len(s) > 3 else "").replace("~", "\n") for s in segments]
+    text = "\n".join(lines).strip("\n")
+    return [{"text": text}] if text.strip() else []
+
+
+def _report(group: _Group, ctx: _Context, *identity: str) -> None:
+    obr = group.obr
+    order = order_label(obr, ctx.control)
+    report_id = scoped_id(order, ctx.sender, *identity)
+    effective = hl7_time(text_field(obr, 7, 0), ctx.tz) or ctx.sent
+    issued = hl7_time(text_field(obr, 22, 0), ctx.tz) or ctx.sent
+    specimens = [_specimen(s, i, report_id, ctx) for i, s in enumerate(group.specimens, 1)]
+    specimen_ref = specimens[0] if specimens else _obr_specimen(obr)
+    report: dict[str, Any] = {
+        "resourceType": "DiagnosticReport", "id": report_id,
+        "meta": {"lastUpdated": ctx.sent},
+        "status": OBR_STATUS.get(text_field(obr, 25).upper(), "final"),
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}],
+        "code": coded(obr[4]) if len(obr) > 4 and coded(obr[4]) else
+        {"text": "laboratory report"},
+        "subject": {"reference": ctx.patient_ref},
+        "effectiveDateTime": effective, "issued": issued, "result": [],
+    }
+    if identifiers := _order_identifiers(obr):
+        report["identifier"] = identifiers
+    if specimens:
+        report["specimen"] = [{"reference": s["reference"]} for s in specimens]
+    if note := _note(group.notes):
+        report["extension"] = [{"url": REPORT_NOTE, "valueAnnotation": note[0]}]
+    seen: Counter[tuple[str, ...]] = Counter()
+    performers: list[dict[str, str]] = []
+    for obx, notes in group.results:
+        obs = _observation(obx, notes, report_id, order, seen, effective, issued,
+                           specimen_ref, ctx)
+        for p in obs["performer"]:
+            if p not in performers:
+                performers.append(p)
+        report["result"].append({"reference": f"Observation/{obs['id']}"})
+        for ext in obs.get("extension", []):
+            if ext["url"] == VALUE_ATTACHMENT:  # a document result: the report presents it
+                title = obs["code"].get("text")
+                report.setdefault("presentedForm", []).append(
+                    {**ext["valueAttachment"], **({"title": title} if title else {})})
+    report["performer"] = performers or [_facility_performer(ctx)]
+    if not report["result"]:  # an OBR without OBX (another OBR of the message has them)
+        del report["result"]
+    ctx.add(report)
+
+
+def _order_identity(obr: Any, control: str) -> str:
+    """What names the order: the filler's number with its assigning authority (OBR-3),
+    else the placer's (OBR-2), else the message (no number at all: nothing to match)."""
+    for n, kind in ((3, "filler"), (2, "placer")):
+        if text_field(obr, n, 0):
+            return f"{kind}:{first(obr[n])}"
+    return f"message:{control}"
+
+
+def _order_identifiers(obr: Any) -> list[dict[str, Any]]:
+    out = []
+    for n, code in ((3, "FILL"), (2, "PLAC")):
+        if not text_field(obr, n, 0):
+            continue
+        rep = first(obr[n])
+        ident: dict[str, Any] = {"type": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code}]},
+            "value": comp(rep, 0)}
+        if system := _authority(comp(rep, 1), comp(rep, 2), comp(rep, 3)):
+            ident["system"] = system
+        out.append(ident)
     return out
 
 
-def _range(text: str) -> list[dict[str, Any]]:
-    m = re.fullmatch(r"\s*([-+]?\d+(?:\.\d+)?)\s*[-~]\s*([-+]?\d+(?:\.\d+)?)\s*", text)
-    if m:
-        return [{"low": {"value": float(m[1])}, "high": {"value": float(m[2])}}]
-    m = re.fullmatch(r"\s*(<=?|>=?)\s*([-+]?\d+(?:\.\d+)?)\s*", text)
-    if m:
-        side = "high" if m[1].startswith("<") else "low"
-        return [{side: {"value": float(m[2])}}]
-    return [{"text": text}] if text else []
+def _authority(namespace: str, universal: str, kind: str) -> str | None:
+    """An HD (namespace^universal id^type) as a URI: ``urn:oid:`` for an ISO OID."""
+    if universal and kind.upper() == "ISO" and re.fullmatch(r"[0-2](\.(0|[1-9]\d*))+",
+                                                             universal):
+        return f"urn:oid:{universal}"
+    if namespace or universal:
+        return f"urn:hie:hl7v2:{namespace or universal}"
+    return None
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
+def _obr_specimen(obr: Any) -> dict[str, str] | None:
+    """Before SPM (v2.3-2.4): OBR-15 specimen source, as text."""
+    source = first(obr[15]) if len(obr) > 15 else ""
+    name = comp(source, 1) or comp(source, 0)
+    return {"display": unescape(name)} if name else None
 
 
-def _observation(seg: Any, report: dict, patient: str, facility: str, specimen: str,
-                 sent: str) -> dict[str, Any]:
-    vtype = _f(seg, 2).upper()
-    set_id = _f(seg, 1) or str(len(report["result"]) + 1)
-    code = _coded(seg[3])
-    label = (code.get("text") or (code.get("coding") or [{}])[0].get("code") or
-             f"OBX-{set_id}")
-    status_code = _f(seg, 11).upper()
+def _specimen(spm: Any, n: int, report_id: str, ctx: _Context) -> dict[str, str]:
+    """SPM -> Specimen; returns the reference an Observation carries."""
+    ident = str(first(spm[2])) if len(spm) > 2 else ""
+    number = (sub(first(spm[2]), 1, 0) or sub(first(spm[2]), 0, 0)) if ident else ""
+    sid = scoped_id(f"spm-{number}" if number else "spm", ctx.sender,
+                    f"specimen:{ident}" if ident.strip("^&")
+                    else f"{report_id}:{text_field(spm, 1)}:{n}")
+    kind = coded(spm[4]) if len(spm) > 4 else {}
+    res: dict[str, Any] = {"resourceType": "Specimen", "id": sid,
+                           "meta": {"lastUpdated": ctx.sent},
+                           "subject": {"reference": ctx.patient_ref}}
+    ids = []
+    for i, code in ((0, "PLAC"), (1, "FILL")):
+        value = sub(first(spm[2]), i, 0) if len(spm) > 2 else ""
+        if value:
+            ids.append({"type": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code}]},
+                "value": value})
+    if ids:
+        res["identifier"] = ids
+    if kind:
+        res["type"] = kind
+    collection: dict[str, Any] = {}
+    start = hl7_time(comp(first(spm[17]), 0), ctx.tz) if len(spm) > 17 else None
+    end = hl7_time(comp(first(spm[17]), 1), ctx.tz) if len(spm) > 17 else None
+    if start and end:
+        collection["collectedPeriod"] = {"start": start, "end": end}
+    elif start:
+        collection["collectedDateTime"] = start
+    if len(spm) > 8 and (site := coded(spm[8])):
+        collection["bodySite"] = site
+    if collection:
+        res["collection"] = collection
+    if len(spm) > 18 and (received := hl7_time(text_field(spm, 18, 0), ctx.tz)):
+        res["receivedTime"] = received
+    conditions = [coded(r) for r in (reps(spm, 24) if len(spm) > 24 else []) if coded(r)]
+    if conditions:
+        res["condition"] = conditions
+    ctx.add(res)
+    ref = {"reference": f"Specimen/{sid}"}
+    display = kind.get("text") or next((c.get("display") for c in kind.get("coding", [])
+                                        if c.get("display")), None)
+    return {**ref, "display": display} if display else ref
+
+
+def _facility_performer(ctx: _Context) -> dict[str, str]:
+    """No performing organization named: the sending facility performed the test. Its own
+    Organization travels with the message, so the reference resolves in the record."""
+    ctx.add({"resourceType": "Organization", "id": ctx.facility,
+             "meta": {"lastUpdated": ctx.sent},
+             "identifier": [{"system": "urn:hie:facility", "value": ctx.facility}],
+             "name": ctx.sender})
+    return {"reference": f"Organization/{ctx.facility}"}
+
+
+def _performers(obx: Any, ctx: _Context) -> list[dict[str, str]]:
+    """The sending facility, answerable for the result (first: the lab projection and mutual
+    recognition read the facility there, for its tier and EQA passes), then the performing
+    organization of OBX-23 (XON) with OBX-24 its address (v2.5.1), when named."""
+    facility = _facility_performer(ctx)
+    xon = first(obx[23]) if len(obx) > 23 else ""
+    name, number = unescape(comp(xon, 0)), comp(xon, 9) or comp(xon, 2)
+    if not name and not number:
+        return [facility]
+    authority = _authority(sub(xon, 5, 0), sub(xon, 5, 1), sub(xon, 5, 2))
+    oid = scoped_id(f"lab-{number or name}", ctx.sender, f"org:{authority}|{number}|{name}")
+    org: dict[str, Any] = {"resourceType": "Organization", "id": oid,
+                           "meta": {"lastUpdated": ctx.sent}}
+    if number:
+        org["identifier"] = [{"value": number, **({"system": authority} if authority else {}),
+                              **({"type": {"text": comp(xon, 6)}} if comp(xon, 6) else {})}]
+    if name:
+        org["name"] = name
+    if len(obx) > 24 and (where := address(first(obx[24]))):
+        org["address"] = [where]
+    ctx.add(org)
+    return [facility, {"reference": f"Organization/{oid}"}]
+
+
+def _observation(obx: Any, notes: list[Any], report_id: str, order: str,
+                 seen: Counter[tuple[str, ...]], effective: str, issued: str,
+                 specimen: dict[str, str] | None, ctx: _Context) -> dict[str, Any]:
+    vtype = text_field(obx, 2).upper()
+    set_id = text_field(obx, 1)
+    code = coded(obx[3]) if len(obx) > 3 else {}
+    label = f"OBX {set_id or '?'} ({code.get('text') or ', '.join(codes(code)) or 'no code'})"
+    status_code = text_field(obx, 11).upper()
     status = OBX_STATUS.get(status_code)
     if status is None:
-        raise Hl7Refused("AE", f"OBX {set_id} ({label}): unknown result status OBX-11 "
-                         f"{status_code!r}; expected F, P, C, X, D, W, R, I or S")
+        raise Hl7Refused("AE", f"{label}: unknown result status OBX-11 {status_code!r}; "
+                         "expected F, P, C, X, D, W, R, I or S")
+    # The result's identity within its order: code, sub-id, set id; a repeat of all three
+    # in one order (a sender's slip) is told apart by its position among the repeats.
+    identity = (*(codes(code) or [code.get("text", "")]), text_field(obx, 4), set_id)
+    seen[identity] += 1
     obs: dict[str, Any] = {
-        "resourceType": "Observation", "id": fhir_id(f"{report['id']}-{set_id}"),
-        "meta": {"lastUpdated": sent}, "status": status,
+        "resourceType": "Observation",
+        "id": result_id(order, set_id, report_id, *identity, str(seen[identity])),
+        "meta": {"lastUpdated": ctx.sent}, "status": status,
         "category": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/observation-category",
             "code": "laboratory"}]}],
-        "code": code or {"text": label}, "subject": {"reference": patient},
-        "effectiveDateTime": hl7_time(_f(seg, 14)) or report["effectiveDateTime"],
-        "performer": [{"reference": f"Organization/{facility}"}],
+        "code": code or {"text": label}, "subject": {"reference": ctx.patient_ref},
+        "effectiveDateTime": hl7_time(text_field(obx, 14, 0), ctx.tz) or effective,
+        "issued": issued,
+        "performer": _performers(obx, ctx),
     }
     if specimen:
-        obs["specimen"] = {"display": specimen}
-    raw = str(seg[5]) if len(seg) > 5 else ""
-    unit = _f(seg, 6, 0) or _f(seg, 6)
-    if not raw.strip() and status not in ("cancelled", "entered-in-error", "registered"):
-        raise Hl7Refused("AE", f"OBX {set_id} ({label}) has no value (OBX-5 is empty) but "
-                         f"status {status_code}")
-    if raw.strip():
-        if vtype == "NM":
-            value = _number(raw)
-            if value is None:
-                raise Hl7Refused("AE", f"OBX {set_id} ({label}): NM value {raw!r} is not a "
-                                 "number")
-            obs["valueQuantity"] = _quantity(value, unit)
-        elif vtype == "SN":
-            obs.update(_structured_numeric(seg[5], unit, set_id, label))
-        elif vtype in ("CE", "CWE", "CNE"):
-            obs["valueCodeableConcept"] = _coded(seg[5]) or {"text": raw}
-        elif vtype in ("ST", "TX", "FT", "IS", "ID"):
-            obs["valueString"] = raw.replace("\\.br\\", "\n")
-        else:
-            raise Hl7Refused("AE", f"OBX {set_id} ({label}): value type {vtype!r} is not "
-                             "supported (NM, SN, ST, TX, FT, CE, CWE)")
-    if rr := _range(_f(seg, 7)):
-        for part in ("low", "high"):
-            if part in rr[0] and unit:
-                rr[0][part].update({"unit": unit, "system": "http://unitsofmeasure.org",
-                                    "code": unit})
+        obs["specimen"] = specimen
+    unit, ucum = unit_of(obx[6]) if len(obx) > 6 else ("", None)
+    present = len(obx) > 5 and str(obx[5]).strip() != ""
+    if not present and status not in ("cancelled", "entered-in-error", "registered"):
+        raise Hl7Refused("AE", f"{label} has no value (OBX-5 is empty) but status "
+                         f"{status_code}")
+    if present:
+        try:
+            obs.update(observation_value(vtype, obx[5], unit, ucum, ctx.tz))
+        except ValueRefused as exc:
+            raise Hl7Refused("AE", f"{label}: {exc}") from exc
+    if rr := reference_range(text_field(obx, 7), unit, ucum):
         obs["referenceRange"] = rr
-    flags = [f for f in (_comp(r, 0) for r in _reps(seg, 8)) if f]
+    flags = [f for f in (comp(r, 0) for r in reps(obx, 8)) if f]
     if flags:
         obs["interpretation"] = [{"coding": [{"system": INTERPRETATION, "code": f}]}
                                  for f in flags if f.upper() in FLAGS] or \
             [{"text": ",".join(flags)}]
-    return obs
-
-
-def _quantity(value: float, unit: str) -> dict[str, Any]:
-    q: dict[str, Any] = {"value": value}
-    if unit:
-        q.update({"unit": unit, "system": "http://unitsofmeasure.org", "code": unit})
-    return q
-
-
-def _structured_numeric(value: Any, unit: str, set_id: str, label: str) -> dict[str, Any]:
-    """SN ``comparator^num1^separator^num2``: ``>^200``, ``^1^:^128``, ``^10^-^20``."""
-    value = _first(value)
-    comparator, n1, sep, n2 = (_comp(value, i) for i in range(4))
-    a, b = _number(n1), _number(n2) if n2 else None
-    if a is None:
-        raise Hl7Refused("AE", f"OBX {set_id} ({label}): SN value has no number")
-    if sep in (":", "/") and b is not None:
-        return {"valueRatio": {"numerator": {"value": a}, "denominator": {"value": b}}}
-    if sep in ("-", "+") and b is not None:
-        return {"valueRange": {"low": _quantity(a, unit), "high": _quantity(b, unit)}}
-    q = _quantity(a, unit)
-    if comparator in ("<", "<=", ">", ">="):
-        q["comparator"] = comparator
-    return {"valueQuantity": q}
+    if note := _note(notes):
+        obs["note"] = note
+    return ctx.add(obs)

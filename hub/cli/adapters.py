@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -29,9 +29,14 @@ from hub.errors import ConfigError
 from hub.registry.consortium_file import read_consortium
 from hub.signing import Signer, demo_signer, read_private_key
 
+if TYPE_CHECKING:
+    from adapters.hl7v2.intake import Hl7Intake
+    from hub.engine.receipts import ReceiptWaiter
+    from hub.log.producer import Publisher
+
 Hl7FacilityOpt = Annotated[str, typer.Option(
     "--facility", help="The facility these messages come from (the sending facility, MSH-4, "
-    "must name it, if filled).")]
+    "must name it or one of its registry hl7_names, if filled).")]
 DicomFacilityOpt = Annotated[str, typer.Option(
     "--facility", help="The facility whose PACS the folder comes from: the studies are "
     "published in its name and signed with its key.")]
@@ -72,6 +77,18 @@ def facility_signer(s: Settings, facility: str, key_file: Path | None,
     return demo
 
 
+def hl7_intake(s: Settings, facility: str, signer: Signer, publisher: Publisher,
+               receipts: ReceiptWaiter | None = None) -> Hl7Intake:
+    """The facility's intake with what the registry says about its HL7 systems (their time
+    zone, their MSH-4 names), claiming results in the hub's store."""
+    from adapters.hl7v2.intake import Hl7Intake
+    from hub.store.db import open_store
+
+    record = read_consortium(s.facilities_file).get(facility).record
+    return Hl7Intake(s, facility, signer, publisher, open_store(s.db_url), receipts,
+                     record.zone(), record.hl7_names)
+
+
 def mllp(facility: Hl7FacilityOpt,
          port: Annotated[int, typer.Option(help="Port the LIS connects to.",
                                            min=0, max=65535)] = 2575,
@@ -80,7 +97,6 @@ def mllp(facility: Hl7FacilityOpt,
          facilities: FacilitiesOpt = None) -> None:
     """Listen for HL7 v2 over MLLP (ORU^R01, ADT^A01/A04/A08) for one facility; answer each
     message with an ACK (AA), or AE/AR with the reason."""
-    from adapters.hl7v2.intake import Hl7Intake
     from adapters.hl7v2.mllp import MllpServer
     from hub.engine.receipts import ReceiptWaiter
     from hub.log.producer import Publisher
@@ -96,7 +112,7 @@ def mllp(facility: Hl7FacilityOpt,
         if await asyncio.to_thread(durable_ack, s):
             receipts = ReceiptWaiter(s, facility)
             await receipts.start()
-        server = MllpServer(Hl7Intake(s, facility, signer, publisher, receipts), host, port)
+        server = MllpServer(hl7_intake(s, facility, signer, publisher, receipts), host, port)
         meaning = ("the hub's journal committed it" if receipts else
                    "the broker acknowledged it")
         try:
@@ -121,7 +137,6 @@ def hl7_import(files: Annotated[list[Path], typer.Argument(help="HL7 v2 files (M
     """Import HL7 v2 messages from files, with a progress bar; refused ones are listed and
     dead-lettered, the others published."""
     from adapters.hl7v2.codec import split_file
-    from adapters.hl7v2.intake import Hl7Intake
     from hub.log.producer import Publisher
 
     s = settings(kafka, facilities=facilities)
@@ -133,7 +148,7 @@ def hl7_import(files: Annotated[list[Path], typer.Argument(help="HL7 v2 files (M
 
     async def main() -> None:
         publisher = await Publisher(s).start()
-        intake = Hl7Intake(s, facility, signer, publisher)
+        intake = hl7_intake(s, facility, signer, publisher)
         try:
             with progress() as bar:
                 task = bar.add_task("importing HL7 v2", total=len(messages))

@@ -191,7 +191,8 @@ def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
          history: Annotated[bool, typer.Option(
              help="Also list every registry change of this facility in the log.")] = False,
          data_dir: DataOpt = None, db: DbOpt = None) -> None:
-    """One facility in full: reading centres, EQA windows, keys and their status."""
+    """One facility in full: reading centres, time zone, EQA windows, keys and their
+    status."""
     if as_of is None:
         rec = read_consortium(facilities).get(facility_id).record
     else:
@@ -211,6 +212,8 @@ def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
                   + ("" if rec.active else " [red](left the consortium)[/red]"))
     for s in SERVICES:
         console.print(f"  reads {s} at: {rec.reading_centre(s) or '-'}")
+    console.print(f"  time zone: {rec.zone().key}; HL7 MSH-4 names: "
+                  f"{', '.join(rec.hl7_names) or '-'}")
     eqa = Table(title="EQA passes")
     for col in ("category", "valid from", "valid to", "today"):
         eqa.add_column(col)
@@ -250,6 +253,10 @@ def add(
     ecg: Annotated[str | None, typer.Option(help="Reading centre for ECG.")] = None,
     pathology: Annotated[str | None, typer.Option(help="Reading centre for pathology.")
                          ] = None,
+    timezone: Annotated[str | None, typer.Option(
+        help="IANA time zone of its systems' clocks, if not Asia/Shanghai.")] = None,
+    hl7_name: Annotated[list[str] | None, typer.Option(
+        help="A name its HL7 v2 systems send in MSH-4 (repeat for several).")] = None,
     public_key: PublicKeyOpt = None, key_out: KeyOutOpt = None, facilities: FileOpt = None,
 ) -> None:
     """Register a member facility: a gateway token and a signing key are issued."""
@@ -264,7 +271,8 @@ def add(
     pub, private = _key_pair(public_key)
     kid = rec.next_kid()
     rec = FacilityRecord(rec.id, rec.name, rec.tier, rec.group, rec.reading_centres,
-                         keys=(SigningKey(kid, pub, clock.now()),))
+                         keys=(SigningKey(kid, pub, clock.now()),), timezone=timezone,
+                         hl7_names=tuple(hl7_name or ()))
     token = secrets.token_urlsafe(32)
     c.put(Facility(rec, token))
     _checked(c, path)

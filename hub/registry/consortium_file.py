@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 import yaml
@@ -92,10 +93,18 @@ def _record(item: dict) -> FacilityRecord:
     for q in eqa:
         if q.valid_to < q.valid_from:
             raise ConfigError(f"facility {item['id']}: EQA {q.category} ends before it starts")
+    zone = item.get("timezone")
+    if zone is not None:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"facility {item['id']}: timezone {zone!r} is not an IANA time "
+                              "zone (e.g. Asia/Shanghai)") from exc
     return FacilityRecord(
         id=item["id"], name=item["name"], tier=item["tier"], group=item.get("group"),
         reading_centres=tuple(sorted((item.get("reading_centres") or {}).items())),
-        eqa=eqa, keys=keys, active=item.get("active", True))
+        eqa=eqa, keys=keys, active=item.get("active", True), timezone=zone,
+        hl7_names=tuple(item.get("hl7_names") or ()))
 
 
 def check_references(c: Consortium) -> None:
@@ -221,6 +230,10 @@ def to_document(c: Consortium) -> dict:
         item["token"] = f.token
         if not r.active:
             item["active"] = False
+        if r.timezone:
+            item["timezone"] = r.timezone
+        if r.hl7_names:
+            item["hl7_names"] = list(r.hl7_names)
         if r.reading_centres:
             item["reading_centres"] = dict(r.reading_centres)
         if r.eqa:

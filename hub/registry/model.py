@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from hub.clock import CONSORTIUM_TZ
 
 TIERS = (
     "village-clinic", "township-centre", "community-centre", "county-hospital", "city-hospital",
@@ -24,6 +27,8 @@ TIER_SYSTEM = "urn:hie:tier"
 EXT_READING = "urn:hie:ext:reading-centre"
 EXT_EQA = "urn:hie:ext:eqa"
 EXT_KEY = "urn:hie:ext:signing-key"
+EXT_TIMEZONE = "urn:hie:ext:timezone"
+HL7_NAME_SYSTEM = "urn:hie:hl7v2:sending-facility"  # a name the facility's systems use in MSH-4
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,12 @@ class FacilityRecord:
     eqa: tuple[Qualification, ...] = ()
     keys: tuple[SigningKey, ...] = ()
     active: bool = True
+    timezone: str | None = None  # IANA zone of its clocks; None: the consortium's
+    hl7_names: tuple[str, ...] = ()  # MSH-4 names its HL7 systems send besides its id
+
+    def zone(self) -> ZoneInfo:
+        """The zone its systems' local times are in (HL7 times sent without an offset)."""
+        return ZoneInfo(self.timezone) if self.timezone else CONSORTIUM_TZ
 
     def reading_centre(self, service: str) -> str | None:
         return dict(self.reading_centres).get(service)
@@ -143,9 +154,12 @@ def to_organization(rec: FacilityRecord) -> dict:
         if k.revoked is not None:
             parts.append({"url": "revoked", "valueDateTime": _dt(k.revoked)})
         ext.append({"url": EXT_KEY, "extension": parts})
+    if rec.timezone:
+        ext.append({"url": EXT_TIMEZONE, "valueString": rec.timezone})
     org: dict = {
         "resourceType": "Organization", "id": rec.id, "active": rec.active,
-        "identifier": [{"system": FACILITY_SYSTEM, "value": rec.id}],
+        "identifier": [{"system": FACILITY_SYSTEM, "value": rec.id},
+                       *({"system": HL7_NAME_SYSTEM, "value": n} for n in rec.hl7_names)],
         "name": rec.name,
         "type": [{"coding": [{"system": TIER_SYSTEM, "code": rec.tier}]}],
     }
@@ -159,9 +173,12 @@ def to_organization(rec: FacilityRecord) -> dict:
 
 def from_organization(org: dict) -> FacilityRecord:
     reading, eqa, keys = [], [], []
+    timezone = None
     for e in org.get("extension", []):
         sub = _sub(e)
-        if e.get("url") == EXT_READING:
+        if e.get("url") == EXT_TIMEZONE:
+            timezone = e.get("valueString")
+        elif e.get("url") == EXT_READING:
             reading.append((sub["service"], sub["centre"]["reference"].split("/", 1)[1]))
         elif e.get("url") == EXT_EQA:
             eqa.append(Qualification(sub["category"], date.fromisoformat(sub["validFrom"]),
@@ -176,11 +193,14 @@ def from_organization(org: dict) -> FacilityRecord:
         id=org["id"], name=org.get("name", org["id"]),
         tier=org["type"][0]["coding"][0]["code"], group=group,
         reading_centres=tuple(sorted(reading)), eqa=tuple(eqa), keys=tuple(keys),
-        active=org.get("active", True))
+        active=org.get("active", True), timezone=timezone,
+        hl7_names=tuple(i["value"] for i in org.get("identifier", [])
+                        if i.get("system") == HL7_NAME_SYSTEM))
 
 
 def changed_fields(old: FacilityRecord | None, new: FacilityRecord) -> tuple[str, ...]:
     if old is None:
         return ("added",)
     return tuple(f for f in ("name", "tier", "group", "reading_centres", "eqa", "keys",
-                             "active") if getattr(old, f) != getattr(new, f))
+                             "active", "timezone", "hl7_names")
+                 if getattr(old, f) != getattr(new, f))

@@ -171,3 +171,14 @@ recognition_prompts = sa.Table(
 # Outbox of hie.recognition.v1 (prompts and withdrawals), relayed like the feeds.
 recognition_outbox = outbox_table("hub_recognition_outbox", metadata)
 
+
+# Which patient each resource about a patient belongs to, claimed by the adapter that builds
+# it before the resource is published (hub.record.owners): the first claim wins, and a later
+# message naming the same resource for another patient is refused instead of moving it.
+resource_patients = sa.Table(
+    "hub_resource_patients",
+    metadata,
+    sa.Column("resource_type", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),  # hub-wide id: <facility>.<local id>
+    sa.Column("patient_key", sa.String(200), nullable=False),
+)

@@ -230,6 +230,8 @@ def test_registry_edits_that_are_refused_change_nothing(place):
           "--imaging", "nowhere", *c], "unknown facility 'nowhere'"),
         (["facility", "add", "township-1", "--name", "X", "--tier", "village-clinic", *c],
          "already registered"),
+        (["facility", "add", "clinic-x", "--name", "X", "--tier", "village-clinic",
+          "--timezone", "Beijing", *c], "timezone 'Beijing' is not an IANA time zone"),
         (["facility", "add", "Bad Id!", "--name", "X", "--tier", "village-clinic", *c],
          "Bad Id!"),
         (["facility", "rotate-key", "township-1"], "read-only"),

@@ -43,16 +43,7 @@ async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings
     async with running_hub(settings) as (hub, base):
         async with mllp_listener(settings, hub) as server:
             codes = await asyncio.to_thread(send_samples, server.port, tmp_path)
-        assert codes == {
-            "cdc-adt-a01-newborn-admission.hl7": "AA",
-            "cdc-oru-r01-newborn-screening.hl7": "AE",  # OBX value type XTN (SOURCES.md)
-            "cdc-oru-r01-urine-albumin-creatinine.hl7": "AA",
-            "nist-elr-1-lead-final.hl7": "AA",
-            "nist-elr-3-lead-corrected.hl7": "AA",
-            "nist-elr-4-anthrax-isolated.hl7": "AA",
-            "nist-elr-5-hepatitis-c-rna.hl7": "AA",
-            "nist-elr-6-stool-culture.hl7": "AA",
-        }
+        assert codes == {f.name: "AA" for f in (SAMPLES / "hl7v2").glob("*.hl7")}
 
         env = {"HUB_KAFKA_BOOTSTRAP": settings.bootstrap, "COLUMNS": "200",
                "HUB_TOPIC_INBOUND": settings.topics.inbound}
@@ -75,6 +66,22 @@ async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings
             async def three_cultures() -> bool:
                 return len(await results("987488015")) == 3
 
+            async def newborn_screening() -> bool:  # 13 panels sharing one filler number
+                return (len(await results("123456")) == 33 and
+                        len(await results("123456", "DiagnosticReport")) == 13)
+
+            async def performers_resolve() -> bool:  # the facility, then the lab (OBX-23)
+                found = await results("9817566735")
+                refs = [p["reference"] for p in found[0]["performer"]] if found else []
+                orgs = [await c.get(f"/fhir/{ref}") for ref in refs]
+                return [r.status_code for r in orgs] == [200, 200] and [
+                    r.json()["id"] for r in orgs] == ["township-1.township-1", refs[1][13:]] \
+                    and orgs[1].json()["name"] == "Lab"
+
+            async def patient_from_a_result() -> bool:  # no ADT for him: the ORU's PID
+                r = await c.get("/fhir/Patient/township-1.987488015")
+                return r.status_code == 200 and r.json()["name"][0]["text"] == "Adam Whiteagle"
+
             async def newborn_admitted() -> bool:
                 r = await c.get("/fhir/Patient/township-1.11102779")
                 return r.status_code == 200
@@ -83,7 +90,9 @@ async def test_samples_over_mllp_and_dicom_scan_reach_the_read_api(make_settings
                 found = await results("98890234", "ImagingStudy")
                 return [s["numberOfInstances"] for s in found] == [4]
 
-            for check in (lead_corrected, three_cultures, newborn_admitted, brain_study):
+            for check in (lead_corrected, three_cultures, newborn_screening,
+                          performers_resolve, patient_from_a_result, newborn_admitted,
+                          brain_study):
                 await eventually(check)
         async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-county-1"),
                                      timeout=30) as county:

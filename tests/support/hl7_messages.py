@@ -22,15 +22,24 @@ def adt(control: str = "ADT1", **kw) -> str:
     return "\r".join([msh("ADT^A04", control, **kw), "EVN|A04|20261101083000", pid()]) + "\r"
 
 
+def obr(order: str = "LAB1", set_id: str = "1") -> str:
+    return (f"OBR|{set_id}|ORD-{order}|{order}|24323-8^Comprehensive metabolic panel^LN|||"
+            "20261101080000|||||||20261101080500|BLD^静脉血|||||||20261101083000|||F")
+
+
 def oru(control: str = "ORU1", glucose: str = "7.2", status: str = "F", order: str = "LAB1",
         version: str = "2.5.1", charset: str = "UNICODE UTF-8", when: str = "20261101083000",
-        patient: str | None = None) -> str:
+        patient: str | None = None, results: list[str] | None = None,
+        facility: str = "township-1") -> str:
+    """An ORU^R01: the given segments after OBR (OBX, NTE, SPM), else four results, one of
+    each common value type."""
     return "\r".join([
-        msh("ORU^R01", control, version, charset, when=when), patient or pid(),
-        f"OBR|1|ORD-{order}|{order}|24323-8^Comprehensive metabolic panel^LN|||20261101080000"
-        "|||||||20261101080500|BLD^静脉血|||||||20261101083000|||F",
-        f"OBX|1|NM|15074-8^Glucose^LN||{glucose}|mmol/L|3.9-6.1|H|||{status}|||20261101080000",
-        "OBX|2|SN|2160-0^Creatinine^LN||<^44|umol/L|57-111|L|||F",
-        "OBX|3|ST|8251-1^备注^LN||溶血||||||F",
-        "OBX|4|CWE|882-1^ABO+Rh group^LN||A+^A型Rh阳性^L||||||F",
+        msh("ORU^R01", control, version, charset, when=when, facility=facility),
+        patient or pid(), obr(order),
+        *(results if results is not None else [
+            f"OBX|1|NM|15074-8^Glucose^LN||{glucose}|mmol/L|3.9-6.1|H|||{status}|||"
+            "20261101080000",
+            "OBX|2|SN|2160-0^Creatinine^LN||<^44|umol/L|57-111|L|||F",
+            "OBX|3|ST|8251-1^备注^LN||溶血||||||F",
+            "OBX|4|CWE|882-1^ABO+Rh group^LN||A+^A型Rh阳性^L||||||F"]),
     ]) + "\r"

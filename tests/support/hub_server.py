@@ -26,7 +26,7 @@ async def mllp_listener(settings: Settings, hub: Hub, facility: str = "township-
     if receipts is not None:
         await receipts.start()
     server = MllpServer(Hl7Intake(settings, facility, demo_signer(facility), hub.publisher,
-                                  receipts), "127.0.0.1", 0)
+                                  hub.store, receipts), "127.0.0.1", 0)
     await server.start()
     try:
         yield server

@@ -54,7 +54,9 @@ def records(draw) -> FacilityRecord:
         draw(st.none() | ids),
         tuple(sorted((s, draw(ids)) for s in draw(st.lists(st.sampled_from(SERVICES),
                                                             unique=True)))),
-        tuple(eqa), keys, draw(st.booleans()))
+        tuple(eqa), keys, draw(st.booleans()),
+        draw(st.none() | st.sampled_from(["Asia/Shanghai", "Asia/Urumqi", "Europe/Paris"])),
+        tuple(draw(st.lists(names, max_size=2, unique=True))))
 
 
 @given(records())
@@ -155,6 +157,13 @@ def test_consortium_file_round_trip_and_checks(tmp_path):
     assert [f.record for f in again.facilities] == [f.record for f in c.facilities]
     assert [f.token for f in again.facilities] == [f.token for f in c.facilities]
     f = again.get("township-2")
+    lis = dataclasses.replace(f.record, timezone="Asia/Urumqi", hl7_names=("TWP2-LIS",))
+    again.put(Facility(lis, f.token))
+    write_consortium(again, path)
+    assert read_consortium(path).get("township-2").record == lis
+    with pytest.raises(ConfigError, match="'Mars/Olympus' is not an IANA time zone"):
+        write_consortium(Consortium("x", [Facility(dataclasses.replace(
+            lis, timezone="Mars/Olympus"), f.token)]), tmp_path / "x.yaml")
     bad = dataclasses.replace(f.record, reading_centres=(("imaging", "nowhere"),))
     with pytest.raises(ConfigError, match="unknown facility 'nowhere'"):
         again.put(Facility(bad, f.token))

@@ -16,6 +16,7 @@ from hub.ingest.prepare import foreign_owner, prepare_upsert
 from hub.ingest.verdict import check_inbound
 from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
+from hub.store.db import open_store
 from tests.support.events import envelope
 from tests.support.hl7_messages import oru
 from tests.support.resources import observation, patient
@@ -111,11 +112,11 @@ class _Capture:
         raise AssertionError("a message holding NUL must not be published")
 
 
-async def test_hl7_message_with_nul_is_refused_ae():
+async def test_hl7_message_with_nul_is_refused_ae(tmp_path):
     settings = Settings()
     pub = _Capture()
     intake = Hl7Intake(settings, "township-1", demo_signer("township-1"),
-                       pub)  # type: ignore[arg-type]
+                       pub, open_store(f"sqlite:///{tmp_path / 'hub.db'}"))  # type: ignore[arg-type]
     reply, code, reason = await intake.handle(oru().replace("溶血", f"溶{NUL}血").encode())
     assert code == "AE" and "no store can hold" in reason
     assert "valueString" in reason and b"\x00" not in reply
