@@ -11,6 +11,7 @@ os.environ.pop("COLUMNS", None)
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from hub import clock
 from hub.config import Settings, Topics
@@ -21,6 +22,11 @@ from hub.store.db import open_store
 from tests.support.clocks import SEED, SEED_ENV, TestClock, chosen_clocks
 from tests.support.kafka import kafka_endpoint
 from tests.support.stores import drop_schema, postgres_schema_url
+
+# Property tests judge rules, not speed: on a busy 2-core machine one example can take a
+# second (a first import, a GC pause), and a deadline would fail a correct rule.
+hypothesis_settings.register_profile("hub", deadline=None)
+hypothesis_settings.load_profile("hub")
 
 
 def pytest_report_header() -> str:

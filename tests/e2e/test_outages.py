@@ -65,9 +65,14 @@ def stop(proc: subprocess.Popen, within: float = 20.0) -> str:
     return out
 
 
-async def test_broker_killed_and_restarted_split_processes_resume(make_settings, tmp_path):
+@pytest.mark.parametrize("groups", [False, True], ids=["alone", "consumer-groups"])
+async def test_broker_killed_and_restarted_split_processes_resume(make_settings, tmp_path,
+                                                                   groups):
+    # With consumer groups (replicas), the restarted broker has forgotten the groups too:
+    # the processes must rejoin, not loop on UnknownMemberId.
     with EmbeddedBroker(free_port(), tmp_path / "broker.log") as broker:
-        settings = make_settings(kafka_bootstrap=broker.bootstrap)
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, consumer_groups=groups,
+                                 session_timeout_ms=3000 if groups else 6000)
         db_url = f"sqlite:///{tmp_path / 'hub.db'}"
         env = hub_env(settings, db_url, HUB_BATCH_MAX_RECORDS="50",
                       HUB_EVENTS_PARTITIONS=str(settings.events_partitions))

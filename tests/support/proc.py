@@ -13,8 +13,8 @@ def hub_env(settings: Settings, db_url: str, **extra: str) -> dict[str, str]:
     t = settings.topics
     env = {**os.environ,
            "HUB_KAFKA_BOOTSTRAP": settings.bootstrap, "HUB_DATABASE_URL": db_url,
-           "HUB_TOPIC_INBOUND": t.inbound, "HUB_TOPIC_EVENTS": t.events,
-           "HUB_TOPIC_DEADLETTER": t.deadletter, "HUB_GROUP_PREFIX": settings.group_prefix,
+           **{f"HUB_TOPIC_{name.upper()}": topic for name, topic in t.model_dump().items()},
+           "HUB_GROUP_PREFIX": settings.group_prefix,
            "HUB_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
            "HUB_CONSUMER_GROUPS": str(settings.consumer_groups).lower(),
            "HUB_DATA_DIR": str(settings.data_dir)}
