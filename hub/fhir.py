@@ -177,7 +177,7 @@ def patient_local_id(resource: dict) -> str | None:
     """Which of the facility's patients this resource is about, if any."""
     if resource.get("resourceType") == "Patient":
         return resource.get("id")
-    for element in ("subject", "patient"):
+    for element in ("subject", "patient", "for"):  # Task names its patient in ``for``
         found = reference_id(resource.get(element), "Patient")
         if found:
             return found
@@ -188,7 +188,14 @@ def patient_key(facility_id: str, resource: dict) -> str:
     """The Kafka key: one patient's events share it so they stay in order.
 
     Until the master patient index links records across facilities, a patient is known as
-    ``<facility>.<local id>``; events about no patient are keyed by their facility.
+    ``<facility>.<local id>``; events about no patient are keyed by their facility. A
+    reference by hub id (``Patient/township-1.p-7``, as a receiving hospital names a
+    referred patient) keys the event by that patient, so a referral's steps from both
+    facilities travel in one partition, in order.
     """
     local = patient_local_id(resource)
-    return f"{facility_id}.{local}" if local else facility_id
+    if not local:
+        return facility_id
+    if resource.get("resourceType") != "Patient" and "." in local:
+        return local
+    return f"{facility_id}.{local}"

@@ -95,7 +95,8 @@ def _record(item: dict) -> FacilityRecord:
     return FacilityRecord(
         id=item["id"], name=item["name"], tier=item["tier"], group=item.get("group"),
         reading_centres=tuple(sorted((item.get("reading_centres") or {}).items())),
-        eqa=eqa, keys=keys, active=item.get("active", True))
+        eqa=eqa, keys=keys, active=item.get("active", True),
+        referrals=tuple(sorted(set(item.get("referrals") or ()))))
 
 
 def check_references(c: Consortium) -> None:
@@ -223,6 +224,8 @@ def to_document(c: Consortium) -> dict:
             item["active"] = False
         if r.reading_centres:
             item["reading_centres"] = dict(r.reading_centres)
+        if r.referrals:
+            item["referrals"] = list(r.referrals)
         if r.eqa:
             item["eqa"] = [{"category": q.category, "valid_from": q.valid_from.isoformat(),
                             "valid_to": q.valid_to.isoformat()} for q in r.eqa]

@@ -24,6 +24,7 @@ TIER_SYSTEM = "urn:hie:tier"
 EXT_READING = "urn:hie:ext:reading-centre"
 EXT_EQA = "urn:hie:ext:eqa"
 EXT_KEY = "urn:hie:ext:signing-key"
+EXT_REFERRALS = "urn:hie:ext:receives-referrals"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class FacilityRecord:
     eqa: tuple[Qualification, ...] = ()
     keys: tuple[SigningKey, ...] = ()
     active: bool = True
+    referrals: tuple[str, ...] = ()  # services it receives referrals for, sorted
 
     def reading_centre(self, service: str) -> str | None:
         return dict(self.reading_centres).get(service)
@@ -143,6 +145,7 @@ def to_organization(rec: FacilityRecord) -> dict:
         if k.revoked is not None:
             parts.append({"url": "revoked", "valueDateTime": _dt(k.revoked)})
         ext.append({"url": EXT_KEY, "extension": parts})
+    ext += [{"url": EXT_REFERRALS, "valueCode": service} for service in rec.referrals]
     org: dict = {
         "resourceType": "Organization", "id": rec.id, "active": rec.active,
         "identifier": [{"system": FACILITY_SYSTEM, "value": rec.id}],
@@ -158,10 +161,12 @@ def to_organization(rec: FacilityRecord) -> dict:
 
 
 def from_organization(org: dict) -> FacilityRecord:
-    reading, eqa, keys = [], [], []
+    reading, eqa, keys, referrals = [], [], [], []
     for e in org.get("extension", []):
         sub = _sub(e)
-        if e.get("url") == EXT_READING:
+        if e.get("url") == EXT_REFERRALS:
+            referrals.append(e["valueCode"])
+        elif e.get("url") == EXT_READING:
             reading.append((sub["service"], sub["centre"]["reference"].split("/", 1)[1]))
         elif e.get("url") == EXT_EQA:
             eqa.append(Qualification(sub["category"], date.fromisoformat(sub["validFrom"]),
@@ -176,11 +181,11 @@ def from_organization(org: dict) -> FacilityRecord:
         id=org["id"], name=org.get("name", org["id"]),
         tier=org["type"][0]["coding"][0]["code"], group=group,
         reading_centres=tuple(sorted(reading)), eqa=tuple(eqa), keys=tuple(keys),
-        active=org.get("active", True))
+        active=org.get("active", True), referrals=tuple(sorted(referrals)))
 
 
 def changed_fields(old: FacilityRecord | None, new: FacilityRecord) -> tuple[str, ...]:
     if old is None:
         return ("added",)
     return tuple(f for f in ("name", "tier", "group", "reading_centres", "eqa", "keys",
-                             "active") if getattr(old, f) != getattr(new, f))
+                             "active", "referrals") if getattr(old, f) != getattr(new, f))
