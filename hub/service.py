@@ -37,10 +37,10 @@ from hub.log.topics import ensure_topics
 from hub.metrics import COMPONENT_RESTARTS
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
-from hub.referral.feed import ReferralFeedRelay
-from hub.referral.read import referral_policy
 from hub.recognition.catalogue import load_catalogue
 from hub.recognition.prompter import Prompter
+from hub.referral.feed import ReferralFeedRelay
+from hub.referral.read import referral_policy
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
