@@ -197,6 +197,9 @@ async def step(referral_id: str, action: str, ctx: ContextDep, reader: ReferralR
                                     referral_id)
     if found is None:
         return error(404, f"no referral {referral_id}", "not-found")
+    parties = {found.request.sender, found.referral.holder, *found.receivers}
+    if reader.id not in parties:
+        return forbidden(f"{reader.id} is neither the sender nor a receiver of {referral_id}")
     task = _task(found.request, to, clinician, reason)
     prepared = prepare_upsert(facility, task, "Task")
     if not prepared.ok:

@@ -299,14 +299,15 @@ def fold(req: Request, steps: Sequence[Step], may_receive: Iterable[str], policy
 
 def due_and_breach(req: Request, ref: Referral, policy: Policy, now: datetime
                    ) -> tuple[str | None, bool]:
-    """The acceptance deadline and whether it was missed (still waiting past it, or
-    answered after it)."""
+    """The acceptance deadline and whether it was missed: still waiting past it, or
+    answered (accepted, rejected; withdrawn or expired while waiting) after it."""
     due = policy.due(ref.received, req.priority)
     if due is None:
         return None, False
-    if ref.accepted_at is not None:
-        return stamp(due), instant(ref.accepted_at) > due
-    return stamp(due), ref.state == REQUESTED and now > due
+    answered = ref.accepted_at or ref.closed_at
+    if answered is not None:
+        return stamp(due), instant(answered) > due
+    return stamp(due), now > due
 
 
 def month_of(at: str) -> str:
