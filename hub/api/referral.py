@@ -21,10 +21,10 @@ from hub.api.deps import ContextDep, HubContext, ReferralReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
 from hub.api.publish import applied_by, publish_acknowledged
+from hub.api.recognition import catalogue_of
 from hub.envelope import now_rfc3339
 from hub.ingest.prepare import prepare_upsert
 from hub.mpi.service import linked_records
-from hub.recognition.catalogue import load_catalogue
 from hub.referral import package as pkg
 from hub.referral import read as ref_read
 from hub.referral import rules
@@ -135,13 +135,11 @@ def one(referral_id: str, ctx: ContextDep, reader: ReferralReaderDep) -> FhirRes
     return FhirResponse(found.detail())
 
 
-_CATALOGUES: dict = {}
-
-
 @router.get("/{referral_id}/package")
 def package(referral_id: str, request: Request, ctx: ContextDep, reader: ReferralReaderDep,
-            format: Annotated[str, Query(description="json, or bundle for a FHIR Bundle",
-                                         pattern="^(json|bundle)$")] = "json"
+            as_: Annotated[str, Query(alias="format", pattern="^(json|bundle)$",
+                                      description="json, or bundle for a FHIR Bundle")
+                           ] = "json"
             ) -> FhirResponse:
     """What the receiving facility needs, across every linked record of the patient: lab
     results with their recognition status, imaging with reports, active medication and
@@ -161,13 +159,10 @@ def package(referral_id: str, request: Request, ctx: ContextDep, reader: Referra
     allowed = readable_facilities(reader)
     keys = [k for k in linked_records(ctx.store, key)
             if allowed is None or k.partition(".")[0] in allowed]
-    path = ctx.settings.recognition_catalogue
-    if path not in _CATALOGUES:
-        _CATALOGUES[path] = load_catalogue(path)
-    body = pkg.assemble(ctx.store, _registry(ctx), _CATALOGUES[path], found, keys,
+    body = pkg.assemble(ctx.store, _registry(ctx), catalogue_of(ctx), found, keys,
                         clock.today())
     audit(ctx, reader, "read", what, set(keys))
-    if format == "bundle":
+    if as_ == "bundle":
         return FhirResponse(pkg.bundle(ctx.store, body, str(request.base_url).rstrip("/")))
     return FhirResponse(body)
 
