@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,18 +185,21 @@ def patient_local_id(resource: dict) -> str | None:
     return None
 
 
-def patient_key(facility_id: str, resource: dict) -> str:
+def patient_key(facility_id: str, resource: dict, members: Container[str] = ()) -> str:
     """The Kafka key: one patient's events share it so they stay in order.
 
     Until the master patient index links records across facilities, a patient is known as
     ``<facility>.<local id>``; events about no patient are keyed by their facility. A
-    reference by hub id (``Patient/township-1.p-7``, as a receiving hospital names a
-    referred patient) keys the event by that patient, so a referral's steps from both
-    facilities travel in one partition, in order.
+    reference by hub id to a patient of one of ``members`` (``Patient/township-1.p-7``, as a
+    receiving hospital names a referred patient), or to the facility's own, keys the event
+    by that patient, so a referral's steps from both facilities travel in one partition, in
+    order. Local ids may hold dots (``1.2.840``): only a member's id counts as a prefix.
     """
     local = patient_local_id(resource)
     if not local:
         return facility_id
-    if resource.get("resourceType") != "Patient" and "." in local:
+    owner, dot, _ = local.partition(".")
+    if dot and resource.get("resourceType") != "Patient" and (
+            owner == facility_id or owner in members):
         return local
     return f"{facility_id}.{local}"

@@ -99,7 +99,7 @@ async def decide(
                              found.price_yuan if found else 0.0, now_rfc3339())
     except DecisionError as exc:
         return error(422, str(exc), "required" if "needs" in str(exc) else "value")
-    prepared = prepare_upsert(facility, task, "Task")
+    prepared = prepare_upsert(facility, task, "Task", members=ctx.directory)
     if not prepared.ok:
         return error(422, prepared.issues[0].diagnostics, "invalid")
     await publish_acknowledged(ctx, [prepared.envelope])

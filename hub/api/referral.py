@@ -196,7 +196,7 @@ async def step(referral_id: str, action: str, ctx: ContextDep, reader: ReferralR
     if reader.id not in parties:
         return forbidden(f"{reader.id} is neither the sender nor a receiver of {referral_id}")
     task = _task(found.request, to, clinician, reason)
-    prepared = prepare_upsert(facility, task, "Task")
+    prepared = prepare_upsert(facility, task, "Task", members=ctx.directory)
     if not prepared.ok:
         return error(422, prepared.issues[0].diagnostics, "invalid")
     env = prepared.envelope
