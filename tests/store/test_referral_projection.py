@@ -58,7 +58,7 @@ def streams() -> list[list[Event]]:
         if n == 1:  # the other one rejected first, with a reason
             res[1] = (receiver, task("a1", f"{sender}.{rid}", key, "rejected", "王医生",
                                      "no-capacity"))
-        out.append([Event.from_envelope(envelope(r, facility), "t", n, i)
+        out.append([Event.from_envelope(envelope(r, facility, members=REGISTRY), "t", n, i)
                     for i, (facility, r) in enumerate(res)])
     return out
 
