@@ -163,6 +163,17 @@ async def test_two_way_referral(make_settings, hub_clock, store_url):
             assert [m["state"] for m in feed if m["referral"].endswith("sr1")][-1] == \
                 "completed"
 
+            # Bad input: an OperationOutcome naming what is wrong.
+            for path, code in (("/referrals/statistics?month=2026-13x", 400),
+                               ("/referrals/incoming?state=lost", 400),
+                               ("/referrals/township-1.nope", 404),
+                               ("/referrals/township-1.sr1/package?format=pdf", 400)):
+                r = await county.get(path)
+                assert r.status_code == code, (path, r.text)
+                assert r.json()["resourceType"] == "OperationOutcome", path
+            r = await county.post("/referrals/township-1.sr1/fly", json={})
+            assert r.status_code == 404 and "accept, reject" in r.text
+
             before = {r: (await county.get(f"/referrals/{r}")).json()
                       for r in ("township-1.sr1", "township-2.sr2", "county-1.dr1")}
         finally:
