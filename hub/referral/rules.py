@@ -13,9 +13,11 @@ A step that the state machine does not allow (wrong state, wrong party, a reject
 reason, anything after a final state) is kept in the history as refused and changes nothing,
 so of two clinicians accepting at once the first in the log wins and the second is refused.
 Who receives a referral: the facility the request names (``performer``); else, for a
-down-referral, the facility that sent the up-referral it closes; else the facilities the
-registry lists as receiving referrals for the requested service, at the requested tier (by
-default the nearest tier above the sender), its own group first.
+down-referral, the facility that sent the up-referral it closes, or, if that facility does not
+receive the service (a village clinic and rehabilitation), its group's facilities that do at
+the nearest tier above it; else the facilities the registry lists as receiving referrals for
+the requested service, at the requested tier (by default the nearest tier above the sender),
+its own group first.
 """
 
 from __future__ import annotations
@@ -199,21 +201,42 @@ def receivers(req: Request, registry: Mapping[str, FacilityRecord]) -> tuple[str
     """Who may accept ``req``, per the request and the registry (see the module doc)."""
     if req.performer:
         return (req.performer,)
-    if req.direction == "down":
-        return (req.closes.partition(".")[0],) if req.closes else ()
-    sender = registry.get(req.sender)
     pool = [r for r in registry.values() if r.active and r.id != req.sender
             and req.service in r.referrals]
-    if req.tier:
-        pool = [r for r in pool if r.tier == req.tier]
-    elif sender is not None:
+    if req.direction == "down":
+        origin = registry.get(req.closes.partition(".")[0]) if req.closes else None
+        if req.closes and (origin is None or req.service in origin.referrals):
+            return (req.closes.partition(".")[0],)  # home, where the patient came from
+        # Home cannot take it (a village clinic does no rehabilitation): its group's
+        # facilities that do, at the tier nearest above it; or, with no up-referral, nearest
+        # below the sender.
+        home = origin or registry.get(req.sender)
+        if home is None:
+            return ()
+        above = origin is not None
+        pool = [r for r in pool if (TIER_RANK.get(r.tier, -1) > TIER_RANK.get(home.tier, -1))
+                == above and r.id != home.id]
+        found = _nearest(pool, home, req.tier, highest=not above)
+        return found or ((origin.id,) if origin else ())
+    sender = registry.get(req.sender)
+    if sender is not None and not req.tier:
         pool = [r for r in pool if TIER_RANK.get(r.tier, -1) > TIER_RANK.get(sender.tier, -1)]
-    if sender is not None and sender.group:
-        pool = [r for r in pool if r.group == sender.group] or pool
+    return _nearest(pool, sender, req.tier)
+
+
+def _nearest(pool: list[FacilityRecord], near: FacilityRecord | None, tier: str | None,
+             highest: bool = False) -> tuple[str, ...]:
+    """Of ``pool``: those at ``tier`` if given; in ``near``'s group if any are; then those
+    at the lowest tier (the highest with ``highest``)."""
+    if tier:
+        pool = [r for r in pool if r.tier == tier]
+    if near is not None and near.group:
+        pool = [r for r in pool if r.group == near.group] or pool
     if not pool:
         return ()
-    nearest = min(TIER_RANK.get(r.tier, 99) for r in pool)
-    return tuple(sorted(r.id for r in pool if TIER_RANK.get(r.tier, 99) == nearest))
+    ranks = [TIER_RANK.get(r.tier, -1) for r in pool]
+    best = max(ranks) if highest else min(ranks)
+    return tuple(sorted(r.id for r, rank in zip(pool, ranks, strict=True) if rank == best))
 
 
 def refusal(ref: Referral, req: Request, step: Step, may_receive: Iterable[str]) -> str | None:

@@ -55,6 +55,12 @@ def test_routing_follows_the_registry():
     down = Request("county-1.dr1", "township-1.p1", "county-1", "down", "rehabilitation",
                    "routine", closes="township-1.sr1")
     assert rules.receivers(down, REGISTRY) == ("township-1",)
+    # A village clinic does no rehabilitation: its group's township centres do.
+    from_village = Request(**{**_fields(down), "closes": "village-4.sr1"})
+    assert rules.receivers(from_village, REGISTRY) == tuple(f"township-{n}" for n in (1, 2, 3, 4))
+    # No up-referral to close: the sender's group, the nearest tier below it.
+    direct = Request(**{**_fields(down), "sender": "city-1", "closes": None})
+    assert rules.receivers(direct, REGISTRY) == ("community-1", "community-2")
 
 
 def _fields(r: Request) -> dict:
