@@ -6,7 +6,8 @@ does: a pending referral follows a registry change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import weakref
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -59,34 +60,33 @@ def request_of_row(row) -> rules.Request:
 
 
 def requests_and_steps(store: Store, where: Iterable[sa.ColumnElement[bool]] = (),
-                       upto: int | None = None
+                       upto: int | None = None, skip: Container[str] = ()
                        ) -> tuple[dict[str, rules.Request], dict[str, list[rules.Step]]]:
-    """The requests matching ``where`` and their steps in log order (up to ``upto``)."""
+    """The requests matching ``where`` (less those in ``skip``) and their steps in log order
+    (up to ``upto``)."""
     q, s = T[REQUESTS], T[STEPS]
+    steps: dict[str, list[rules.Step]] = {}
     with store.connect() as conn:
         requests = {r.referral_id: request_of_row(r) for r in conn.execute(
-            sa.select(q).where(*where))}
-        steps: dict[str, list[rules.Step]] = {}
-        if requests:
-            stmt = sa.select(s.c.seq, s.c.referral_id, s.c.payload).order_by(s.c.seq)
-            ids = list(requests)
-            if len(ids) <= 500:
-                stmt = stmt.where(s.c.referral_id.in_(ids))
+            sa.select(q).where(*where)) if r.referral_id not in skip}
+        ids = sorted(requests)
+        for i in range(0, len(ids), 500):  # bounded IN lists: SQLite limits parameters
+            stmt = (sa.select(s.c.seq, s.c.referral_id, s.c.payload)
+                    .where(s.c.referral_id.in_(ids[i:i + 500])))
             if upto is not None:
                 stmt = stmt.where(s.c.seq <= upto)
             for seq, rid, payload in conn.execute(stmt):
-                if rid in requests:
-                    steps.setdefault(rid, []).append(step_from_row(seq, payload))
+                steps.setdefault(rid, []).append(step_from_row(seq, payload))
     return requests, steps
 
 
 def load(store: Store, registry: Registry, policy: rules.Policy,
          where: Iterable[sa.ColumnElement[bool]] = (), now: datetime | None = None,
-         upto: int | None = None) -> list[Folded]:
+         upto: int | None = None, skip: Container[str] = ()) -> list[Folded]:
     """The referrals matching ``where`` (on the request table), folded as of ``now``; with
     ``upto``, only the steps up to that ``seq`` count (what the log held at that point)."""
     now = now or clock.now()
-    requests, steps = requests_and_steps(store, where, upto)
+    requests, steps = requests_and_steps(store, where, upto, skip)
     out = []
     for rid, req in requests.items():
         may = rules.receivers(req, registry)
@@ -107,10 +107,18 @@ def one(store: Store, registry: Registry, policy: rules.Policy, referral_id: str
     return found[0] if found else None
 
 
+# Referrals whose fold reached a final state, per store: the rules refuse every later step,
+# so they never reopen, and a worklist of open referrals need not fold them again.
+_settled: weakref.WeakKeyDictionary[Store, set[str]] = weakref.WeakKeyDictionary()
+
+
 def incoming(store: Store, registry: Registry, policy: rules.Policy, facility: str,
              states: frozenset[str] = rules.OPEN) -> list[Folded]:
     """Referrals ``facility`` may accept or holds, in ``states``: priority, then arrival."""
-    return [f for f in load(store, registry, policy) if f.referral.state in states and (
+    settled = _settled.setdefault(store, set())
+    folded = load(store, registry, policy, skip=settled if states <= rules.OPEN else ())
+    settled.update(f.request.id for f in folded if f.referral.state in rules.FINAL)
+    return [f for f in folded if f.referral.state in states and (
         f.referral.holder == facility if f.referral.holder else facility in f.receivers)]
 
 

@@ -120,3 +120,22 @@ def test_expected_states(store):
 def test_any_interleaving_and_batching_gives_the_same_states(store, order, cuts, redeliver):
     expected = run(store, [i for i, s in enumerate(STREAMS) for _ in s], set(), False)
     assert run(store, list(order), cuts, redeliver) == expected
+
+
+def test_incoming_lists_open_referrals_and_drops_settled_ones(store):
+    tables = fresh(store)
+    sr = referral("township-1", "sr9", "p9", "urgent")
+    accept = task("t9", "township-1.sr9", "township-1.p9", "accepted", "王医生")
+    cancel = task("c9", "sr9", "p9", "cancelled", "张医生")
+    for i, (facility, res) in enumerate((("township-1", sr), ("county-1", accept),
+                                         ("township-1", cancel))):
+        with store.begin() as conn:
+            write(conn, tables, PROJECTION.apply([Event.from_envelope(
+                envelope(res, facility, members=REGISTRY), "t", 0, i)]))
+        work = read.incoming(store, REGISTRY, POLICY, "county-1")
+        assert [(f.request.id, f.referral.state) for f in work] == (
+            [("township-1.sr9", "requested")], [("township-1.sr9", "accepted")], [])[i]
+    # Settled: not folded again for open worklists, still there for any other question.
+    assert read.incoming(store, REGISTRY, POLICY, "county-1") == []
+    (one,) = read.incoming(store, REGISTRY, POLICY, "county-1", frozenset({"cancelled"}))
+    assert one.referral.state == "cancelled" and one.referral.holder == "county-1"
