@@ -73,7 +73,7 @@ def _worklist(ctx: HubContext, reader: Principal, side: str, facility: str | Non
         items = ref_read.outgoing(ctx.store, _registry(ctx), _policy(ctx), facility, states)
     audit(ctx, reader, "search-type", f"referrals/{side}?facility={facility}",
           {f.request.patient_key for f in items})
-    return FhirResponse({"facility": facility, side: True, "count": len(items),
+    return FhirResponse({"facility": facility, "side": side, "count": len(items),
                          "referrals": [f.summary() for f in items]})
 
 
