@@ -24,6 +24,7 @@ class Topics(BaseSettings):
     imaging: str = "hie.imaging.v1"  # reports back to the facilities that took the exams
     recognition: str = "hie.recognition.v1"  # order-time recognition prompts
     receipts: str = "hie.receipts.v1"  # journaled / refused, to the facility that sent it
+    referral: str = "hie.referral.v1"  # every referral step and the decision on it
 
 
 class Settings(BaseSettings):
@@ -70,6 +71,14 @@ class Settings(BaseSettings):
     imaging_claim_minutes: float = Field(
         default=30, gt=0, description="How long a reader's claim on a study lasts before "
         "another reader may take it.")
+    referral_sla_minutes: dict[str, float] = Field(
+        default_factory=lambda: {"stat": 30, "asap": 60, "urgent": 120},
+        description="The green channel: minutes from a referral's arrival to its acceptance, "
+        "per priority (JSON, e.g. {\"stat\": 30, \"urgent\": 120}); a priority not named "
+        "(routine) has no SLA.")
+    referral_expiry_hours: float = Field(
+        default=7 * 24, gt=0, description="A referral nobody accepted or rejected within "
+        "this many hours expires.")
     mpi_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often the patient index looks for new or changed "
         "Patient records to match when it has nothing to do.")

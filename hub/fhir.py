@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,18 +178,28 @@ def patient_local_id(resource: dict) -> str | None:
     """Which of the facility's patients this resource is about, if any."""
     if resource.get("resourceType") == "Patient":
         return resource.get("id")
-    for element in ("subject", "patient"):
+    for element in ("subject", "patient", "for"):  # Task names its patient in ``for``
         found = reference_id(resource.get(element), "Patient")
         if found:
             return found
     return None
 
 
-def patient_key(facility_id: str, resource: dict) -> str:
+def patient_key(facility_id: str, resource: dict, members: Container[str] = ()) -> str:
     """The Kafka key: one patient's events share it so they stay in order.
 
     Until the master patient index links records across facilities, a patient is known as
-    ``<facility>.<local id>``; events about no patient are keyed by their facility.
+    ``<facility>.<local id>``; events about no patient are keyed by their facility. A
+    reference by hub id to a patient of one of ``members`` (``Patient/township-1.p-7``, as a
+    receiving hospital names a referred patient), or to the facility's own, keys the event
+    by that patient, so a referral's steps from both facilities travel in one partition, in
+    order. Local ids may hold dots (``1.2.840``): only a member's id counts as a prefix.
     """
     local = patient_local_id(resource)
-    return f"{facility_id}.{local}" if local else facility_id
+    if not local:
+        return facility_id
+    owner, dot, _ = local.partition(".")
+    if dot and resource.get("resourceType") != "Patient" and (
+            owner == facility_id or owner in members):
+        return local
+    return f"{facility_id}.{local}"

@@ -16,6 +16,7 @@ from hub.lab.projection import FEED, FEED_TYPE, LabProjection
 from hub.mpi.projection import MpiProjection
 from hub.recognition.projection import RecognitionProjection
 from hub.record.projection import SharedRecordProjection
+from hub.referral.projection import ReferralProjection
 from hub.registry.projection import RegistryProjection
 
 
@@ -23,7 +24,7 @@ def all_projections() -> dict[str, Projection]:
     return {p.name: p for p in (
         JournalProjection(), SharedRecordProjection(), ActivityProjection(),
         RegistryProjection(), MpiProjection(), LabProjection(), ImagingProjection(),
-        RecognitionProjection())}
+        RecognitionProjection(), ReferralProjection())}
 
 
 def rebuildable() -> dict[str, Projection]:

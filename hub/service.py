@@ -41,6 +41,8 @@ from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
 from hub.recognition.catalogue import load_catalogue
 from hub.recognition.prompter import Prompter
+from hub.referral.feed import ReferralFeedRelay
+from hub.referral.read import referral_policy
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
@@ -322,6 +324,8 @@ class Hub:
                 tasks.append(self._start_mpi(runner))
             if name == "recognition" and not until_caught_up:
                 tasks.append(self._start_prompter())
+            if name == "referral" and not until_caught_up:
+                tasks.append(self._start_referral_feed())
             feed = FEEDS.get(name)
             if feed is not None and not until_caught_up:
                 table, topic, ce_type = feed(self.settings)
@@ -355,6 +359,16 @@ class Hub:
         self.feeds["recognition"] = relay
         self._supervised("feed:recognition", relay.run)
         return self._supervised("prompter", self.prompter.run)
+
+    def _start_referral_feed(self) -> asyncio.Task:
+        """The referral feed: each step with the decision the fold made on it."""
+        assert self.store and self.publisher and self.directory
+        directory = self.directory
+        relay = ReferralFeedRelay(self.store, self.publisher, self.settings.topics.referral,
+                                  referral_policy(self.settings),
+                                  lambda: {f.id: f.record for f in directory})
+        self.feeds["referral"] = relay
+        return self._supervised("feed:referral", relay.run)
 
     def _start_mpi(self, runner: ProjectionRunner) -> asyncio.Task:
         """The patient index decides where its projection runs: it reads what that folds."""

@@ -90,7 +90,8 @@ LabReaderDep = Annotated[Principal, Depends(scoped("lab"))]
 ImagingReaderDep = Annotated[Principal, Depends(scoped("imaging"))]
 RecognitionReaderDep = Annotated[Principal, Depends(scoped("recognition"))]
 MpiReaderDep = Annotated[Principal, Depends(scoped("mpi"))]
+ReferralReaderDep = Annotated[Principal, Depends(scoped("referral"))]
 
 __all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext", "ImagingReaderDep",
-           "LabReaderDep", "MpiReaderDep", "ReaderDep", "RecognitionReaderDep", "ScopeError",
-           "SharedRecordReaderDep", "scoped"]
+           "LabReaderDep", "MpiReaderDep", "ReaderDep", "RecognitionReaderDep",
+           "ReferralReaderDep", "ScopeError", "SharedRecordReaderDep", "scoped"]

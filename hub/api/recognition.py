@@ -47,7 +47,7 @@ def recognition_check(
     if ordered_at.tzinfo is None:
         ordered_at = ordered_at.replace(tzinfo=CONSORTIUM_TZ)
     registry = {f.id: f.record for f in ctx.directory}
-    keys, verdicts = run_check(ctx.store, registry, _catalogue(ctx), key, items,
+    keys, verdicts = run_check(ctx.store, registry, catalogue_of(ctx), key, items,
                                ordered_at.astimezone(CONSORTIUM_TZ).date(),
                                readable_facilities(reader))
     audit(ctx, reader, "operation", f"recognition/$check?patient={key}", set(keys))
@@ -62,7 +62,8 @@ def recognition_check(
 _CACHE: dict = {}
 
 
-def _catalogue(ctx):
+def catalogue_of(ctx):
+    """The recognition catalogue the hub is configured with (read once per path)."""
     path = ctx.settings.recognition_catalogue
     if path not in _CACHE:
         _CACHE[path] = load_catalogue(path)
@@ -90,7 +91,7 @@ async def decide(
     if facility is None:
         return error(403, "decisions are recorded by the ordering member facility",
                      "forbidden")
-    catalogue = _catalogue(ctx)
+    catalogue = catalogue_of(ctx)
     found = catalogue.item(item)
     key = patient.rstrip("/").split("/")[-1]
     try:
@@ -98,7 +99,7 @@ async def decide(
                              found.price_yuan if found else 0.0, now_rfc3339())
     except DecisionError as exc:
         return error(422, str(exc), "required" if "needs" in str(exc) else "value")
-    prepared = prepare_upsert(facility, task, "Task")
+    prepared = prepare_upsert(facility, task, "Task", members=ctx.directory)
     if not prepared.ok:
         return error(422, prepared.issues[0].diagnostics, "invalid")
     await publish_acknowledged(ctx, [prepared.envelope])

@@ -8,6 +8,8 @@ the registry projection, i.e. from the log.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import secrets
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -34,6 +36,8 @@ from hub.registry.consortium_file import (
 from hub.registry.model import SERVICES, TIERS, FacilityRecord, Qualification, SigningKey
 from hub.signing import generate_key, load_public_key, public_key_text, write_private_key
 from hub.store.db import Store
+
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")  # as schemas/consortium.schema.json says
 
 facility_app = typer.Typer(help="The consortium registry: member facilities, their tier, "
                            "reading centres, EQA passes and signing keys.",
@@ -214,6 +218,7 @@ def show(facility_id: str, facilities: FileOpt = None, as_of: AsOfOpt = None,
         console.print(f"  reads {s} at: {rec.reading_centre(s) or '-'}")
     console.print(f"  time zone: {rec.zone().key}; HL7 MSH-4 names: "
                   f"{', '.join(rec.hl7_names) or '-'}")
+    console.print(f"  receives referrals for: {', '.join(rec.referrals) or '-'}")
     eqa = Table(title="EQA passes")
     for col in ("category", "valid from", "valid to", "today"):
         eqa.add_column(col)
@@ -300,6 +305,26 @@ def rotate_key(
     _checked(c, path)
     _save(path, c, f"{facility_id} now signs with {kid}",
           _write_key(private, kid, key_out, path))
+
+
+@facility_app.command("set-referrals")
+def set_referrals(
+    facility_id: str,
+    services: Annotated[str, typer.Argument(
+        help="Comma-separated services it receives referrals for (cardiology,surgery); "
+             "'' for none.")],
+    facilities: FileOpt = None,
+) -> None:
+    """Say which services a facility receives two-way referrals for (routing)."""
+    names = sorted({n.strip() for n in services.split(",") if n.strip()})
+    bad = [n for n in names if not SERVICE_NAME.fullmatch(n)]
+    if bad:
+        fail(f"service {bad[0]!r} is not a service name: lower-case letters, digits and "
+             "'-', e.g. cardiology")
+    path, c = _editable(facilities)
+    f = c.get(facility_id)
+    c.put(Facility(dataclasses.replace(f.record, referrals=tuple(names)), f.token))
+    _save(path, c, f"{facility_id} receives referrals for {', '.join(names) or 'nothing'}")
 
 
 @facility_app.command("set-eqa")

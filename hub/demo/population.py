@@ -420,6 +420,22 @@ class PopulationSimulator:
         if fac is not None:
             fac.counters[prefix] = max(fac.counters.get(prefix, 0), used)
 
+    def patient_with_results(self, facility_id: str, rng: random.Random
+                             ) -> tuple[str, list[str]] | None:
+        """A remembered patient of the facility, and ids of its observations on file (the
+        evidence a referral attaches); None if the facility has published no patient."""
+        fac = self._by_id.get(facility_id)
+        if fac is None or not fac.patients:
+            return None
+        pid = rng.choice(sorted(fac.patients))
+        mine = [oid for oid, obs in fac.observations.items()
+                if obs.get("subject", {}).get("reference") == f"Patient/{pid}"]
+        return pid, mine[-3:]
+
+    def new_id(self, facility_id: str, prefix: str) -> str:
+        """A fresh ``<prefix>-n`` of the facility (never one an earlier run used)."""
+        return self._by_id[facility_id].next_id(prefix)
+
     # --- what the demo's readers and doctors ask for ------------------------------------
 
     def reading_report(self, centre_id: str, study_id: str, patient_key: str, modality: str,

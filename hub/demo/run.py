@@ -39,6 +39,8 @@ from hub import clock
 from hub.cli.common import hub_command
 from hub.config import Settings
 from hub.demo.population import ITEMS, READERS, SimFacility, anchored, order_items
+from hub.demo.referrals import ReferralDesks
+from hub.demo.referrals import summary_lines as referral_lines
 from hub.envelope import HUB_SOURCE
 from hub.errors import HubError
 from hub.facilities import Facility
@@ -48,6 +50,7 @@ from hub.imaging.projection import FIRST, STUDIES, ImagingProjection
 from hub.lab.projection import RESULTS, LabProjection
 from hub.mpi.projection import MpiProjection
 from hub.recognition.projection import ORDERS, STATS, RecognitionProjection
+from hub.referral.read import referral_policy
 from hub.service import Hub
 from hub.signing import demo_private_key, demo_signer, write_private_key
 from hub.store.db import Store
@@ -214,6 +217,10 @@ class ConsortiumSimulator:
         self.centres = sorted({c for s in sims for c in s.reading_centres.values()
                                if c in self._tokens})
         self._doctors = asyncio.Semaphore(4)
+        directory = hub.directory
+        self.referrals = ReferralDesks(self.population, self._tokens,
+                                       lambda: {f.id: f.record for f in directory},
+                                       seed + 2000 * self.runs)
         self._tasks: set[asyncio.Task] = set()
         self._client: httpx.AsyncClient | None = None
 
@@ -259,6 +266,7 @@ class ConsortiumSimulator:
                 self.phase = "live"
                 for centre in self.centres:
                     self._spawn(self._reading_centre(centre, stop))
+                self._spawn(self.referrals.run(client, stop))
                 await self._live(stop, sdk)
                 # Readers and doctors finish what they hold, so every claim and decision the
                 # API published is counted; whatever still hangs after that is cancelled.
@@ -584,6 +592,7 @@ class Summary:
         self.previous: Figures | None = None
         self._applied_prev: dict[str, int] = {}
         self.applied_rate: dict[str, float] = {}
+        self.referral_lines: list[str] = []
 
     async def refresh(self) -> Figures:
         for r in self.hub.runners:  # how far each projection is behind the log
@@ -591,6 +600,10 @@ class Summary:
                 with contextlib.suppress(Exception):
                     await r._caught_up()
         figures = await asyncio.to_thread(gather_figures, self.hub, self.sim.centres)
+        assert self.hub.store is not None and self.hub.directory is not None
+        self.referral_lines = await asyncio.to_thread(
+            referral_lines, self.hub.store, {f.id: f.record for f in self.hub.directory},
+            referral_policy(self.hub.settings))
         if self.last is not None:
             dt = max(1e-6, figures.at - self.last.at)
             self.applied_rate = {r.projection.name: max(0.0, (
@@ -654,7 +667,8 @@ class Summary:
         before_n = sum(self.before.values())
         ingest = hub.ingest.stats if hub.ingest else None
         sdk_accepted = ingest.accepted if ingest else 0
-        accepted = c.gateway + c.reports + sdk_accepted + c.through_api
+        refs = sim.referrals.counts
+        accepted = c.gateway + c.reports + sdk_accepted + c.through_api + refs.published
         phase = (f"history {c.history:,}/{sim.history_total:,} sent"
                  if sim.phase == "history" else sim.phase)
         rate = "" if final else f", {self.journal_rate():,.0f}/s now"
@@ -672,7 +686,9 @@ class Summary:
             f"   SDK: {sdk_accepted:,} accepted by the ingest stage ({c.sdk:,} sent, "
             f"{ingest.rejected if ingest else 0:,} refused)",
             f"   API: {c.claims_won + c.claims_lost + c.claims_unsettled:,} readers' claims, "
-            f"{rec_n(c):,} doctors' decisions",
+            f"{rec_n(c):,} doctors' decisions, {refs.steps:,} referral steps",
+            f"   referrals: {refs.sent_up:,} up and {refs.sent_down:,} down sent through the "
+            f"gateway; {refs.lost:,} simultaneous accepts lost",
             " hub's own: " + (", ".join(
                 f"{t} {n:,} ({EVENT_TYPE_HUB.get(t, 'hub')})"
                 for t, n in sorted(_by_type(own).items())) or "none yet"),
@@ -694,11 +710,13 @@ class Summary:
             f" decisions: {rec:,} recognised, {ret:,} re-tested, {nc:,} not counted; "
             f"{saved:,.0f} yuan saved",
         ]
+        lines += self.referral_lines
         if c.why_not:
             lines.append(" nothing to recognise (this run): " + ", ".join(
                 f"{label} {n:,}" for label, n in c.why_not.most_common()))
-        if c.errors:
-            lines.append("errors: " + ", ".join(f"{k} ×{n}" for k, n in sorted(c.errors.items())))
+        errors = {**c.errors, **refs.errors}
+        if errors:
+            lines.append("errors: " + ", ".join(f"{k} ×{n}" for k, n in sorted(errors.items())))
         types = Table(title="accepted events by type")
         types.add_column("resource type")
         types.add_column("this run", justify="right")
@@ -887,7 +905,9 @@ def _print_start(console: Console, settings: Settings, sim: ConsortiumSimulator,
             ("city-1", f"/fhir/Patient/{patient}/$lab-summary"),
             ("county-1", "/imaging/worklist"),
             ("county-1", "/imaging/turnaround?by=modality"),
-            ("city-1", "/recognition/statistics")):
+            ("city-1", "/recognition/statistics"),
+            ("county-1", "/referrals/incoming"),
+            ("city-1", "/referrals/statistics")):
         say(f"  curl -H 'Authorization: Bearer demo-secret-{token}' '{base}{path}'")
     say(f"  {hub} mpi reviews --url {base} --token demo-secret-city-1")
     say(f"  {hub} recognition check --patient {patient} --items GLU,HBA1C,CT-HEAD "

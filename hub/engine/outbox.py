@@ -73,14 +73,18 @@ class OutboxRelay:
             for i in range(0, len(seqs), 900):
                 conn.execute(sa.update(t).where(t.c.seq.in_(seqs[i:i + 900])).values(sent=True))
 
+    def record(self, key: bytes, payload: bytes, feed_id: str) -> tuple:
+        """One Kafka record of the feed: a CloudEvent in binary mode, its id stable."""
+        return (key, payload, [
+            ("ce_specversion", b"1.0"), ("ce_id", feed_id.encode()),
+            ("ce_source", b"urn:hie:hub"), ("ce_type", self.ce_type.encode()),
+            ("content-type", b"application/json")])
+
     async def relay_once(self, limit: int = 2000) -> int:
         rows = await asyncio.to_thread(self._unsent, limit)
         if not rows:
             return 0
-        records = [(r.patient_key.encode(), r.payload, [
-            ("ce_specversion", b"1.0"), ("ce_id", r.feed_id.encode()),
-            ("ce_source", b"urn:hie:hub"), ("ce_type", self.ce_type.encode()),
-            ("content-type", b"application/json")]) for r in rows]
+        records = [self.record(r.patient_key.encode(), r.payload, r.feed_id) for r in rows]
         await self.publisher.publish_raw(self.topic, records)
         await asyncio.to_thread(self._mark, [r.seq for r in rows])
         self.sent += len(rows)

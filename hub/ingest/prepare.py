@@ -103,7 +103,7 @@ def prepare_upsert(
         # A FHIR server stamps lastUpdated; the shared record orders versions by it.
         meta["lastUpdated"] = now_rfc3339()
         res["meta"] = meta
-    key = patient_key(facility.id, res)
+    key = patient_key(facility.id, res, members)
     env = new_event(facility.id, res["resourceType"], res["id"], key, orjson.dumps(res))
     return Prepared(hub_signer().sign(env), [], res)
 

@@ -43,7 +43,8 @@ def ensure_topics(settings: Settings, timeout: float | None = None) -> None:
               t.deadletter: 1, t.lab: settings.events_partitions,
               t.imaging: settings.events_partitions,
               t.recognition: settings.events_partitions,
-              t.receipts: settings.events_partitions}
+              t.receipts: settings.events_partitions,
+              t.referral: settings.events_partitions}
     admin = _admin(settings.bootstrap, timeout)
     try:
         existing = set(admin.list_topics())

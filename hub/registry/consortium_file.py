@@ -104,7 +104,8 @@ def _record(item: dict) -> FacilityRecord:
         id=item["id"], name=item["name"], tier=item["tier"], group=item.get("group"),
         reading_centres=tuple(sorted((item.get("reading_centres") or {}).items())),
         eqa=eqa, keys=keys, active=item.get("active", True), timezone=zone,
-        hl7_names=tuple(item.get("hl7_names") or ()))
+        hl7_names=tuple(item.get("hl7_names") or ()),
+        referrals=tuple(sorted(set(item.get("referrals") or ()))))
 
 
 def check_references(c: Consortium) -> None:
@@ -236,6 +237,8 @@ def to_document(c: Consortium) -> dict:
             item["hl7_names"] = list(r.hl7_names)
         if r.reading_centres:
             item["reading_centres"] = dict(r.reading_centres)
+        if r.referrals:
+            item["referrals"] = list(r.referrals)
         if r.eqa:
             item["eqa"] = [{"category": q.category, "valid_from": q.valid_from.isoformat(),
                             "valid_to": q.valid_to.isoformat()} for q in r.eqa]

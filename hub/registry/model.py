@@ -29,6 +29,7 @@ EXT_EQA = "urn:hie:ext:eqa"
 EXT_KEY = "urn:hie:ext:signing-key"
 EXT_TIMEZONE = "urn:hie:ext:timezone"
 HL7_NAME_SYSTEM = "urn:hie:hl7v2:sending-facility"  # a name the facility's systems use in MSH-4
+EXT_REFERRALS = "urn:hie:ext:receives-referrals"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class FacilityRecord:
     active: bool = True
     timezone: str | None = None  # IANA zone of its clocks; None: the consortium's
     hl7_names: tuple[str, ...] = ()  # MSH-4 names its HL7 systems send besides its id
+    referrals: tuple[str, ...] = ()  # services it receives referrals for, sorted
 
     def zone(self) -> ZoneInfo:
         """The zone its systems' local times are in (HL7 times sent without an offset)."""
@@ -156,6 +158,7 @@ def to_organization(rec: FacilityRecord) -> dict:
         ext.append({"url": EXT_KEY, "extension": parts})
     if rec.timezone:
         ext.append({"url": EXT_TIMEZONE, "valueString": rec.timezone})
+    ext += [{"url": EXT_REFERRALS, "valueCode": service} for service in rec.referrals]
     org: dict = {
         "resourceType": "Organization", "id": rec.id, "active": rec.active,
         "identifier": [{"system": FACILITY_SYSTEM, "value": rec.id},
@@ -172,12 +175,14 @@ def to_organization(rec: FacilityRecord) -> dict:
 
 
 def from_organization(org: dict) -> FacilityRecord:
-    reading, eqa, keys = [], [], []
+    reading, eqa, keys, referrals = [], [], [], []
     timezone = None
     for e in org.get("extension", []):
         sub = _sub(e)
         if e.get("url") == EXT_TIMEZONE:
             timezone = e.get("valueString")
+        elif e.get("url") == EXT_REFERRALS:
+            referrals.append(e["valueCode"])
         elif e.get("url") == EXT_READING:
             reading.append((sub["service"], sub["centre"]["reference"].split("/", 1)[1]))
         elif e.get("url") == EXT_EQA:
@@ -195,12 +200,13 @@ def from_organization(org: dict) -> FacilityRecord:
         reading_centres=tuple(sorted(reading)), eqa=tuple(eqa), keys=tuple(keys),
         active=org.get("active", True), timezone=timezone,
         hl7_names=tuple(i["value"] for i in org.get("identifier", [])
-                        if i.get("system") == HL7_NAME_SYSTEM))
+                        if i.get("system") == HL7_NAME_SYSTEM),
+        referrals=tuple(sorted(referrals)))
 
 
 def changed_fields(old: FacilityRecord | None, new: FacilityRecord) -> tuple[str, ...]:
     if old is None:
         return ("added",)
     return tuple(f for f in ("name", "tier", "group", "reading_centres", "eqa", "keys",
-                             "active", "timezone", "hl7_names")
+                             "active", "timezone", "hl7_names", "referrals")
                  if getattr(old, f) != getattr(new, f))

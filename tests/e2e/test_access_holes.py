@@ -280,6 +280,12 @@ async def test_scopes_metrics_media_types_and_foreign_ids(make_settings, tmp_pat
             ("GET", f"/fhir/Observation?patient={patient_key}&category=laboratory", None),
             ("GET", "/mpi/reviews", None),
             ("GET", f"/mpi/records/{patient_key}", None),
+            ("GET", "/referrals/incoming", None),
+            ("GET", "/referrals/outgoing", None),
+            ("GET", "/referrals/statistics", None),
+            ("GET", "/referrals/township-1.sr-1", None),
+            ("GET", "/referrals/township-1.sr-1/package", None),
+            ("POST", "/referrals/township-1.sr-1/accept", {}),
         ]
         for method, path, body in not_shared_record:
             r = await dashboard.request(method, path, json=body)

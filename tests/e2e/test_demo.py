@@ -111,6 +111,7 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
                     "patient": f"Patient/{patient}", "category": "laboratory"}),
                 "index": lambda: city.get(f"/mpi/records/{patient}"),
                 "sdk": lambda: city.get("/fhir/Patient/village-1.sdk-1"),
+                "referrals": lambda: city.get("/referrals/statistics"),
             }
             for name, call in checks.items():
                 if name in seen:
@@ -162,6 +163,7 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
     flat = " ".join(first.replace("│", " ").split())
     assert re.search(r"journal [\d,]+ = earlier runs 0 \+ this run: facilities [\d,]+ \+ "
                      r"hub's own [\d,]+", flat), flat
+    assert re.search(r"referrals: [\d,]+ up, [\d,]+ down; ", flat), flat
     assert (data / STATE_FILE).exists()
 
     db = settings.db_url

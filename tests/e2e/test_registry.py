@@ -49,6 +49,9 @@ def build_consortium(tmp_path: Path) -> Path:
         "--to", str(today + timedelta(days=180)), *f)
     shown = cli("facility", "show", "clinic-a", *f)
     assert "reads imaging at: county-a" in shown and "clinic-a#1" in shown
+    cli("facility", "set-referrals", "county-a", "surgery, cardiology", *f)
+    shown = cli("facility", "show", "county-a", *f)
+    assert "receives referrals for: cardiology, surgery" in shown
     return path
 
 
@@ -120,6 +123,7 @@ async def test_registry_changes_are_events_and_take_effect_live(make_settings, t
         now = await asyncio.to_thread(read.current, store)
         assert then["clinic-a"].current_key().kid == "clinic-a#1"
         assert then["county-a"].eqa_valid("lab", clock.today())
+        assert now["county-a"].referrals == ("cardiology", "surgery")  # routing, via the log
         assert "hub" in now and now["hub"].keys  # the gateway's key is in the registry too
 
         async def journaled() -> bool:

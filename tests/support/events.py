@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Container
 from pathlib import Path
 
 import orjson
@@ -18,10 +19,12 @@ from hub.signing import demo_signer
 from hub.store.db import open_store
 
 
-def envelope(resource: dict, facility: str = "township-1", action: str = "upsert") -> Envelope:
+def envelope(resource: dict, facility: str = "township-1", action: str = "upsert",
+             members: Container[str] = ()) -> Envelope:
+    """Signed as ``facility``; keyed as the gateway keys it, knowing the ``members``."""
     data = b"" if action == "delete" else orjson.dumps(resource)
     env = new_event(facility, resource["resourceType"], resource["id"],
-                    patient_key(facility, resource), data, action=action)
+                    patient_key(facility, resource, members), data, action=action)
     return demo_signer(facility).sign(env)
 
 

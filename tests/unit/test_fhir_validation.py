@@ -59,3 +59,21 @@ def test_patient_key_follows_subject():
     assert patient_key("city-1", {"resourceType": "Organization", "id": "o"}) == "city-1"
     full = {**observation(), "subject": {"reference": "https://h.example/fhir/Patient/p3"}}
     assert patient_key("city-1", full) == "city-1.p3"
+
+
+def test_patient_key_of_a_task_and_of_a_hub_id():
+    # A receiving hospital names the referred patient by hub id: the step shares the key of
+    # the sender's events about that patient, so both travel in one partition.
+    task = {"resourceType": "Task", "id": "t", "status": "accepted", "intent": "order",
+            "for": {"reference": "Patient/township-1.p7"}}
+    members = {"township-1", "county-1"}
+    assert patient_key("county-1", task, members) == "township-1.p7"
+    assert patient_key("township-1", {**task, "for": {"reference": "Patient/p7"}}) == \
+        "township-1.p7"
+    assert patient_key("township-1", task) == "township-1.p7"  # its own, by hub id
+    assert patient_key("county-1", observation(pid="township-1.p7"), members) == \
+        "township-1.p7"
+    # A local id with dots (a DICOM Patient ID) is not a hub id: only members are prefixes.
+    assert patient_key("county-1", observation(pid="1.2.840.7"), members) == \
+        "county-1.1.2.840.7"
+    assert patient_key("county-1", task) == "county-1.township-1.p7"  # members unknown

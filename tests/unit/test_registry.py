@@ -56,7 +56,8 @@ def records(draw) -> FacilityRecord:
                                                             unique=True)))),
         tuple(eqa), keys, draw(st.booleans()),
         draw(st.none() | st.sampled_from(["Asia/Shanghai", "Asia/Urumqi", "Europe/Paris"])),
-        tuple(draw(st.lists(names, max_size=2, unique=True))))
+        tuple(draw(st.lists(names, max_size=2, unique=True))),
+        tuple(sorted(draw(st.lists(ids, unique=True, max_size=3)))))
 
 
 @given(records())
@@ -147,6 +148,8 @@ def test_demo_registry_routes_reading_and_knows_eqa(hub_clock):
     assert c.get("community-1").record.reading_centre("ecg") == "city-1"
     assert c.get("city-1").record.eqa_valid("pathology", clock.today())
     assert not c.get("township-4").record.eqa_valid("lab", clock.today())  # lapsed
+    assert "oncology" in c.get("city-1").record.referrals
+    assert c.get("township-1").record.referrals == ("chronic-care", "rehabilitation")
 
 
 def test_consortium_file_round_trip_and_checks(tmp_path):

@@ -1,0 +1,1 @@
+"""Two-way referral with a green channel: state machine, routing, worklists, record package."""
