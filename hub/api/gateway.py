@@ -8,6 +8,7 @@ before the answer is sent (503 if it cannot be), then published to the dead-lett
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,8 +21,10 @@ from hub.api.publish import publish_acknowledged
 from hub.deadletters.letter import DeadLetter, about_resource, refuse
 from hub.envelope import Envelope
 from hub.errors import BrokerError, NotAcknowledged, StoreError
+from hub.exactjson import BOM, loads_exact, needs_exact
 from hub.facilities import Facility
-from hub.fhir import Issue, operation_outcome, parse_json
+from hub.fhir import ACCEPTED_TYPES, Issue, not_accepted, operation_outcome, parse_json
+from hub.ingest.conditions import CONDITIONAL, Resolution, entry_conditions
 from hub.ingest.prepare import (
     Prepared,
     foreign_id_issue,
@@ -30,7 +33,7 @@ from hub.ingest.prepare import (
     prepare_upsert,
 )
 from hub.metrics import DEADLETTERS_UNRECORDED, EVENTS_ACCEPTED, EVENTS_REJECTED
-from hub.record.read import current_patient_key
+from hub.record.read import live_version, resolve_conditions
 from hub.record.rules import hub_id
 
 router = APIRouter(prefix="/fhir", tags=["ingest"])
@@ -145,11 +148,16 @@ async def _append(ctx: HubContext, facility: Facility, envelopes: list[Envelope]
 
 
 def _created(facility: Facility, p: Prepared) -> dict[str, Any]:
+    if p.kept is not None:  # a conditional create that found its resource already there
+        rtype, _, rid = p.kept.partition("/")
+        return {"status": "200 OK", "location": f"{rtype}/{hub_id(facility.id, rid)}"}
     assert p.envelope is not None and p.resource is not None
     location = f"{p.resource['resourceType']}/{hub_id(facility.id, p.resource['id'])}"
+    meta = p.resource.get("meta") or {}
     return {"status": "201 Created", "location": location,
-            "etag": f'W/"{(p.resource.get("meta") or {}).get("versionId", "1")}"',
-            "lastModified": p.resource["meta"]["lastUpdated"]}
+            "etag": f'W/"{meta.get("versionId", "1")}"',
+            # The sender's lastUpdated, else when the hub accepted it (as the record shows)
+            "lastModified": meta.get("lastUpdated") or p.envelope.time}
 
 
 def _refusal_status(issues: list[Issue]) -> int:
@@ -160,12 +168,17 @@ def _refusal_status(issues: list[Issue]) -> int:
 
 async def _single(ctx: HubContext, facility: Facility, request: Request, body: bytes,
                   rtype: str, url_id: str | None) -> FhirResponse:
-    resource, issues = parse_json(body)
+    text = body.removeprefix(BOM)  # a byte-order mark is tolerated at the start
+    resource, issues = parse_json(text)
     if issues:
         return await _reject(ctx, facility, request, 400, issues, body, "invalid-json",
                              rtype, url_id)
+    if rtype not in ACCEPTED_TYPES:
+        return await _reject(ctx, facility, request, 400, [not_accepted(rtype)], body,
+                             "invalid-resource", rtype, url_id, resource)
+    exact = loads_exact(text) if needs_exact(text, resource) else None
     p = prepare_upsert(facility, resource, rtype, url_id=url_id, assign_id=url_id is None,
-                       raw=body, members=ctx.directory)
+                       raw=text, members=ctx.directory, exact=exact)
     if not p.ok:
         # 400: not a resource of the type the URL names; 403: another member's resource;
         # 422: a resource breaking rules.
@@ -194,7 +207,8 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
     body = await read_body(ctx, facility, request)
     if isinstance(body, FhirResponse):
         return body
-    planned = await ctx.checks.plan_body(facility, body)
+    resolutions = await _resolve(ctx, facility, body)
+    planned = await ctx.checks.plan_body(facility, body, resolutions)
     if planned.issues:
         return await _reject(ctx, facility, request, 400, planned.issues, body,
                              planned.reason, "Bundle")
@@ -209,7 +223,7 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
                for i, p in enumerate(plan.entries) if not p.ok]
     if refused and (failed := await _dead_letter(ctx, refused)):
         return failed
-    good = [p for p in plan.entries if p.ok]
+    good = [p for p in plan.entries if p.envelope is not None]
     failed = await _append(ctx, facility, [p.envelope for p in good])
     if failed:
         return failed
@@ -224,6 +238,24 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
                                              "outcome": operation_outcome(p.issues)}})
     rtype = {"transaction": "transaction-response"}.get(plan.bundle_type, "batch-response")
     return FhirResponse({"resourceType": "Bundle", "type": rtype, "entry": out_entries})
+
+
+async def _resolve(ctx: HubContext, facility: Facility, body: bytes
+                   ) -> dict[int, Resolution]:
+    """The shared record's answers to the conditions a Bundle's entries carry (conditional
+    create and update, ifMatch); none to look up for most Bundles (one byte scan)."""
+    if not CONDITIONAL.search(body):
+        return {}
+    try:
+        bundle = orjson.loads(body.removeprefix(BOM))
+        entries = bundle["entry"]
+        asked = {i: entry_conditions(e) for i, e in enumerate(entries)}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {}  # the planner refuses the body with the reason
+    asked = {i: c for i, c in asked.items() if c}
+    if not asked:
+        return {}
+    return await asyncio.to_thread(resolve_conditions, ctx.store, facility.id, asked)
 
 
 async def _from_body(ctx: HubContext, facility: Facility, request: Request, rtype: str,
@@ -252,10 +284,11 @@ async def delete(rtype: str, rid: str, ctx: ContextDep, facility: FacilityDep) -
     if foreign := foreign_id_issue(facility, rtype, local, ctx.directory):
         return outcome_response(403, [foreign])
     # A sync query on the event loop: one primary-key lookup, cheaper than a thread hop.
-    key = current_patient_key(ctx.store, rtype, hub_id(facility.id, local))
-    if key is None:
+    live = live_version(ctx.store, rtype, hub_id(facility.id, local))
+    if live is None:
         return error(404, f"{rtype}/{rid} is not in the shared record for {facility.id}",
                      "not-found")
-    env = prepare_delete(facility, rtype, local, key)
+    # The deletion names the version it deletes, so it sorts after it (record.rules).
+    env = prepare_delete(facility, rtype, local, *live)
     failed = await _append(ctx, facility, [env])
     return failed or FhirResponse(operation_outcome([]), status_code=200)
