@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -136,20 +136,20 @@ def validate(resource: Any, expected_type: str | None = None, raw: bytes | None 
     model = _model_class(rtype)
     if model is None or rtype not in types:
         return [not_accepted(rtype)]
-    issues: list[Issue] = []
+    # The specification's invariants first: where a model error names the same element,
+    # the issue carrying the invariant's key (per-1, ele-1, ...) is the one kept.
+    issues = [Issue(loc, msg, "invariant") for loc, msg in invariant_issues(resource)]
+    seen = {i.location for i in issues}
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
-            issues.append(Issue(_path(rtype, err["loc"]), err["msg"]))
+            if (loc := _path(rtype, err["loc"])) not in seen:
+                issues.append(Issue(loc, err["msg"]))
     except (ValueError, TypeError) as exc:  # fhir.resources raises these for some shapes
         issues.append(Issue(rtype, str(exc)))
     seen = {i.location for i in issues}
     # Base FHIR already named these elements; say each problem once.
-    for loc, msg in invariant_issues(resource):
-        if loc not in seen:
-            issues.append(Issue(loc, msg, "invariant"))
-    seen = {i.location for i in issues}
     issues.extend(Issue(loc, msg, code=code) for loc, msg, code in profile_issues(resource)
                   if loc not in seen)
     return issues

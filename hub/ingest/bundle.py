@@ -69,23 +69,16 @@ def _refused(where: str, message: str, code: str = "not-supported") -> _Target:
 def _target(facility: Facility, btype: str, i: int, entry: Any,
             resolution: Resolution | None) -> _Target:
     at = f"Bundle.entry[{i}]"
-    if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-        return _refused(at, f"entry {i} has no resource (bdl-5)", "required")
-    resource = entry["resource"]
-    rtype = str(resource.get("resourceType") or "")
+    if not isinstance(entry, dict):
+        return _refused(at, f"entry {i} is not an object", "structure")
     request = entry.get("request")
-    if request is None:
-        if btype in _ENTRY_NEEDS_REQUEST:
-            return _refused(f"{at}.request", f"bdl-3: every entry of a {btype} needs a "
-                            "request (method and url)", "required")
-        # A collection: stored under its own id, or a new one.
-        return _Target(rtype, assign=True)
-    if not isinstance(request, dict):
+    if request is not None and not isinstance(request, dict):
         return _refused(f"{at}.request", "request must be an object", "structure")
-    method = str(request.get("method") or "PUT").upper()
-    url = str(request.get("url") or "")
+    method = str((request or {}).get("method") or "PUT").upper()
+    url = str((request or {}).get("url") or "")
     path, question, query = url.partition("?")
     segments = [s for s in path.split("/") if s]
+    # What the entry asks for is refused by name before anything else about it.
     if any(s.startswith("$") for s in segments):
         op = next(s for s in segments if s.startswith("$"))
         return _refused(f"{at}.request.url", f"{method} {url}: operations ({op}) are not "
@@ -96,6 +89,15 @@ def _target(facility: Facility, btype: str, i: int, entry: Any,
     if method not in ("PUT", "POST"):
         return _refused(f"{at}.request.method", f"request.method {method} is not supported: "
                         "this hub takes PUT and POST entries")
+    if not isinstance(entry.get("resource"), dict):
+        return _refused(at, f"entry {i} has no resource (bdl-5)", "required")
+    rtype = str(entry["resource"].get("resourceType") or "")
+    if request is None:
+        if btype in _ENTRY_NEEDS_REQUEST:
+            return _refused(f"{at}.request", f"bdl-3: every entry of a {btype} needs a "
+                            "request (method and url)", "required")
+        # A collection: stored under its own id, or a new one.
+        return _Target(rtype, assign=True)
     if segments and segments[0] != rtype:
         return _refused(f"{at}.request.url", f"request.url {url!r} names {segments[0]} but "
                         f"the entry holds a {rtype}", "invalid")
