@@ -147,3 +147,41 @@ async def test_delete_and_read_errors(make_settings):
         async with httpx.AsyncClient(base_url=base) as anonymous:
             r = await anonymous.get("/fhir/Patient/township-1.d1")
             assert r.status_code == 401 and r.json()["issue"][0]["code"] == "login"
+
+
+async def test_hl7_examples_through_http_exactly_as_sent(make_settings):
+    """HL7's decimal example (with the subject and time the profile asks for), sent with a
+    byte-order mark, is served with every number as written; a versioned deletion hides
+    it; a type the hub does not serve is refused and a search of it is a 404."""
+    from pathlib import Path
+
+    fhir = Path(__file__).parents[2] / "samples" / "fhir"
+    dec = (fhir / "Observation-decimal.json").read_bytes().replace(
+        b'"status": "final",', b'"status": "final", "subject": {"reference": "Patient/p1"}, '
+        b'"effectiveDateTime": "2026-11-30", "meta": {"versionId": "2"},', 1)
+    fhir_json = {"Content-Type": "application/fhir+json"}
+    async with running_hub(make_settings()) as (_, base), \
+            httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as c:
+            r = await c.put("/fhir/Observation/decimal", content=b"\xef\xbb\xbf" + dec,
+                            headers=fhir_json)
+            assert r.status_code == 201, r.text
+            # a late version 1 arrives after version 2
+            old = dec.replace(b'"versionId": "2"', b'"versionId": "1"').replace(b"1.00", b"7")
+            assert (await c.put("/fhir/Observation/decimal", content=old,
+                                headers=fhir_json)).status_code == 201
+
+            async def served() -> bool:
+                return await status_of(c, "/fhir/Observation/township-1.decimal") == 200
+
+            await eventually(served)
+            body = (await c.get("/fhir/Observation/township-1.decimal")).content
+            for literal in (b"1.00", b"1E-22", b"1.000000000000000000E-245",
+                            b"-1.000000000000000000E+245"):
+                assert b'"value":' + literal + b"," in body, body
+            q = await c.put("/fhir/Questionnaire/q", json={"resourceType": "Questionnaire",
+                                                            "id": "q", "status": "draft"})
+            assert q.status_code == 400 and "not a resource type this hub" in q.text
+            assert (await c.get("/fhir/Questionnaire")).status_code == 404
+            assert (await c.get("/fhir/Questionnaire/q")).status_code == 404
+            cs = (await c.get("/fhir/metadata")).json()
+            assert "Questionnaire" not in {r["type"] for r in cs["rest"][0]["resource"]}
