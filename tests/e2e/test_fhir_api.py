@@ -162,26 +162,26 @@ async def test_hl7_examples_through_http_exactly_as_sent(make_settings):
     fhir_json = {"Content-Type": "application/fhir+json"}
     async with running_hub(make_settings()) as (_, base), \
             httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as c:
-            r = await c.put("/fhir/Observation/decimal", content=b"\xef\xbb\xbf" + dec,
-                            headers=fhir_json)
-            assert r.status_code == 201, r.text
-            # a late version 1 arrives after version 2
-            old = dec.replace(b'"versionId": "2"', b'"versionId": "1"').replace(b"1.00", b"7")
-            assert (await c.put("/fhir/Observation/decimal", content=old,
-                                headers=fhir_json)).status_code == 201
+        r = await c.put("/fhir/Observation/decimal", content=b"\xef\xbb\xbf" + dec,
+                        headers=fhir_json)
+        assert r.status_code == 201, r.text
+        # a late version 1 arrives after version 2
+        old = dec.replace(b'"versionId": "2"', b'"versionId": "1"').replace(b"1.00", b"7")
+        assert (await c.put("/fhir/Observation/decimal", content=old,
+                            headers=fhir_json)).status_code == 201
 
-            async def served() -> bool:
-                return await status_of(c, "/fhir/Observation/township-1.decimal") == 200
+        async def served() -> bool:
+            return await status_of(c, "/fhir/Observation/township-1.decimal") == 200
 
-            await eventually(served)
-            body = (await c.get("/fhir/Observation/township-1.decimal")).content
-            for literal in (b"1.00", b"1E-22", b"1.000000000000000000E-245",
-                            b"-1.000000000000000000E+245"):
-                assert b'"value":' + literal + b"," in body, body
-            q = await c.put("/fhir/Questionnaire/q", json={"resourceType": "Questionnaire",
-                                                            "id": "q", "status": "draft"})
-            assert q.status_code == 400 and "not a resource type this hub" in q.text
-            assert (await c.get("/fhir/Questionnaire")).status_code == 404
-            assert (await c.get("/fhir/Questionnaire/q")).status_code == 404
-            cs = (await c.get("/fhir/metadata")).json()
-            assert "Questionnaire" not in {r["type"] for r in cs["rest"][0]["resource"]}
+        await eventually(served)
+        body = (await c.get("/fhir/Observation/township-1.decimal")).content
+        for literal in (b"1.00", b"1E-22", b"1.000000000000000000E-245",
+                        b"-1.000000000000000000E+245"):
+            assert b'"value":' + literal + b"," in body, body
+        q = await c.put("/fhir/Questionnaire/q", json={"resourceType": "Questionnaire",
+                                                        "id": "q", "status": "draft"})
+        assert q.status_code == 400 and "not a resource type this hub" in q.text
+        assert (await c.get("/fhir/Questionnaire")).status_code == 404
+        assert (await c.get("/fhir/Questionnaire/q")).status_code == 404
+        cs = (await c.get("/fhir/metadata")).json()
+        assert "Questionnaire" not in {r["type"] for r in cs["rest"][0]["resource"]}

@@ -30,7 +30,7 @@ from hub.record.read import resolve_conditions
 from hub.record.rules import present
 from hub.registry.consortium_file import load_directory
 from hub.signing import demo_signer
-from hub.store.db import open_store
+from tests.support.stores import sqlite_with
 
 FHIR = Path(__file__).parents[2] / "samples" / "fhir"
 directory = load_directory(None)
@@ -293,12 +293,9 @@ def test_versioned_references_are_rewritten_like_unversioned_ones():
 
 
 def _fold(events: list[Event]):
-    store = open_store("sqlite://")
     projection = SharedRecordProjection()
-    tables = projection.tables(sa.MetaData())
+    store, tables = sqlite_with(projection)
     with store.begin() as conn:
-        for t in tables.values():
-            t.create(conn)
         write(conn, tables, projection.apply(events))
     return store, tables[TABLE]
 
