@@ -5,7 +5,8 @@ element rules everywhere, costing a few microseconds, where a FHIRPath engine co
 millisecond or more per resource. Each finding is ``(location, "<key>: message")`` with the
 invariant's key from the specification (``per-1``, ``txt-1``, ...):
 
-* ``id``: a resource id (and a contained one) is 1-64 of ``[A-Za-z0-9-.]``, not only dots;
+* ``id``: a resource id (a contained one, an element's id) is 1-64 of ``[A-Za-z0-9-.]``,
+  not only dots;
 * ``ele-1``: every element has a value or children (no ``""``, ``{}``, ``[]``, ``null``);
 * ``str-1``: a string is at most 1 MB (1,048,576 characters);
 * ``per-1``: a Period's start is not after its end;
@@ -30,7 +31,7 @@ from xml.etree import ElementTree
 
 from hub.record.rules import utc_instant
 
-Found = Iterator[tuple[str, str]]
+Found = list[tuple[str, str]]
 
 ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_STRING = 1024 * 1024
@@ -61,46 +62,52 @@ def is_id(value: Any) -> bool:
 
 def invariant_issues(resource: dict[str, Any]) -> list[tuple[str, str]]:
     """Every broken invariant in ``resource``, located like ``Observation.effectivePeriod``."""
-    return list(_resource(resource, str(resource.get("resourceType")), resource, top=True))
+    found: Found = []
+    _resource(resource, str(resource.get("resourceType")), resource, found, top=True)
+    return found
 
 
-def _resource(res: dict[str, Any], path: str, container: dict[str, Any], top: bool = False
-              ) -> Found:
+def _resource(res: dict[str, Any], path: str, container: dict[str, Any], found: Found,
+              top: bool = False) -> None:
     rid = res.get("id")
     if rid is not None and not is_id(rid):
-        yield (f"{path}.id", f"id: {str(rid)[:80]!r} is not an id (1-64 characters of "
-                             "A-Z a-z 0-9 - ., not only dots)")
+        found.append((f"{path}.id", _not_an_id(rid)))
     contained = res.get("contained")
     if isinstance(contained, list):
-        yield from _contained(res, contained, path, top)
+        _contained(res, contained, path, top, found)
     text = res.get("text")
     if isinstance(text, dict) and isinstance(text.get("div"), str):
-        yield from narrative_issues(text["div"], f"{path}.text.div")
+        found.extend(narrative_issues(text["div"], f"{path}.text.div"))
     if res.get("resourceType") == "Observation":
-        yield from _observation(res, path)
-    yield from _walk(res, path, container)
+        _observation(res, path, found)
+    _walk(res, path, container, found)
 
 
-def _contained(res: dict[str, Any], contained: list, path: str, top: bool) -> Found:
+def _not_an_id(value: Any) -> str:
+    return (f"id: {str(value)[:80]!r} is not an id (1-64 characters of A-Z a-z 0-9 - ., "
+            "not only dots)")
+
+
+def _contained(res: dict[str, Any], contained: list, path: str, top: bool, found: Found
+               ) -> None:
     used = _local_references(res, skip="contained")
     for i, c in enumerate(contained):
         if not isinstance(c, dict):
             continue
         where = f"{path}.contained[{i}]"
         if not top or c.get("contained"):
-            yield (where, "dom-2: a contained resource cannot contain resources")
+            found.append((where, "dom-2: a contained resource cannot contain resources"))
         meta = c.get("meta") if isinstance(c.get("meta"), dict) else {}
         if "versionId" in meta or "lastUpdated" in meta:
-            yield (f"{where}.meta", "dom-4: a contained resource has no meta.versionId or "
-                                    "meta.lastUpdated")
+            found.append((f"{where}.meta", "dom-4: a contained resource has no "
+                                           "meta.versionId or meta.lastUpdated"))
         if "security" in meta:
-            yield (f"{where}.meta.security", "dom-5: a contained resource has no security "
-                                             "labels")
-        cid = f"#{c.get('id')}"
+            found.append((f"{where}.meta.security", "dom-5: a contained resource has no "
+                                                    "security labels"))
         # dom-3: referenced from the container, or referring to it ("#")
-        if cid not in used and "#" not in _local_references(c):
-            yield (where, f"dom-3: contained resource {cid} is referenced from nowhere in "
-                          "the resource")
+        if f"#{c.get('id')}" not in used and "#" not in _local_references(c):
+            found.append((where, f"dom-3: contained resource #{c.get('id')} is referenced "
+                                 "from nowhere in the resource"))
 
 
 def _local_references(value: Any, skip: str | None = None) -> set[str]:
@@ -118,48 +125,67 @@ def _local_references(value: Any, skip: str | None = None) -> set[str]:
     return out
 
 
-def _walk(value: Any, path: str, container: dict[str, Any], nulls_ok: bool = False) -> Found:
-    if isinstance(value, dict):
+_EMPTY = "ele-1: an element has a value or children, not "
+
+
+def _walk(value: Any, path: str, container: dict[str, Any], found: Found,
+          nulls_ok: bool = False) -> None:
+    # The hot path of validation: plain type tests, no generators, one call per element.
+    if type(value) is dict:
         if not value:
-            yield (path, "ele-1: an element has a value or children, not {}")
+            found.append((path, _EMPTY + "{}"))
             return
         ref = value.get("reference")
-        if isinstance(ref, str) and ref.startswith("#") and len(ref) > 1:
+        if type(ref) is str and ref[:1] == "#" and len(ref) > 1:
             ids = {f"#{c.get('id')}" for c in container.get("contained") or ()
                    if isinstance(c, dict)}
             if ref not in ids:
-                yield (f"{path}.reference", f"ref-1: {ref} names no contained resource")
-        start, end = value.get("start"), value.get("end")
-        if isinstance(start, str) and isinstance(end, str) and _after(start, end):
-            yield (path, f"per-1: the period starts ({start}) after it ends ({end})")
+                found.append((f"{path}.reference", f"ref-1: {ref} names no contained resource"))
+        if "start" in value:
+            start, end = value["start"], value.get("end")
+            if type(start) is str and type(end) is str and _after(start, end):
+                found.append((path, f"per-1: the period starts ({start}) after it ends "
+                                    f"({end})"))
+        nested = "resourceType" in value
         for k, v in value.items():
-            sub = f"{path}.{k}"
-            if isinstance(v, dict) and "resourceType" in v:  # a resource inside an element
-                yield from _resource(v, sub, container)
-            elif v is None:
-                yield (sub, "ele-1: an element has a value or children, not null")
-            elif k not in _BINARY or not isinstance(v, str):
+            t = type(v)
+            if t is str:
+                if not v:
+                    found.append((f"{path}.{k}", _EMPTY + '""'))
+                elif len(v) > MAX_STRING and k not in _BINARY:
+                    found.append((f"{path}.{k}", f"str-1: a string is at most 1 MB "
+                                  f"({MAX_STRING} characters); this one has {len(v)}"))
+                elif k == "id" and not nested and not is_id(v):
+                    found.append((f"{path}.{k}", _not_an_id(v)))
+            elif t is dict and "resourceType" in v:  # a resource inside an element
+                _resource(v, f"{path}.{k}", container, found)
+            elif t is dict or t is list:
                 # Lists of primitives and their "_x" extension lists pad each other with null.
-                yield from _walk(v, sub, container, k.startswith("_") or f"_{k}" in value)
-    elif isinstance(value, list):
+                _walk(v, f"{path}.{k}", container, found,
+                      k[0] == "_" or f"_{k}" in value)
+            elif v is None:
+                found.append((f"{path}.{k}", _EMPTY + "null"))
+    elif type(value) is list:
         if not value:
-            yield (path, "ele-1: an element has a value or children, not []")
+            found.append((path, _EMPTY + "[]"))
             return
         for i, v in enumerate(value):
-            if v is None:
-                if not nulls_ok:
-                    yield (f"{path}[{i}]", "ele-1: an element has a value or children, not "
-                                           "null")
-            elif isinstance(v, dict) and "resourceType" in v:  # contained
-                yield from _resource(v, f"{path}[{i}]", container)
-            else:
-                yield from _walk(v, f"{path}[{i}]", container)
-    elif isinstance(value, str):
-        if not value:
-            yield (path, "ele-1: an element has a value or children, not \"\"")
-        elif len(value) > MAX_STRING:
-            yield (path, f"str-1: a string is at most 1 MB ({MAX_STRING} characters); this "
-                         f"one has {len(value)}")
+            t = type(v)
+            if t is dict:
+                if "resourceType" in v:  # contained
+                    _resource(v, f"{path}[{i}]", container, found)
+                else:
+                    _walk(v, f"{path}[{i}]", container, found)
+            elif t is list:
+                _walk(v, f"{path}[{i}]", container, found)
+            elif t is str:
+                if not v:
+                    found.append((f"{path}[{i}]", _EMPTY + '""'))
+                elif len(v) > MAX_STRING:
+                    found.append((f"{path}[{i}]", f"str-1: a string is at most 1 MB "
+                                  f"({MAX_STRING} characters); this one has {len(v)}"))
+            elif v is None and not nulls_ok:
+                found.append((f"{path}[{i}]", _EMPTY + "null"))
 
 
 def _parts(value: str) -> tuple[int, ...]:
@@ -181,18 +207,18 @@ def _after(start: str, end: str) -> bool:
     return a[:n] > b[:n]
 
 
-def _observation(res: dict[str, Any], path: str) -> Found:
+def _observation(res: dict[str, Any], path: str, found: Found) -> None:
     has_value = any(k.startswith(_VALUE) and k != "valueSet" for k in res)
     if has_value and res.get("dataAbsentReason") is not None:
-        yield (f"{path}.dataAbsentReason", "obs-6: dataAbsentReason only where there is no "
-                                           "value[x]")
+        found.append((f"{path}.dataAbsentReason", "obs-6: dataAbsentReason only where there "
+                                                  "is no value[x]"))
     if not has_value:
         return
     own = _codings(res.get("code"))
     for i, comp in enumerate(res.get("component") or ()):
         if isinstance(comp, dict) and own & _codings(comp.get("code")):
-            yield (f"{path}.component[{i}].code", "obs-7: a component has the Observation's "
-                                                  "own code, so the Observation has no value")
+            found.append((f"{path}.component[{i}].code", "obs-7: a component has the "
+                          "Observation's own code, so the Observation has no value"))
 
 
 def _codings(concept: Any) -> set[tuple[Any, Any]]:
@@ -202,7 +228,7 @@ def _codings(concept: Any) -> set[tuple[Any, Any]]:
             if isinstance(c, dict)}
 
 
-def narrative_issues(div: str, path: str) -> Found:
+def narrative_issues(div: str, path: str) -> Iterator[tuple[str, str]]:
     """txt-1 and txt-2 on one narrative ``div``."""
     if "<!" in div or "<?" in div:
         # No DOCTYPE, entities or processing instructions: they expand or fetch.

@@ -158,6 +158,8 @@ XHTML = '<div xmlns="http://www.w3.org/1999/xhtml">'
 INVARIANT_CASES = [
     ("Patient-example.json", _set("id", "a" * 65), "Patient.id", "id:"),
     ("Patient-example.json", _set("id", ".."), "Patient.id", "id:"),
+    ("Observation-f001.json", _set("code.coding.0.id", "a b"), "Observation.code.coding[0].id",
+     "id:"),
     ("Observation-f001.json", _set("effectivePeriod", {"start": "2013-04-02T10:30:10+01:00",
                                                        "end": "2013-04-02T09:30:10+01:00"}),
      "Observation.effectivePeriod", "per-1:"),
