@@ -226,7 +226,9 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = 
         p = prepare_upsert(facility, entry["resource"], url_id=rid, raw=raw, members=members,
                            exact=exact_entries[i]["resource"] if exact_entries else None,
                            references=references)
-        if p.ok and p.resource is not None:
+        if p.ok and p.resource is not None and plan.all_or_nothing:
+            # A transaction names each resource once (its entries happen at one moment); a
+            # batch may carry several versions of one, applied in version order.
             where = (p.resource["resourceType"], p.resource["id"])
             if where in placed:
                 p = Prepared(None, [Issue(f"Bundle.entry[{i}]", f"{where[0]}/{where[1]} is "

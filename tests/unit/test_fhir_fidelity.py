@@ -407,3 +407,25 @@ def test_a_late_version_1_without_last_updated_does_not_replace_version_2():
                             )["valueQuantity"] == {"value": 2}
     store.dispose()
 
+
+
+def test_hub_publish_sends_files_with_their_numbers_as_written(tmp_path):
+    from adapters.filepublish.fhirfiles import read_fhir
+    from adapters.filepublish.mapping import Mapped
+
+    dec = sample("Observation-decimal.json").replace(
+        b'"status": "final",', b'"status": "final", "subject": {"reference": "Patient/p1"}, '
+        b'"effectiveDateTime": "2026-11-30",', 1)
+    one = tmp_path / "decimal.json"
+    one.write_bytes(BOM + dec)
+    nd = tmp_path / "export.ndjson"
+    nd.write_bytes(orjson.dumps(orjson.loads(sample("Observation-f001.json"))) + b"\n" +
+                   orjson.dumps(loads_exact(dec)) + b"\n")
+    batch = tmp_path / "batch.json"
+    batch.write_bytes(b'{"resourceType":"Bundle","type":"batch","entry":[{"resource":' + dec +
+                      b',"request":{"method":"PUT","url":"Observation/decimal"}}]}')
+    for path, n in ((one, 1), (nd, 2), (batch, 1)):
+        mapped = [m for m in read_fhir(path) if isinstance(m, Mapped)]
+        assert len(mapped) == n, list(read_fhir(path))
+        sent = orjson.dumps(mapped[-1].resources[0])
+        assert as_written(sent) == as_written(dec)
