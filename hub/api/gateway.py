@@ -24,6 +24,7 @@ from hub.errors import BrokerError, NotAcknowledged, StoreError
 from hub.exactjson import BOM, loads_exact, needs_exact
 from hub.facilities import Facility
 from hub.fhir import ACCEPTED_TYPES, Issue, not_accepted, operation_outcome, parse_json
+from hub.ingest.bundle import plan_bundle
 from hub.ingest.conditions import CONDITIONAL, Resolution, entry_conditions
 from hub.ingest.prepare import (
     Prepared,
@@ -166,8 +167,11 @@ def _refusal_status(issues: list[Issue]) -> int:
     return 403 if any(i.code == "forbidden" for i in issues) else 422
 
 
-async def _single(ctx: HubContext, facility: Facility, request: Request, body: bytes,
-                  rtype: str, url_id: str | None) -> FhirResponse:
+async def _parsed(ctx: HubContext, facility: Facility, request: Request, body: bytes,
+                  rtype: str, url_id: str | None
+                  ) -> tuple[bytes, Any, Any] | FhirResponse:
+    """(the body without a byte-order mark, parsed, parsed with numbers as written or None);
+    or the refusal of a body that is no JSON, or names a type the hub does not take."""
     text = body.removeprefix(BOM)  # a byte-order mark is tolerated at the start
     resource, issues = parse_json(text)
     if issues:
@@ -176,7 +180,15 @@ async def _single(ctx: HubContext, facility: Facility, request: Request, body: b
     if rtype not in ACCEPTED_TYPES:
         return await _reject(ctx, facility, request, 400, [not_accepted(rtype)], body,
                              "invalid-resource", rtype, url_id, resource)
-    exact = loads_exact(text) if needs_exact(text, resource) else None
+    return text, resource, loads_exact(text) if needs_exact(text, resource) else None
+
+
+async def _single(ctx: HubContext, facility: Facility, request: Request, body: bytes,
+                  rtype: str, url_id: str | None) -> FhirResponse:
+    parsed = await _parsed(ctx, facility, request, body, rtype, url_id)
+    if isinstance(parsed, FhirResponse):
+        return parsed
+    text, resource, exact = parsed
     p = prepare_upsert(facility, resource, rtype, url_id=url_id, assign_id=url_id is None,
                        raw=text, members=ctx.directory, exact=exact)
     if not p.ok:
@@ -258,17 +270,79 @@ async def _resolve(ctx: HubContext, facility: Facility, body: bytes
     return await asyncio.to_thread(resolve_conditions, ctx.store, facility.id, asked)
 
 
+# Where a single conditional request's refusal is located (the planner names the entry).
+_HEADER_OF = {"Bundle.entry[0].request.ifMatch": "(If-Match)",
+              "Bundle.entry[0].request.ifNoneExist": "(If-None-Exist)",
+              "Bundle.entry[0].request.url": "(url)", "Bundle.entry[0].request": "(request)",
+              "Bundle.entry[0]": "(request)"}
+_PRECONDITION = ("conflict", "multiple-matches")
+
+
+async def _conditional(ctx: HubContext, facility: Facility, request: Request, body: bytes,
+                       rtype: str, asked: dict[str, str]) -> FhirResponse:
+    """A single conditional create (If-None-Exist), conditional update (PUT Type?criteria)
+    or versioned update (If-Match): planned as a one-entry transaction, so it follows the
+    Bundle's rules exactly. 412 when the precondition fails."""
+    parsed = await _parsed(ctx, facility, request, body, rtype, None)
+    if isinstance(parsed, FhirResponse):
+        return parsed
+    text, resource, exact_resource = parsed
+    entry = {"resource": resource, "request": asked}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    exact = None if exact_resource is None else {"entry": [{"resource": exact_resource}]}
+    conditions = entry_conditions(entry)
+    resolutions = ({0: (await asyncio.to_thread(resolve_conditions, ctx.store, facility.id,
+                                                {0: conditions}))[0]} if conditions else {})
+    p = plan_bundle(facility, bundle, text, ctx.directory, resolutions, exact).entries[0]
+    if not p.ok:
+        found = [Issue(_HEADER_OF.get(i.location, i.location), i.diagnostics, i.code)
+                 for i in p.issues]
+        status = 412 if any(i.code in _PRECONDITION for i in found) else \
+            _refusal_status(found)
+        reason = "foreign-id" if status == 403 else "invalid-resource"
+        return await _reject(ctx, facility, request, status, found, body, reason, rtype,
+                             None, resource)
+    if p.kept is not None:  # conditional create: it is already there
+        resp = _created(facility, p)
+        return FhirResponse(operation_outcome([]), status_code=200,
+                            headers={"Location": f"/fhir/{resp['location']}"})
+    failed = await _append(ctx, facility, [p.envelope])
+    if failed:
+        return failed
+    resp = _created(facility, p)
+    return FhirResponse(p.resource, status_code=201,
+                        headers={"Location": f"/fhir/{resp['location']}", "ETag": resp["etag"]})
+
+
 async def _from_body(ctx: HubContext, facility: Facility, request: Request, rtype: str,
                      rid: str | None) -> FhirResponse:
     body = await read_body(ctx, facility, request)
     if isinstance(body, FhirResponse):
         return body
+    if_none_exist = request.headers.get("if-none-exist")
+    if_match = request.headers.get("if-match")
+    if rid is None and request.method == "PUT":
+        return await _conditional(ctx, facility, request, body, rtype, {
+            "method": "PUT", "url": f"{rtype}?{request.url.query}"})
+    if rid is None and if_none_exist is not None:
+        return await _conditional(ctx, facility, request, body, rtype, {
+            "method": "POST", "url": rtype, "ifNoneExist": if_none_exist})
+    if rid is not None and if_match is not None:
+        return await _conditional(ctx, facility, request, body, rtype, {
+            "method": "PUT", "url": f"{rtype}/{rid}", "ifMatch": if_match})
     return await _single(ctx, facility, request, body, rtype, rid)
 
 
 @router.post("/{rtype}")
 async def create(rtype: str, request: Request, ctx: ContextDep, facility: FacilityDep
                  ) -> FhirResponse:
+    return await _from_body(ctx, facility, request, rtype, None)
+
+
+@router.put("/{rtype}")
+async def conditional_update(rtype: str, request: Request, ctx: ContextDep,
+                             facility: FacilityDep) -> FhirResponse:
+    """``PUT /fhir/Patient?identifier=system|value``: update the one match, or create."""
     return await _from_body(ctx, facility, request, rtype, None)
 
 
