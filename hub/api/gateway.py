@@ -198,6 +198,11 @@ async def _single(ctx: HubContext, facility: Facility, request: Request, body: b
         reason = "foreign-id" if status == 403 else "invalid-resource"
         return await _reject(ctx, facility, request, status, p.issues, body, reason, rtype,
                              url_id, resource)
+    return await _store_one(ctx, facility, p)
+
+
+async def _store_one(ctx: HubContext, facility: Facility, p: Prepared) -> FhirResponse:
+    """Append one accepted resource and answer 201 with it, or the outage's 503."""
     failed = await _append(ctx, facility, [p.envelope])
     if failed:
         return failed
@@ -306,12 +311,7 @@ async def _conditional(ctx: HubContext, facility: Facility, request: Request, bo
         resp = _created(facility, p)
         return FhirResponse(operation_outcome([]), status_code=200,
                             headers={"Location": f"/fhir/{resp['location']}"})
-    failed = await _append(ctx, facility, [p.envelope])
-    if failed:
-        return failed
-    resp = _created(facility, p)
-    return FhirResponse(p.resource, status_code=201,
-                        headers={"Location": f"/fhir/{resp['location']}", "ETag": resp["etag"]})
+    return await _store_one(ctx, facility, p)
 
 
 async def _from_body(ctx: HubContext, facility: Facility, request: Request, rtype: str,
