@@ -64,7 +64,8 @@ class Addressed:
 
 @dataclass(frozen=True, slots=True)
 class Envelope(Addressed):
-    """One event. ``data`` is the resource JSON exactly as accepted (empty for a delete)."""
+    """One event. ``data`` is the resource JSON exactly as accepted (for a delete: empty,
+    or ``{"resourceType", "id", "meta": {"versionId"}}`` naming the version it deletes)."""
 
     id: str
     source: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Container
+from collections.abc import Collection, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,18 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from hub.invariants import invariant_issues
 from hub.profiles import profile_issues
+
+# The FHIR release the hub validates against (fhir.resources R4B, by import path).
+FHIR_VERSION = "4.3.0"
+# What the consortium exchanges; anything else is refused at every entry path, and the read
+# API answers 404 for other types (the CapabilityStatement lists exactly these).
+ACCEPTED_TYPES = (
+    "Patient", "Observation", "DiagnosticReport", "ImagingStudy", "ServiceRequest",
+    "Specimen", "Organization", "Practitioner", "PractitionerRole", "Encounter", "Condition",
+    "Medication", "MedicationRequest", "MedicationStatement", "Device", "Endpoint", "Task",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +112,13 @@ def _path(resource_type: str, loc: tuple) -> str:
     return out
 
 
-def validate(resource: Any, expected_type: str | None = None, raw: bytes | None = None
-             ) -> list[Issue]:
+def validate(resource: Any, expected_type: str | None = None, raw: bytes | None = None,
+             types: Collection[str] = ACCEPTED_TYPES) -> list[Issue]:
     """Every problem with ``resource``; an empty list means it may enter the log.
 
-    ``raw`` is the JSON ``resource`` came from, if any (it makes the text check cheaper).
+    ``raw`` is the JSON ``resource`` came from, if any (it makes the text check cheaper);
+    ``types`` the resource types accepted (the hub's own records, Person, are not a
+    facility's to send).
     """
     if not isinstance(resource, dict):
         return [Issue("(body)", "a FHIR resource must be a JSON object", code="structure")]
@@ -121,15 +134,18 @@ def validate(resource: Any, expected_type: str | None = None, raw: bytes | None 
             Issue("resourceType", f"resourceType is {rtype} but the URL names {expected_type}")
         ]
     model = _model_class(rtype)
-    if model is None or rtype in ("Bundle", "OperationOutcome"):
-        return [Issue("resourceType", f"{rtype} is not a resource type this hub accepts here",
-                      code="not-supported")]
-    issues: list[Issue] = []
+    if model is None or rtype not in types:
+        return [not_accepted(rtype)]
+    # The specification's invariants first: where a model error names the same element,
+    # the issue carrying the invariant's key (per-1, ele-1, ...) is the one kept.
+    issues = [Issue(loc, msg, "invariant") for loc, msg in invariant_issues(resource)]
+    seen = {i.location for i in issues}
     try:
         model.model_validate(resource)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
-            issues.append(Issue(_path(rtype, err["loc"]), err["msg"]))
+            if (loc := _path(rtype, err["loc"])) not in seen:
+                issues.append(Issue(loc, err["msg"]))
     except (ValueError, TypeError) as exc:  # fhir.resources raises these for some shapes
         issues.append(Issue(rtype, str(exc)))
     seen = {i.location for i in issues}
@@ -137,6 +153,11 @@ def validate(resource: Any, expected_type: str | None = None, raw: bytes | None 
     issues.extend(Issue(loc, msg, code=code) for loc, msg, code in profile_issues(resource)
                   if loc not in seen)
     return issues
+
+
+def not_accepted(rtype: str) -> Issue:
+    return Issue("resourceType", f"{_shown(rtype)[:64]} is not a resource type this hub "
+                 f"accepts; it accepts {', '.join(ACCEPTED_TYPES)}", code="not-supported")
 
 
 def operation_outcome(issues: list[Issue]) -> dict:

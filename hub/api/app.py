@@ -17,6 +17,7 @@ import hub
 from hub.access import audit_store
 from hub.access.rules import Principal, may_read_metrics, refused_credential
 from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition, referral
+from hub.api.capability import capability_statement
 from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
 from hub.api.docs import install_docs
 from hub.api.gate import GateMiddleware, RequestGate
@@ -27,31 +28,6 @@ from hub.fhir import Issue
 from hub.record.read import current_patient_key
 
 log = logging.getLogger(__name__)
-
-
-def capability_statement() -> dict:
-    types = ["Patient", "Observation", "DiagnosticReport", "ImagingStudy", "Organization",
-             "Practitioner", "Specimen", "ServiceRequest", "Device"]
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-11-23",
-        "kind": "instance",
-        "software": {"name": "hie-hub", "version": hub.__version__},
-        "fhirVersion": "4.3.0",
-        "format": ["application/fhir+json"],
-        "rest": [{
-            "mode": "server",
-            "interaction": [{"code": "transaction"}, {"code": "batch"}],
-            "resource": [{
-                "type": t,
-                "interaction": [{"code": c} for c in ("read", "search-type", "create",
-                                                       "update", "delete")],
-                "searchParam": [{"name": "patient", "type": "reference"},
-                                {"name": "_id", "type": "token"}],
-            } for t in types],
-        }],
-    }
 
 
 class RefuseNulInUrl:

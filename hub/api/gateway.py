@@ -8,6 +8,7 @@ before the answer is sent (503 if it cannot be), then published to the dead-lett
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,8 +21,11 @@ from hub.api.publish import publish_acknowledged
 from hub.deadletters.letter import DeadLetter, about_resource, refuse
 from hub.envelope import Envelope
 from hub.errors import BrokerError, NotAcknowledged, StoreError
+from hub.exactjson import BOM, loads_exact, needs_exact
 from hub.facilities import Facility
-from hub.fhir import Issue, operation_outcome, parse_json
+from hub.fhir import ACCEPTED_TYPES, Issue, not_accepted, operation_outcome, parse_json
+from hub.ingest.bundle import plan_bundle
+from hub.ingest.conditions import CONDITIONAL, Resolution, entry_conditions
 from hub.ingest.prepare import (
     Prepared,
     foreign_id_issue,
@@ -30,7 +34,7 @@ from hub.ingest.prepare import (
     prepare_upsert,
 )
 from hub.metrics import DEADLETTERS_UNRECORDED, EVENTS_ACCEPTED, EVENTS_REJECTED
-from hub.record.read import current_patient_key
+from hub.record.read import live_version, resolve_conditions
 from hub.record.rules import hub_id
 
 router = APIRouter(prefix="/fhir", tags=["ingest"])
@@ -145,11 +149,16 @@ async def _append(ctx: HubContext, facility: Facility, envelopes: list[Envelope]
 
 
 def _created(facility: Facility, p: Prepared) -> dict[str, Any]:
+    if p.kept is not None:  # a conditional create that found its resource already there
+        rtype, _, rid = p.kept.partition("/")
+        return {"status": "200 OK", "location": f"{rtype}/{hub_id(facility.id, rid)}"}
     assert p.envelope is not None and p.resource is not None
     location = f"{p.resource['resourceType']}/{hub_id(facility.id, p.resource['id'])}"
+    meta = p.resource.get("meta") or {}
     return {"status": "201 Created", "location": location,
-            "etag": f'W/"{(p.resource.get("meta") or {}).get("versionId", "1")}"',
-            "lastModified": p.resource["meta"]["lastUpdated"]}
+            "etag": f'W/"{meta.get("versionId", "1")}"',
+            # The sender's lastUpdated, else when the hub accepted it (as the record shows)
+            "lastModified": meta.get("lastUpdated") or p.envelope.time}
 
 
 def _refusal_status(issues: list[Issue]) -> int:
@@ -158,14 +167,30 @@ def _refusal_status(issues: list[Issue]) -> int:
     return 403 if any(i.code == "forbidden" for i in issues) else 422
 
 
-async def _single(ctx: HubContext, facility: Facility, request: Request, body: bytes,
-                  rtype: str, url_id: str | None) -> FhirResponse:
-    resource, issues = parse_json(body)
+async def _parsed(ctx: HubContext, facility: Facility, request: Request, body: bytes,
+                  rtype: str, url_id: str | None
+                  ) -> tuple[bytes, Any, Any] | FhirResponse:
+    """(the body without a byte-order mark, parsed, parsed with numbers as written or None);
+    or the refusal of a body that is no JSON, or names a type the hub does not take."""
+    text = body.removeprefix(BOM)  # a byte-order mark is tolerated at the start
+    resource, issues = parse_json(text)
     if issues:
         return await _reject(ctx, facility, request, 400, issues, body, "invalid-json",
                              rtype, url_id)
+    if rtype not in ACCEPTED_TYPES:
+        return await _reject(ctx, facility, request, 400, [not_accepted(rtype)], body,
+                             "invalid-resource", rtype, url_id, resource)
+    return text, resource, loads_exact(text) if needs_exact(text, resource) else None
+
+
+async def _single(ctx: HubContext, facility: Facility, request: Request, body: bytes,
+                  rtype: str, url_id: str | None) -> FhirResponse:
+    parsed = await _parsed(ctx, facility, request, body, rtype, url_id)
+    if isinstance(parsed, FhirResponse):
+        return parsed
+    text, resource, exact = parsed
     p = prepare_upsert(facility, resource, rtype, url_id=url_id, assign_id=url_id is None,
-                       raw=body, members=ctx.directory)
+                       raw=text, members=ctx.directory, exact=exact)
     if not p.ok:
         # 400: not a resource of the type the URL names; 403: another member's resource;
         # 422: a resource breaking rules.
@@ -173,6 +198,11 @@ async def _single(ctx: HubContext, facility: Facility, request: Request, body: b
         reason = "foreign-id" if status == 403 else "invalid-resource"
         return await _reject(ctx, facility, request, status, p.issues, body, reason, rtype,
                              url_id, resource)
+    return await _store_one(ctx, facility, p)
+
+
+async def _store_one(ctx: HubContext, facility: Facility, p: Prepared) -> FhirResponse:
+    """Append one accepted resource and answer 201 with it, or the outage's 503."""
     failed = await _append(ctx, facility, [p.envelope])
     if failed:
         return failed
@@ -194,7 +224,8 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
     body = await read_body(ctx, facility, request)
     if isinstance(body, FhirResponse):
         return body
-    planned = await ctx.checks.plan_body(facility, body)
+    resolutions = await _resolve(ctx, facility, body)
+    planned = await ctx.checks.plan_body(facility, body, resolutions)
     if planned.issues:
         return await _reject(ctx, facility, request, 400, planned.issues, body,
                              planned.reason, "Bundle")
@@ -209,7 +240,7 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
                for i, p in enumerate(plan.entries) if not p.ok]
     if refused and (failed := await _dead_letter(ctx, refused)):
         return failed
-    good = [p for p in plan.entries if p.ok]
+    good = [p for p in plan.entries if p.envelope is not None]
     failed = await _append(ctx, facility, [p.envelope for p in good])
     if failed:
         return failed
@@ -226,17 +257,92 @@ async def post_bundle(request: Request, ctx: ContextDep, facility: FacilityDep) 
     return FhirResponse({"resourceType": "Bundle", "type": rtype, "entry": out_entries})
 
 
+async def _resolve(ctx: HubContext, facility: Facility, body: bytes
+                   ) -> dict[int, Resolution]:
+    """The shared record's answers to the conditions a Bundle's entries carry (conditional
+    create and update, ifMatch); none to look up for most Bundles (one byte scan)."""
+    if not CONDITIONAL.search(body):
+        return {}
+    try:
+        bundle = orjson.loads(body.removeprefix(BOM))
+        entries = bundle["entry"]
+        asked = {i: entry_conditions(e) for i, e in enumerate(entries)}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return {}  # the planner refuses the body with the reason
+    asked = {i: c for i, c in asked.items() if c}
+    if not asked:
+        return {}
+    return await asyncio.to_thread(resolve_conditions, ctx.store, facility.id, asked)
+
+
+# Where a single conditional request's refusal is located (the planner names the entry).
+_HEADER_OF = {"Bundle.entry[0].request.ifMatch": "(If-Match)",
+              "Bundle.entry[0].request.ifNoneExist": "(If-None-Exist)",
+              "Bundle.entry[0].request.url": "(url)", "Bundle.entry[0].request": "(request)",
+              "Bundle.entry[0]": "(request)"}
+_PRECONDITION = ("conflict", "multiple-matches")
+
+
+async def _conditional(ctx: HubContext, facility: Facility, request: Request, body: bytes,
+                       rtype: str, asked: dict[str, str]) -> FhirResponse:
+    """A single conditional create (If-None-Exist), conditional update (PUT Type?criteria)
+    or versioned update (If-Match): planned as a one-entry transaction, so it follows the
+    Bundle's rules exactly. 412 when the precondition fails."""
+    parsed = await _parsed(ctx, facility, request, body, rtype, None)
+    if isinstance(parsed, FhirResponse):
+        return parsed
+    text, resource, exact_resource = parsed
+    entry = {"resource": resource, "request": asked}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    exact = None if exact_resource is None else {"entry": [{"resource": exact_resource}]}
+    conditions = entry_conditions(entry)
+    resolutions = ({0: (await asyncio.to_thread(resolve_conditions, ctx.store, facility.id,
+                                                {0: conditions}))[0]} if conditions else {})
+    p = plan_bundle(facility, bundle, text, ctx.directory, resolutions, exact).entries[0]
+    if not p.ok:
+        found = [Issue(_HEADER_OF.get(i.location, i.location), i.diagnostics, i.code)
+                 for i in p.issues]
+        status = 412 if any(i.code in _PRECONDITION for i in found) else \
+            _refusal_status(found)
+        reason = "foreign-id" if status == 403 else "invalid-resource"
+        return await _reject(ctx, facility, request, status, found, body, reason, rtype,
+                             None, resource)
+    if p.kept is not None:  # conditional create: it is already there
+        resp = _created(facility, p)
+        return FhirResponse(operation_outcome([]), status_code=200,
+                            headers={"Location": f"/fhir/{resp['location']}"})
+    return await _store_one(ctx, facility, p)
+
+
 async def _from_body(ctx: HubContext, facility: Facility, request: Request, rtype: str,
                      rid: str | None) -> FhirResponse:
     body = await read_body(ctx, facility, request)
     if isinstance(body, FhirResponse):
         return body
+    if_none_exist = request.headers.get("if-none-exist")
+    if_match = request.headers.get("if-match")
+    if rid is None and request.method == "PUT":
+        return await _conditional(ctx, facility, request, body, rtype, {
+            "method": "PUT", "url": f"{rtype}?{request.url.query}"})
+    if rid is None and if_none_exist is not None:
+        return await _conditional(ctx, facility, request, body, rtype, {
+            "method": "POST", "url": rtype, "ifNoneExist": if_none_exist})
+    if rid is not None and if_match is not None:
+        return await _conditional(ctx, facility, request, body, rtype, {
+            "method": "PUT", "url": f"{rtype}/{rid}", "ifMatch": if_match})
     return await _single(ctx, facility, request, body, rtype, rid)
 
 
 @router.post("/{rtype}")
 async def create(rtype: str, request: Request, ctx: ContextDep, facility: FacilityDep
                  ) -> FhirResponse:
+    return await _from_body(ctx, facility, request, rtype, None)
+
+
+@router.put("/{rtype}")
+async def conditional_update(rtype: str, request: Request, ctx: ContextDep,
+                             facility: FacilityDep) -> FhirResponse:
+    """``PUT /fhir/Patient?identifier=system|value``: update the one match, or create."""
     return await _from_body(ctx, facility, request, rtype, None)
 
 
@@ -252,10 +358,11 @@ async def delete(rtype: str, rid: str, ctx: ContextDep, facility: FacilityDep) -
     if foreign := foreign_id_issue(facility, rtype, local, ctx.directory):
         return outcome_response(403, [foreign])
     # A sync query on the event loop: one primary-key lookup, cheaper than a thread hop.
-    key = current_patient_key(ctx.store, rtype, hub_id(facility.id, local))
-    if key is None:
+    live = live_version(ctx.store, rtype, hub_id(facility.id, local))
+    if live is None:
         return error(404, f"{rtype}/{rid} is not in the shared record for {facility.id}",
                      "not-found")
-    env = prepare_delete(facility, rtype, local, key)
+    # The deletion names the version it deletes, so it sorts after it (record.rules).
+    env = prepare_delete(facility, rtype, local, *live)
     failed = await _append(ctx, facility, [env])
     return failed or FhirResponse(operation_outcome([]), status_code=200)

@@ -22,6 +22,7 @@ from hub.api.deps import ContextDep, ReaderDep, SharedRecordReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.lab import imaging_reports, lab_search
 from hub.api.outcome import FhirResponse, error
+from hub.fhir import ACCEPTED_TYPES
 from hub.lab.read import SearchError
 from hub.mpi.service import linked_records
 from hub.record.read import get_resource, search
@@ -35,6 +36,8 @@ PROJECTION = "shared_record"
 LAB_PROJECTION = "lab"
 IMAGING_PROJECTION = "imaging"
 LAB_PARAMS = {"code", "date", "_sort", "category"}
+REPORT_PARAMS = {"category"}
+BASE_PARAMS = {"patient", "subject", "_id", "_count", "_offset"}
 AUDIT_SCOPE = "audit"
 
 
@@ -88,7 +91,7 @@ def audit_trail(
 @router.get("/{rtype}/{rid}")
 def read(rtype: str, rid: str, ctx: ContextDep, reader: SharedRecordReaderDep
          ) -> FhirResponse:
-    found = get_resource(ctx.store, rtype, rid)
+    found = get_resource(ctx.store, rtype, rid) if rtype in ACCEPTED_TYPES else None
     if found is None:
         return error(404, f"{rtype}/{rid} is not in the shared record", "not-found")
     if not may_read_patient(reader, found.patient_key):
@@ -113,12 +116,15 @@ def search_type(
     count: Annotated[int, Query(alias="_count", ge=0, le=MAX_COUNT)] = 50,
     offset: Annotated[int, Query(alias="_offset", ge=0, le=MAX_OFFSET)] = 0,
 ) -> FhirResponse:
+    if rtype not in ACCEPTED_TYPES:
+        return error(404, f"{rtype} is not a resource type this hub serves (see "
+                     "/fhir/metadata)", "not-found")
     params = request.query_params
     lab = (rtype == "Observation" and bool(LAB_PARAMS & set(params))) or (
         rtype == "DiagnosticReport" and "category" in params)
-    known = {"patient", "subject", "_id", "_count", "_offset", "_format"}
+    known = BASE_PARAMS | {"_format"}
     if rtype in ("Observation", "DiagnosticReport"):
-        known |= LAB_PARAMS if rtype == "Observation" else {"category"}
+        known |= LAB_PARAMS if rtype == "Observation" else REPORT_PARAMS
     unknown = sorted(set(params) - known)
     if unknown:
         return error(400, f"unsupported search parameter(s): {', '.join(unknown)}; this "

@@ -31,7 +31,7 @@ STUDIES, REQUESTS, CLAIMS, REPORTS, FIRST, HISTORY, FEED = (
 
 class ImagingProjection:
     name = "imaging"
-    version = 1
+    version = 2  # 2: versions ordered by the sender's versionId first (record.rules)
 
     def tables(self, metadata: sa.MetaData, suffix: str = "") -> dict[str, sa.Table]:
         s = suffix

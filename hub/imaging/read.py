@@ -142,7 +142,7 @@ def search_reports(store: Store, patient_keys: Sequence[str] | None, count: int,
     """Current imaging/ECG reports on these patients' studies (wherever they were read),
     newest first: (total, page of (resource with hub ids, patient key))."""
     from hub.envelope import SOURCE_PREFIX
-    from hub.record.rules import present
+    from hub.record.rules import order_time, present
 
     s, r = T[STUDIES], T[REPORTS]
     where = [s.c.status.in_(rules.SHOWN_STUDY)]
@@ -162,7 +162,7 @@ def search_reports(store: Store, patient_keys: Sequence[str] | None, count: int,
     for report_id, order_key, body, patient_key in rows:
         facility = report_id.partition(".")[0]
         res = present(body, facility, f"{SOURCE_PREFIX}{facility}",
-                      order_key.partition("|")[0])
+                      order_time(order_key))
         out.append((res, patient_key))
     return total, out
 

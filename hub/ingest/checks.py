@@ -17,6 +17,7 @@ from typing import Any
 from hub.config import Settings
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.bundle import BodyPlan, plan_body
+from hub.ingest.conditions import Resolution
 from hub.ingest.verdict import Verdict, check_inbound
 from hub.registry.consortium_file import load_directory
 from hub.signing import load_or_create_hub_key, use_hub_signer
@@ -32,9 +33,10 @@ def _init(facilities_file: Path | None, hub_key_file: Path) -> None:
     use_hub_signer(load_or_create_hub_key(hub_key_file))
 
 
-def _plan(facility_id: str, body: bytes) -> BodyPlan:
+def _plan(facility_id: str, body: bytes, resolutions: dict[int, Resolution]) -> BodyPlan:
     assert _directory is not None
-    return plan_body(_directory.get(facility_id), body, _directory)  # type: ignore[arg-type]
+    return plan_body(_directory.get(facility_id), body, _directory,  # type: ignore[arg-type]
+                     resolutions)
 
 
 def _check(records: list[InboundRecord]) -> list[Verdict]:
@@ -67,11 +69,14 @@ class EdgeChecks:
             old.shutdown(wait=True)
             self._start_pool()
 
-    async def plan_body(self, facility: Facility, body: bytes) -> BodyPlan:
+    async def plan_body(self, facility: Facility, body: bytes,
+                        resolutions: dict[int, Resolution] | None = None) -> BodyPlan:
+        """``resolutions``: the shared record's answers to the entries' conditions."""
         if self._pool is None:
-            return plan_body(facility, body, self.directory)
+            return plan_body(facility, body, self.directory, resolutions)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _plan, facility.id, body)
+        return await loop.run_in_executor(self._pool, _plan, facility.id, body,
+                                          resolutions or {})
 
     async def check_inbound(self, records: list[InboundRecord]) -> list[Verdict]:
         if self._pool is None:

@@ -6,13 +6,13 @@ Pure apart from the clock and uuid: no Kafka, no HTTP. Both entry paths use it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from hub.envelope import Envelope, new_event, now_rfc3339
+from hub.envelope import Envelope, new_event
 from hub.facilities import Facility
 from hub.fhir import Issue, patient_key, unstorable_text, validate
 from hub.signing import hub_signer
@@ -20,15 +20,20 @@ from hub.signing import hub_signer
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """Outcome for one resource: an envelope to append, or issues to report and dead-letter."""
+    """Outcome for one resource: an envelope to append, or issues to report and dead-letter.
+
+    ``kept`` names the resource a conditional create found already there (``Patient/x``):
+    nothing to append, and not a refusal either.
+    """
 
     envelope: Envelope | None
     issues: list[Issue]
     resource: dict[str, Any] | None = None
+    kept: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.envelope is not None
+        return self.envelope is not None or self.kept is not None
 
 
 def local_id(facility: Facility, value: str) -> str:
@@ -65,6 +70,8 @@ def prepare_upsert(
     assign_id: bool = False,
     raw: bytes | None = None,
     members: Container[str] = (),
+    exact: Any = None,
+    references: Mapping[str, str] | None = None,
 ) -> Prepared:
     """Validate ``resource`` from ``facility`` and wrap it in an upsert envelope signed by
     the hub (which authenticated the facility).
@@ -73,11 +80,16 @@ def prepare_upsert(
     without an id get a fresh one, as a FHIR server does on create. ``raw`` is the JSON the
     resource was parsed from (it spares the text check a walk); ``members`` the consortium's
     facility ids, so that an id naming another member's resource is refused.
+
+    What is appended is the resource as sent: ``exact`` is the same resource parsed with its
+    numbers kept as written (``hub.exactjson``; ``resource`` itself when None), and the only
+    changes are the id (assigned, or a facility's own hub id made local) and the references
+    ``references`` maps (a transaction's ``urn:uuid:`` fullUrls to the ids they got).
     """
     issues = validate(resource, expected_type, raw)
     if issues:
         return Prepared(None, issues)
-    res = dict(resource)
+    res = dict(resource if exact is None else exact)
     rtype = res["resourceType"]
     if url_id is not None:
         if found := unstorable_text(url_id, f"{rtype}.id"):  # a Bundle's request.url
@@ -98,17 +110,34 @@ def prepare_upsert(
                                      code="required")])
     if foreign := foreign_id_issue(facility, rtype, res["id"], members):
         return Prepared(None, [foreign])
-    meta = dict(res.get("meta") or {})
-    if not meta.get("lastUpdated"):
-        # A FHIR server stamps lastUpdated; the shared record orders versions by it.
-        meta["lastUpdated"] = now_rfc3339()
-        res["meta"] = meta
+    if references:
+        res = rewrite_references(res, references)
+    # meta.lastUpdated is left as sent: the hub does not stamp its arrival time into the
+    # resource, where it would outrank the sender's own version order (hub.record.rules).
     key = patient_key(facility.id, res, members)
     env = new_event(facility.id, res["resourceType"], res["id"], key, orjson.dumps(res))
     return Prepared(hub_signer().sign(env), [], res)
 
 
-def prepare_delete(facility: Facility, resource_type: str, rid: str, key: str) -> Envelope:
-    env = new_event(facility.id, resource_type, local_id(facility, rid), key, b"",
-                    action="delete")  # rid may be the facility's hub id or its own
+def rewrite_references(value: Any, references: Mapping[str, str]) -> Any:
+    """``value`` with every ``reference`` that ``references`` maps replaced (a copy)."""
+    if isinstance(value, dict):
+        out = {k: rewrite_references(v, references) for k, v in value.items()}
+        ref = out.get("reference")
+        if isinstance(ref, str) and ref in references:
+            out["reference"] = references[ref]
+        return out
+    if isinstance(value, list):
+        return [rewrite_references(v, references) for v in value]
+    return value
+
+
+def prepare_delete(facility: Facility, resource_type: str, rid: str, key: str,
+                   version: str | None = None) -> Envelope:
+    """A delete event; ``version``, the versionId of the version it deletes, lets the
+    record order the deletion among versions numbered by the facility."""
+    local = local_id(facility, rid)  # rid may be the facility's hub id or its own
+    data = b"" if version is None else orjson.dumps(
+        {"resourceType": resource_type, "id": local, "meta": {"versionId": version}})
+    env = new_event(facility.id, resource_type, local, key, data, action="delete")
     return hub_signer().sign(env)

@@ -25,7 +25,7 @@ from hub.lab.rules import (
     lab_result,
     loinc_of,
 )
-from hub.record.rules import version_order
+from hub.record.rules import delete_order, deleted_version, version_order
 from hub.store.schema import outbox_table
 
 RESULTS, REPORTS, FEED = "lab_result", "lab_report", "lab_feed"
@@ -35,7 +35,7 @@ FEED_TYPE = "hie.lab.result.v1"
 
 class LabProjection:
     name = "lab"
-    version = 1
+    version = 2  # 2: versions ordered by the sender's versionId first (record.rules)
 
     def tables(self, metadata: sa.MetaData, suffix: str = "") -> dict[str, sa.Table]:
         s = suffix
@@ -90,7 +90,7 @@ class LabProjection:
                 continue
             rid = f"{e.facility_id}.{e.resource_id}"
             if e.is_delete:
-                okey = version_order(None, None, e.time) + f"|{e.id}"
+                okey = delete_order(deleted_version(e.data), e.time) + f"|{e.id}"
                 table = RESULTS if rtype == "Observation" else REPORTS
                 row = {"id": rid, "visible": False, "status": "deleted", "order_key": okey,
                        "body": None, "patient_key": e.key, "display": ""}

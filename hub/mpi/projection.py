@@ -19,7 +19,7 @@ from hub.envelope import HUB_SOURCE
 from hub.identity import identity_secret
 from hub.mpi.demographics import extract, to_row
 from hub.mpi.ledger import decided_of, person_records, review_of
-from hub.record.rules import version_order
+from hub.record.rules import time_order
 
 RECORDS, PERSONS, LINKS, DECIDED, REVIEWS = (
     "mpi_record", "mpi_person", "mpi_link", "mpi_decided", "mpi_review")
@@ -92,7 +92,7 @@ class MpiProjection:
             key = f"{e.facility_id}.{e.resource_id}"
             meta = patient.get("meta") or {}
             row = to_row(extract(patient, key, secret))
-            row["order_key"] = version_order(meta.get("lastUpdated"), meta.get("versionId"),
+            row["order_key"] = time_order(meta.get("lastUpdated"), meta.get("versionId"),
                                              e.time) + f"|{e.id}"
             out.append(Upsert(RECORDS, row, ("record_key",), guard="order_key"))
         return out

@@ -13,7 +13,7 @@ from hub.engine.projection import Change, Event, Increment, Upsert
 from hub.envelope import HUB_SOURCE
 from hub.recognition.decisions import COUNTS, read_decision
 from hub.recognition.rules import CONSORTIUM_TZ
-from hub.record.rules import version_order
+from hub.record.rules import time_order
 
 STATS, REASONS, ORDERS = "recognition_stats", "recognition_reasons", "recognition_orders"
 
@@ -94,7 +94,7 @@ def _order(e: Event) -> list[Change]:
     if not codes or req.get("status") not in (None, "active", "draft"):
         return []
     meta = req.get("meta") or {}
-    okey = version_order(meta.get("lastUpdated"), meta.get("versionId"), e.time) + f"|{e.id}"
+    okey = time_order(meta.get("lastUpdated"), meta.get("versionId"), e.time) + f"|{e.id}"
     return [Upsert(ORDERS, {
         "request_id": f"{e.facility_id}.{req['id']}", "patient_key": e.key,
         "facility": e.facility_id, "codes": orjson.dumps(codes).decode(),

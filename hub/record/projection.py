@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from hub.engine.projection import Change, Event, Upsert
 from hub.envelope import HUB_SOURCE, SOURCE_PREFIX
 from hub.identity import redact_body
-from hub.record.rules import version_order
+from hub.record.rules import delete_order, deleted_version, version_order
 
 TABLE = "record_resources"
 _HASHED_OID = b"urn:oid:2.16.156.10011.1."  # national ID and health card systems' prefix
@@ -18,7 +18,9 @@ _HASHED_OID = b"urn:oid:2.16.156.10011.1."  # national ID and health card system
 
 class SharedRecordProjection:
     name = "shared_record"
-    version = 3  # 2: status, last_updated, deleted columns dropped; 3: national IDs hashed
+    # 2: status, last_updated, deleted columns dropped; 3: national IDs hashed; 4: versions
+    # ordered by the sender's versionId first (rules.version_order)
+    version = 4
     # Idempotent by construction: a re-delivered event carries the same order key, which is
     # not greater than itself, so the guarded upsert is a no-op. No applied-id ledger needed.
     dedupe_by_event_id = False
@@ -46,7 +48,7 @@ class SharedRecordProjection:
                 continue  # the hub's own records (registry, patient index) live elsewhere
             rtype, rid = e.subject.split("/", 1)
             if e.type.endswith(".delete.v1"):
-                body, okey = None, version_order(None, None, e.time)
+                body, okey = None, delete_order(deleted_version(e.data), e.time)
             else:
                 res = orjson.loads(e.data)
                 meta = res.get("meta") or {}
@@ -59,9 +61,10 @@ class SharedRecordProjection:
             out.append(Upsert(TABLE, {
                 "resource_type": rtype, "id": f"{e.source[prefix:]}.{rid}",
                 "patient_key": e.key,
-                # Starts with the UTC update time (the read API sorts on it, newest first);
-                # ties (same lastUpdated and versionId, different content: a sender's bug)
-                # go to the greater event id, so the result never depends on arrival order.
+                # The sender's version number, then the UTC update time (the read API sorts
+                # on it, newest first: rules.version_order); ties (same lastUpdated and
+                # versionId, different content: a sender's bug) go to the greater event
+                # id, so the result never depends on arrival order.
                 "order_key": f"{okey}|{e.id}", "body": body,
             }, keys, "order_key"))
         return out

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
 import sqlalchemy as sa
 
 from hub.envelope import SOURCE_PREFIX
+from hub.ingest.conditions import Condition, Resolution
 from hub.record.projection import SharedRecordProjection
-from hub.record.rules import present
+from hub.record.rules import NO_VERSION, ORDER_TIME_AT, order_time, present
 from hub.store.db import Store
 
 _table = SharedRecordProjection().tables(sa.MetaData())["record_resources"]
@@ -27,9 +29,7 @@ _shown = (_table.c.body, _table.c.id, _table.c.order_key)
 
 def present_row(row) -> dict:
     facility = row.id.partition(".")[0]
-    # order_key begins with the update instant: "<UTC ISO instant>|<version>|<event id>"
-    last_updated = row.order_key.partition("|")[0]
-    return present(row.body, facility, f"{SOURCE_PREFIX}{facility}", last_updated)
+    return present(row.body, facility, f"{SOURCE_PREFIX}{facility}", order_time(row.order_key))
 
 
 def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
@@ -69,6 +69,62 @@ def search(store: Store, resource_type: str, patient_keys: Sequence[str] | None,
                              ).scalar_one()
         rows = conn.execute(
             sa.select(*_shown, _table.c.patient_key).where(*where)
-            .order_by(_table.c.order_key.desc(), _table.c.id).limit(count).offset(offset)
+            .order_by(sa.func.substr(_table.c.order_key, ORDER_TIME_AT).desc(), _table.c.id)
+            .limit(count).offset(offset)
         ).all()
     return total, [(present_row(r), r.patient_key) for r in rows]
+
+
+def _identifier_matches(body: str, system: str | None, value: str) -> bool:
+    res = orjson.loads(body)
+    return any(isinstance(i, dict) and i.get("value") == value
+               and (system is None or i.get("system") == system)
+               for i in res.get("identifier") or ())
+
+
+def resolve_conditions(store: Store, facility_id: str,
+                       asked: Mapping[int, Sequence[Condition]]) -> dict[int, Resolution]:
+    """The shared record's answers to a Bundle's conditions (by entry index), among the
+    facility's own live resources, as projected when asked: identifier matches for
+    conditional create and update, the current versionId for ``ifMatch`` (a resource stored
+    without one is version "1", as the gateway's ETag says)."""
+    out: dict[int, Resolution] = {}
+    prefix = f"{facility_id}."
+    with store.connect() as conn:
+        for i, conditions in asked.items():
+            matches: tuple[str, ...] = ()
+            version = None
+            for c in conditions:
+                if c.value is not None:
+                    # The body holds the value as JSON text; the LIKE narrows, the parse decides.
+                    needle = orjson.dumps(c.value).decode()
+                    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%") \
+                        .replace("_", "\\_") + "%"
+                    rows = conn.execute(sa.select(_table.c.id, _table.c.body).where(
+                        _table.c.resource_type == c.rtype, _table.c.id.startswith(prefix),
+                        _table.c.body.is_not(None),
+                        _table.c.body.like(pattern, escape="\\"))).all()
+                    matches = tuple(sorted(r.id.removeprefix(prefix) for r in rows
+                                           if _identifier_matches(r.body, c.system, c.value)))
+                if c.target is not None:
+                    body = conn.execute(sa.select(_table.c.body).where(
+                        _table.c.resource_type == c.rtype,
+                        _table.c.id == prefix + c.target.removeprefix(prefix))).scalar()
+                    if body is not None:
+                        meta = orjson.loads(body).get("meta") or {}
+                        version = str(meta.get("versionId") or "1")
+            out[i] = Resolution(matches, version)
+    return out
+
+
+def live_version(store: Store, resource_type: str, rid: str) -> tuple[str, str | None] | None:
+    """(patient key, the sender's numeric versionId or None) of a live resource; None if the
+    record holds no live resource under that id."""
+    with store.connect() as conn:
+        row = conn.execute(sa.select(_table.c.patient_key, _table.c.order_key).where(
+            _table.c.resource_type == resource_type, _table.c.id == rid,
+            _table.c.body.is_not(None))).first()
+    if row is None:
+        return None
+    number = row.order_key.partition("|")[0]
+    return row.patient_key, (None if number == NO_VERSION else str(int(number)))

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from hub.exactjson import loads_faithful
+
 _RELATIVE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 
 
@@ -16,7 +18,9 @@ def hub_id(facility_id: str, local_id: str) -> str:
     return f"{facility_id}.{local_id}"
 
 
-_REFERENCE = re.compile(rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})"')
+# A relative reference, versioned (``Patient/p-1/_history/2``) or not.
+_REFERENCE = re.compile(
+    rb'"reference":"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})((?:/_history/[A-Za-z0-9\-.]{1,64})?)"')
 
 
 def present(body: bytes | str, facility_id: str, source: str, last_updated: str
@@ -24,20 +28,25 @@ def present(body: bytes | str, facility_id: str, source: str, last_updated: str
     """The stored resource as the read API shows it: hub-wide id and references.
 
     The record keeps each resource exactly as its facility sent it (cheap to fold, and the
-    original is never lost); this runs on read. ``Patient/p-1`` from facility ``township-1``
-    becomes ``Patient/township-1.p-1``, so a reader can follow references across facilities.
-    The rewrite runs on orjson's canonical output (no whitespace, no escaped slashes), where a
-    ``"reference":"`` sequence can only be a reference element, never text inside a string.
+    original is never lost); this runs on read. ``Patient/p-1`` (or ``Patient/p-1/_history/2``)
+    from facility ``township-1`` becomes ``Patient/township-1.p-1``, so a reader can follow
+    references across facilities; ``meta.source`` is set and ``meta.lastUpdated`` filled in
+    where the sender left it out. Nothing else changes: numbers keep their spelling
+    (``hub.exactjson``). The rewrite runs on orjson's canonical output (no whitespace, no
+    escaped slashes), where a ``"reference":"`` sequence can only be a reference element,
+    never text inside a string.
     """
-    res = orjson.loads(body)
+    raw = body.encode() if isinstance(body, str) else body
+    res = loads_faithful(raw)
     if isinstance(res.get("id"), str):
         res["id"] = hub_id(facility_id, res["id"])
     meta = res["meta"] = dict(res.get("meta") or {})
     meta.setdefault("lastUpdated", last_updated)
     meta["source"] = source  # provenance in the record: who published it
     prefix = facility_id.encode() + b"."
-    return orjson.loads(_REFERENCE.sub(
-        lambda m: b'"reference":"' + m[1] + b"/" + prefix + m[2] + b'"', orjson.dumps(res)))
+    return loads_faithful(_REFERENCE.sub(
+        lambda m: b'"reference":"' + m[1] + b"/" + prefix + m[2] + m[3] + b'"',
+        orjson.dumps(res)))
 
 
 def utc_instant(value: str) -> str:
@@ -53,18 +62,67 @@ def utc_instant(value: str) -> str:
     return dt.isoformat(timespec="microseconds")[:26] + "Z"
 
 
-def order_key(resource: dict[str, Any], event_time: str) -> str:
-    """A string that sorts versions of one resource oldest to newest.
+NO_VERSION = "000000000000"
+ORDER_TIME_AT = len(NO_VERSION) + 2  # where the instant starts in a key (SQL substr, 1-based)
+# After every instant: a deletion that names version N outranks version N itself.
+_DELETED = "~"
 
-    ``meta.lastUpdated`` first (the event time where a sender left it out), then
-    ``meta.versionId`` when numeric; a late-arriving older version sorts lower and loses.
-    """
+
+def _version_number(version_id: Any) -> str:
+    version = str(version_id) if version_id is not None else ""
+    return f"{int(version):012d}" if version.isdigit() and len(version) <= 12 else NO_VERSION
+
+
+def order_key(resource: dict[str, Any], event_time: str) -> str:
+    """A string that sorts versions of one resource oldest to newest (see version_order)."""
     meta = resource.get("meta") or {}
     return version_order(meta.get("lastUpdated"), meta.get("versionId"), event_time)
 
 
 def version_order(last_updated: str | None, version_id: Any, event_time: str) -> str:
-    """:func:`order_key` from its parts (the projection's hot loop has them at hand)."""
+    """The order of one resource's versions, as its source numbered them.
+
+    ``<versionId, 12 digits>|<UTC instant>|<versionId>``: first ``meta.versionId`` when it is
+    a number (the sender's own version counter: a late version 1 never replaces version 2,
+    whatever arrived when), then ``meta.lastUpdated``, or, where the sender left it out, the
+    event time (when the hub accepted it), then a non-numeric versionId as text. A version
+    without a numeric versionId sorts below every numbered one.
+    """
+    when = utc_instant(last_updated or event_time)
+    version = "" if version_id is None else str(version_id)
+    return f"{_version_number(version_id)}|{when}|{version}"
+
+
+def delete_order(version_id: Any, event_time: str) -> str:
+    """Where a deletion sorts: right after the version it names (a later number outranks
+    it: the resource was created again), else at its event time among unnumbered ones."""
+    number = _version_number(version_id)
+    if number != NO_VERSION:
+        return f"{number}|{_DELETED}|"
+    return f"{NO_VERSION}|{utc_instant(event_time)}|"
+
+
+def deleted_version(data: bytes) -> Any:
+    """The versionId a delete event names in its data, if any (see prepare_delete)."""
+    if not data:
+        return None
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    meta = parsed.get("meta") if isinstance(parsed, dict) else None
+    return meta.get("versionId") if isinstance(meta, dict) else None
+
+
+def time_order(last_updated: str | None, version_id: Any, event_time: str) -> str:
+    """The older order, ``<UTC instant>|<versionId>``: ``meta.lastUpdated`` (else the event
+    time) first. Still used by the patient index and the recognition orders, whose decisions
+    already on the log name record versions in this form."""
     when = utc_instant(last_updated or event_time)
     version = str(version_id or "0")
     return f"{when}|{int(version):012d}" if version.isdigit() else f"{when}|{version}"
+
+
+def order_time(key: str) -> str:
+    """The UTC instant in an order key (``meta.lastUpdated``, else the event time)."""
+    return key.split("|", 2)[1]

@@ -147,3 +147,95 @@ async def test_delete_and_read_errors(make_settings):
         async with httpx.AsyncClient(base_url=base) as anonymous:
             r = await anonymous.get("/fhir/Patient/township-1.d1")
             assert r.status_code == 401 and r.json()["issue"][0]["code"] == "login"
+
+
+async def test_hl7_examples_through_http_exactly_as_sent(make_settings):
+    """HL7's decimal example (with the subject and time the profile asks for), sent with a
+    byte-order mark, is served with every number as written; a versioned deletion hides
+    it; a type the hub does not serve is refused and a search of it is a 404."""
+    from pathlib import Path
+
+    fhir = Path(__file__).parents[2] / "samples" / "fhir"
+    dec = (fhir / "Observation-decimal.json").read_bytes().replace(
+        b'"status": "final",', b'"status": "final", "subject": {"reference": "Patient/p1"}, '
+        b'"effectiveDateTime": "2026-11-30", "meta": {"versionId": "2"},', 1)
+    fhir_json = {"Content-Type": "application/fhir+json"}
+    async with running_hub(make_settings()) as (_, base), \
+            httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as c:
+        r = await c.put("/fhir/Observation/decimal", content=b"\xef\xbb\xbf" + dec,
+                        headers=fhir_json)
+        assert r.status_code == 201, r.text
+        # a late version 1 arrives after version 2
+        old = dec.replace(b'"versionId": "2"', b'"versionId": "1"').replace(b"1.00", b"7")
+        assert (await c.put("/fhir/Observation/decimal", content=old,
+                            headers=fhir_json)).status_code == 201
+
+        async def served() -> bool:
+            return await status_of(c, "/fhir/Observation/township-1.decimal") == 200
+
+        await eventually(served)
+        body = (await c.get("/fhir/Observation/township-1.decimal")).content
+        for literal in (b"1.00", b"1E-22", b"1.000000000000000000E-245",
+                        b"-1.000000000000000000E+245"):
+            assert b'"value":' + literal + b"," in body, body
+        q = await c.put("/fhir/Questionnaire/q", json={"resourceType": "Questionnaire",
+                                                        "id": "q", "status": "draft"})
+        assert q.status_code == 400 and "not a resource type this hub" in q.text
+        assert (await c.get("/fhir/Questionnaire")).status_code == 404
+        assert (await c.get("/fhir/Questionnaire/q")).status_code == 404
+        cs = (await c.get("/fhir/metadata")).json()
+        assert "Questionnaire" not in {r["type"] for r in cs["rest"][0]["resource"]}
+
+
+async def test_conditional_interactions_and_urn_uuid_transactions(make_settings):
+    """Conditional create (If-None-Exist), conditional update (PUT Type?identifier=),
+    If-Match, and a transaction whose entries refer to each other by urn:uuid, on HL7's
+    example Patient and Observation."""
+    from pathlib import Path
+
+    fhir = Path(__file__).parents[2] / "samples" / "fhir"
+    pat = orjson.loads((fhir / "Patient-example.json").read_bytes())
+    system, value = pat["identifier"][0]["system"], pat["identifier"][0]["value"]
+    criteria = f"identifier={system}|{value}"
+    new = {k: v for k, v in pat.items() if k != "id"}
+    async with running_hub(make_settings()) as (_, base), \
+            httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as c:
+        first = await c.post("/fhir/Patient", json=new, headers={"If-None-Exist": criteria})
+        assert first.status_code == 201, first.text
+        location = first.headers["Location"]
+
+        async def visible() -> bool:
+            return await status_of(c, location) == 200
+
+        await eventually(visible)
+        again = await c.post("/fhir/Patient", json=new, headers={"If-None-Exist": criteria})
+        assert (again.status_code, again.headers["Location"]) == (200, location)
+        local = location.rsplit(".", 1)[-1]
+        updated = await c.put(f"/fhir/Patient?{criteria}", json={**new, "gender": "other"})
+        assert updated.status_code == 201 and updated.json()["id"] == local
+        stale = await c.put(f"/fhir/Patient/{local}", json={**new, "id": local},
+                            headers={"If-Match": 'W/"7"'})
+        assert stale.status_code == 412
+        assert stale.json()["issue"][0]["expression"] == ["(If-Match)"]
+        vague = await c.put("/fhir/Patient?name=peter", json=new)
+        assert vague.status_code == 422 and "identifier=system|value only" in vague.text
+
+        obs = orjson.loads((fhir / "Observation-glasgow.json").read_bytes())
+        del obs["id"]
+        obs["subject"] = {"reference": "urn:uuid:7d8a0c54-0000-4000-8000-000000000001"}
+        tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:7d8a0c54-0000-4000-8000-000000000002", "resource": obs,
+             "request": {"method": "POST", "url": "Observation"}},
+            {"fullUrl": "urn:uuid:7d8a0c54-0000-4000-8000-000000000001",
+             "resource": {**new, "identifier": [{"system": system, "value": "tx-1"}]},
+             "request": {"method": "POST", "url": "Patient"}}]}
+        answer = await c.post("/fhir", json=tx)
+        assert answer.status_code == 200, answer.text
+        obs_at, pat_at = (e["response"]["location"] for e in answer.json()["entry"])
+
+        async def stored() -> bool:
+            return await status_of(c, f"/fhir/{obs_at}") == 200
+
+        await eventually(stored)
+        read = (await c.get(f"/fhir/{obs_at}")).json()
+        assert read["subject"]["reference"] == pat_at  # Patient/township-1.<its new id>

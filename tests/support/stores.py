@@ -7,6 +7,8 @@ import uuid
 
 import sqlalchemy as sa
 
+from hub.store.db import Store, open_store
+
 PG_URL = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -30,3 +32,13 @@ def drop_schema(schema: str) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     engine.dispose()
+
+
+def sqlite_with(projection) -> tuple[Store, dict[str, sa.Table]]:
+    """An in-memory SQLite store holding ``projection``'s tables, and the tables."""
+    store = open_store("sqlite://")
+    tables = projection.tables(sa.MetaData())
+    with store.begin() as conn:
+        for t in tables.values():
+            t.create(conn)
+    return store, tables

@@ -12,8 +12,8 @@ from hub.envelope import new_event
 from hub.lab.projection import RESULTS, LabProjection
 from hub.lab.rules import flag_of, lab_result
 from hub.lab.units import ANALYTES, normalise
-from hub.store.db import open_store
 from tests.support.events import envelope
+from tests.support.stores import sqlite_with
 
 GLUCOSE = next(a for a in ANALYTES if a.key == "glucose")
 CREATININE = next(a for a in ANALYTES if a.key == "creatinine")
@@ -69,12 +69,8 @@ def test_newest_version_wins_whatever_the_order_and_batching(order, cuts):
     statuses = {1: "preliminary", 2: "final", 3: "amended", 4: "corrected",
                 5: "entered-in-error"}
     events = [_version(v, statuses[v]) for v in order]
-    store = open_store("sqlite://")
     projection = LabProjection()
-    tables = projection.tables(sa.MetaData())
-    with store.begin() as conn:
-        for t in tables.values():
-            t.create(conn)
+    store, tables = sqlite_with(projection)
     i = 0
     for cut in [*cuts, len(events)]:
         with store.begin() as conn:

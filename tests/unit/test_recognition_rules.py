@@ -123,8 +123,8 @@ def test_a_check_follows_the_results_newest_status_whatever_the_arrival_order(st
     from hub.engine.writer import write
     from hub.lab.projection import LabProjection
     from hub.recognition.service import run_check
-    from hub.store.db import open_store
     from tests.support.events import envelope
+    from tests.support.stores import sqlite_with
 
     versions = []
     for v, status in enumerate(statuses, 1):
@@ -137,12 +137,9 @@ def test_a_check_follows_the_results_newest_status_whatever_the_arrival_order(st
                "valueQuantity": {"value": 5.0 + v, "code": "mmol/L"}}
         versions.append(Event.from_envelope(envelope(obs, "lab-a"), "t", 0, v))
     rnd.shuffle(versions)
-    store = open_store("sqlite://")
     projection = LabProjection()
-    tables = projection.tables(sa.MetaData())
+    store, tables = sqlite_with(projection)
     with store.begin() as conn:
-        for t in tables.values():
-            t.create(conn)
         write(conn, tables, projection.apply(versions))
     from hub.mpi.projection import MpiProjection
 

@@ -4,7 +4,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.record.rules import hub_id, order_key, present, utc_instant
+from hub.record.rules import delete_order, hub_id, order_key, order_time, present, utc_instant
 from tests.support.resources import observation
 
 
@@ -43,16 +43,35 @@ def test_utc_instant_is_the_same_moment_in_any_offset(moment, hours):
     assert utc_instant(moment.isoformat()) == utc_instant(shifted.isoformat())
 
 
-@given(instants, instants, st.integers(1, 10**6), st.integers(1, 10**6))
-def test_order_key_sorts_like_last_updated_then_version(a, b, va, vb):
+@given(instants, instants, st.integers(1, 10**6), st.integers(1, 10**6),
+       st.sampled_from(["versionId", "none"]))
+def test_order_key_sorts_by_the_senders_version_then_last_updated(a, b, va, vb, numbered):
     a, b = a.replace(tzinfo=UTC), b.replace(tzinfo=UTC)
-    ka = order_key({"meta": {"lastUpdated": a.isoformat(), "versionId": str(va)}}, "")
-    kb = order_key({"meta": {"lastUpdated": b.isoformat(), "versionId": str(vb)}}, "")
-    assert (ka < kb) == ((a, va) < (b, vb))
+    if numbered == "versionId":
+        ka = order_key({"meta": {"lastUpdated": a.isoformat(), "versionId": str(va)}}, "")
+        kb = order_key({"meta": {"lastUpdated": b.isoformat(), "versionId": str(vb)}}, "")
+        assert (ka < kb) == ((va, a) < (vb, b))
+    else:  # no versionId: lastUpdated alone
+        ka = order_key({"meta": {"lastUpdated": a.isoformat()}}, "")
+        kb = order_key({"meta": {"lastUpdated": b.isoformat()}}, "")
+        assert (ka < kb) == (a < b)
+    assert order_time(ka) == utc_instant(a.isoformat())
 
 
 def test_order_key_falls_back_to_event_time():
-    assert order_key({}, "2026-11-01T00:00:00Z").startswith("2026-11-01T00:00:00.000000Z|")
+    key = order_key({}, "2026-11-01T00:00:00Z")
+    assert order_time(key) == "2026-11-01T00:00:00.000000Z"
+    # a numbered version outranks an unnumbered one, whenever each arrived
+    assert order_key({"meta": {"versionId": "1"}}, "2000-01-01T00:00:00Z") > key
+
+
+def test_a_deletion_sorts_after_the_version_it_names_and_before_the_next():
+    v3 = order_key({"meta": {"versionId": "3", "lastUpdated": "2030-01-01T00:00:00Z"}}, "")
+    gone = delete_order("3", "2026-11-01T00:00:00Z")
+    v4 = order_key({"meta": {"versionId": "4"}}, "2026-10-01T00:00:00Z")
+    assert v3 < gone < v4
+    # unnumbered: by time, as before
+    assert order_key({}, "2026-11-01T00:00:00Z") < delete_order(None, "2026-11-02T00:00:00Z")
 
 
 def test_national_ids_are_hashed_in_place_exactly_as_by_re_serialising():

@@ -51,9 +51,12 @@ def test_authenticate():
         directory.authenticate("guess")
 
 
-def test_prepare_stamps_and_signs():
-    p = prepare_upsert(township, {**patient(), "id": None}, "Patient", assign_id=True)
-    assert p.ok and p.resource["id"] and p.resource["meta"]["lastUpdated"]
+def test_prepare_assigns_an_id_and_signs_without_stamping_the_resource():
+    sent = {k: v for k, v in patient().items() if k not in ("id", "meta")}
+    p = prepare_upsert(township, sent, "Patient", assign_id=True)
+    assert p.ok and p.resource["id"]
+    # Only the id is added: the hub does not stamp meta.lastUpdated into what was sent.
+    assert p.resource == {**sent, "id": p.resource["id"]}
     assert p.envelope.key == f"township-1.{p.resource['id']}"
     # The gateway signs with the hub's key: valid for the log, never for the inbound topic.
     hub = FacilityRecord("hub", "demo", HUB_TIER, keys=(
