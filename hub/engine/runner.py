@@ -118,6 +118,7 @@ class ProjectionRunner:
         self._consumer: AIOKafkaConsumer | None = None
         self.tables: dict[str, sa.Table] = {}
         self.dedupe = getattr(projection, "dedupe_by_event_id", True)
+        self.rebuildable = getattr(projection, "rebuildable", True)
 
     def stop(self) -> None:
         """Ask the runner to finish its current batch and leave (drain)."""
@@ -394,7 +395,7 @@ class ProjectionRunner:
     def _catch_up(self, all_logs: bool) -> int:
         """Apply what the journal kept of earlier logs and this projection missed
         (``hub.engine.catchup``). Returns the events applied."""
-        if not getattr(self.projection, "rebuildable", True) or not self._topic_id:
+        if not self.rebuildable or not self._topic_id:
             return 0  # the journal itself
         with self.store.connect() as conn:
             todo = catchup.earlier_logs(conn, self.consumer_name, self.topic, self._topic_id,
@@ -421,7 +422,8 @@ class ProjectionRunner:
                       ) -> None:
         name = self.projection.name
         topic_id = topic_id or self._topic_id
-        with self.store.begin() as conn:
+        # The journal's commits are what acknowledgements wait for: they go first.
+        with self.store.begin(urgent=not self.rebuildable) as conn:
             state = tracking.projection_state(conn, name)
             if state is not None and state[1] != self._epoch:
                 raise _Reseek()

@@ -6,7 +6,9 @@ Driver errors never leave this package raw: :meth:`Store.begin` translates them 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,20 +30,67 @@ def _normalise(url: str) -> str:
     return url
 
 
+class WriterGate:
+    """One SQLite writer at a time in this process, and the journal first.
+
+    SQLite has one write lock per file. Left to its busy handler, the writers of one process
+    (the journal and every projection) retry with sleeps of up to 100 ms, so the journal,
+    whose commit every durable acknowledgement waits for, can lose several rounds to
+    projections that nobody is waiting for. Here a writer waits on a condition instead (woken
+    the moment the lock is free) and an ``urgent`` writer goes before the others. Other
+    processes still meet at SQLite's lock (busy_timeout)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self._urgent = 0
+
+    @contextmanager
+    def hold(self, urgent: bool = False) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner != me:
+                self._urgent += urgent
+                try:
+                    while self._owner is not None or (not urgent and self._urgent):
+                        self._cond.wait()
+                finally:
+                    self._urgent -= urgent
+                self._owner = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._owner = None
+                    self._cond.notify_all()
+
+
 class Store:
     """A database the hub writes projections, positions and the journal into."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._gate = WriterGate() if self.dialect == "sqlite" else None
 
     @property
     def is_sqlite(self) -> bool:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """One transaction: everything inside commits together or not at all."""
+    def begin(self, urgent: bool = False) -> Iterator[Connection]:
+        """One transaction: everything inside commits together or not at all. ``urgent``:
+        someone waits for this commit (the journal); on SQLite it goes first."""
+        gate = self._gate.hold(urgent) if self._gate else contextlib.nullcontext()
+        with gate, self._begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
                 # SQLite: a writer takes the write lock up front (BEGIN IMMEDIATE) so two
