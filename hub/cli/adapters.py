@@ -122,7 +122,8 @@ def mllp(facility: Hl7FacilityOpt,
                           f"{signer.kid}; AA once {meaning}). Ctrl-C stops.")
             await asyncio.Event().wait()
         finally:
-            await server.stop()
+            # Ctrl-C/SIGTERM: messages already taken are answered before the listener goes.
+            await server.stop(s.stop_timeout_s)
             if receipts is not None:
                 await receipts.stop()
             await publisher.stop()
