@@ -35,10 +35,13 @@ from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.metrics import COMPONENT_RESTARTS
+from hub.monitoring.service import Monitor
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
 from hub.recognition.catalogue import load_catalogue
 from hub.recognition.prompter import Prompter
+from hub.registry import care_sync
+from hub.registry.care import CareRegistry
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
@@ -71,6 +74,7 @@ class Hub:
         self.mpi: MpiService | None = None
         self.feeds: dict[str, OutboxRelay] = {}
         self.prompter: Prompter | None = None
+        self.monitor: Monitor | None = None
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.deadletters: DeadLetterKeeper | None = None
@@ -84,6 +88,7 @@ class Hub:
         # name -> "running" | "restarting" | "stopped" | "done", for /ready.
         self.components: dict[str, str] = {}
         self.acks: JournalAcks | None = None  # durable acknowledgement (ack_after=journal)
+        self.care = CareRegistry()  # family-doctor teams and devices, as the file says now
 
     async def __aenter__(self) -> Hub:
         s = self.settings
@@ -141,7 +146,8 @@ class Hub:
         if self._api_context is None:
             self._api_context = HubContext(self.settings, self.store, self.directory,
                                            self.publisher, self.checks, self.deadletters,
-                                           self.mpi, self.readiness, self.acks)
+                                           self.mpi, self.readiness, self.acks,
+                                           care=self.care)
         return self._api_context
 
     def start_api(self) -> asyncio.Task:
@@ -250,6 +256,15 @@ class Hub:
             await asyncio.to_thread(mark_published, self.store, changed)
             log.info("registry: published %d Organization event(s): %s", len(changed),
                      ", ".join(r.id for r in changed))
+        care = await asyncio.to_thread(care_sync.pending, self.store, consortium.care)
+        if care:
+            await self.publisher.publish(self.settings.topics.events, [
+                care_sync.event(sid, key, res, self.signer) for sid, key, res, _ in care])
+            await asyncio.to_thread(care_sync.mark_published, self.store, care)
+            log.info("registry: published %d team, resident and device event(s)", len(care))
+        self.care = consortium.care
+        if self._api_context is not None:
+            self._api_context.care = consortium.care
         fresh = consortium.directory(hub)
         records_changed = {f.record for f in fresh} != {f.record for f in self.directory}
         self.directory.refresh(fresh)  # tokens and apps: only this process uses them
@@ -302,6 +317,11 @@ class Hub:
         for name in names or list(catalogue):
             # The journal's commits are what a durable acknowledgement waits for.
             on_commit = self.acks.committed if name == "journal" and self.acks else None
+            if name == "monitoring" and not until_caught_up:
+                assert self.signer
+                self.monitor = Monitor(self.settings, self.store, self.publisher, self.signer,
+                                       self.acks)
+                on_commit = self.monitor.wake  # judge new readings as soon as they are stored
             runner = ProjectionRunner(self.settings, self.store, catalogue[name], self.publisher,
                                       on_commit=on_commit)
             self.runners.append(runner)
@@ -315,6 +335,8 @@ class Hub:
                 tasks.append(self._start_mpi(runner))
             if name == "recognition" and not until_caught_up:
                 tasks.append(self._start_prompter())
+            if self.monitor is not None and name == "monitoring" and not until_caught_up:
+                tasks.append(self._supervised("monitor", self.monitor.run))
             feed = FEEDS.get(name)
             if feed is not None and not until_caught_up:
                 table, topic, ce_type = feed(self.settings)
@@ -362,7 +384,7 @@ class Hub:
         1. The API takes no new requests (503 with Retry-After); those already inside run to
            their answer, whose durable acknowledgement needs the journal still running.
         2. What makes new events stops: ingest stage (it finishes its batch), patient index,
-           registry watch.
+           monitor, registry watch.
         3. The journal and every projection apply the log up to its end, so no projection
            holds a row the journal lacks and nothing acknowledged is left unprojected (the
            bundled broker forgets the log when it stops).
@@ -386,11 +408,13 @@ class Hub:
             if not await gate.drained(left()):
                 log.warning("stop: %d request(s) still unanswered after %.0f s", gate.inside,
                             self.settings.stop_timeout_s)
-        producers = [t for t in self._tasks if t.get_name() in ("ingest", "mpi")]
+        producers = [t for t in self._tasks if t.get_name() in ("ingest", "mpi", "monitor")]
         if self.ingest is not None:
             self.ingest.stop()
         if self.mpi is not None:
             self.mpi.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         for t in producers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(t), left())

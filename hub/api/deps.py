@@ -18,6 +18,7 @@ from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.checks import EdgeChecks
 from hub.log.producer import Publisher
 from hub.mpi.service import MpiService
+from hub.registry.care import CareRegistry
 from hub.store.db import Store
 
 
@@ -34,6 +35,7 @@ class HubContext:
     readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
     acks: JournalAcks | None = None  # set when a 2xx waits for the journal (ack_after)
     gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
+    care: CareRegistry = field(default_factory=CareRegistry)  # teams, residents, devices
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

@@ -41,7 +41,8 @@ def ensure_topics(settings: Settings, timeout: float | None = None) -> None:
     wanted = {t.inbound: settings.events_partitions, t.events: settings.events_partitions,
               t.deadletter: 1, t.lab: settings.events_partitions,
               t.imaging: settings.events_partitions,
-              t.recognition: settings.events_partitions}
+              t.recognition: settings.events_partitions,
+              t.alerts: settings.events_partitions}
     admin = _admin(settings.bootstrap, timeout)
     try:
         existing = set(admin.list_topics())

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 BP, GLUCOSE = "bp", "glucose"
 KINDS = (BP, GLUCOSE)
@@ -97,8 +98,13 @@ def _order(r: Reading) -> tuple[datetime, str]:
     return _at(r.time), r.id
 
 
+CONSORTIUM_TZ = ZoneInfo("Asia/Shanghai")
+
+
 def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    # A bare date (a resident's signing day) starts at midnight in the consortium's zone.
+    return t if t.tzinfo else t.replace(tzinfo=CONSORTIUM_TZ)
 
 
 def newest(readings: Iterable[Reading], kind: str, n: int) -> list[Reading]:

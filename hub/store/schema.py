@@ -168,3 +168,24 @@ recognition_prompts = sa.Table(
 # Outbox of hie.recognition.v1 (prompts and withdrawals), relayed like the feeds.
 recognition_outbox = outbox_table("hub_recognition_outbox", metadata)
 
+
+# What this hub last published for each family-doctor team, signed resident and device of
+# the consortium file (``hub.registry.care_sync``): a restart publishes only what changed,
+# and an entry that left the file is published once as inactive.
+care_sync = sa.Table(
+    "hub_care_sync",
+    metadata,
+    sa.Column("sync_id", sa.String(200), primary_key=True),  # e.g. Device/bp-c1-01
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("published", sa.String(40), nullable=False),
+)
+
+# The remote-monitoring monitor's place in the readings it has judged (mon_reading.seq), so
+# a restart judges only what is new (``hub.monitoring.service``).
+monitor_cursor = sa.Table(
+    "hub_monitor_cursor",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
