@@ -35,6 +35,7 @@ from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.metrics import COMPONENT_RESTARTS
+from hub.monitoring.intake import DeviceIntake
 from hub.monitoring.service import Monitor
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
@@ -75,6 +76,8 @@ class Hub:
         self.feeds: dict[str, OutboxRelay] = {}
         self.prompter: Prompter | None = None
         self.monitor: Monitor | None = None
+        self.intake: DeviceIntake | None = None  # home readings, from MQTT and HTTP
+        self.mqtt: Any = None  # adapters.devices.mqtt.MqttDeviceGateway when started
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.deadletters: DeadLetterKeeper | None = None
@@ -118,6 +121,9 @@ class Hub:
                 self.acks.start()
             self.deadletters = DeadLetterKeeper(self.store, self.publisher,
                                                 s.topics.deadletter)
+            self.intake = DeviceIntake(self.store, self.publisher, s.topics.events,
+                                       self.deadletters, lambda: self.care, self.signer,
+                                       self.acks, s.ack_timeout_s)
             await self.sync_registry(consortium)
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -147,7 +153,7 @@ class Hub:
             self._api_context = HubContext(self.settings, self.store, self.directory,
                                            self.publisher, self.checks, self.deadletters,
                                            self.mpi, self.readiness, self.acks,
-                                           care=self.care)
+                                           care=self.care, devices=self.intake)
         return self._api_context
 
     def start_api(self) -> asyncio.Task:
@@ -302,6 +308,16 @@ class Hub:
                 log.warning("registry: cannot publish the change yet (%s); retrying", exc)
                 seen = None
 
+    async def start_mqtt(self, url: str) -> None:
+        """The MQTT device gateway (``adapters.devices.mqtt``), feeding this hub's intake."""
+        from adapters.devices.mqtt import MqttDeviceGateway
+
+        assert self.intake
+        m = self.settings.monitoring
+        self.mqtt = MqttDeviceGateway(self.intake, url, m.mqtt_topic, m.mqtt_client_id)
+        await self.mqtt.start()
+        self.components["mqtt"] = "running"
+
     def start_ingest(self) -> asyncio.Task:
         assert self.directory and self.publisher
         assert self.store
@@ -408,6 +424,9 @@ class Hub:
             if not await gate.drained(left()):
                 log.warning("stop: %d request(s) still unanswered after %.0f s", gate.inside,
                             self.settings.stop_timeout_s)
+        if self.mqtt is not None:  # readings being handled get their acknowledgement
+            await self.mqtt.stop()
+            self.components["mqtt"] = "stopped"
         producers = [t for t in self._tasks if t.get_name() in ("ingest", "mpi", "monitor")]
         if self.ingest is not None:
             self.ingest.stop()

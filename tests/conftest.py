@@ -72,7 +72,8 @@ def make_settings(kafka, tmp_path: Path):
             kafka_bootstrap=bootstrap, enable_idempotence=idempotent,
             topics=Topics(inbound=f"t{tag}.inbound", events=f"t{tag}.events",
                           deadletter=f"t{tag}.deadletter", lab=f"t{tag}.lab",
-                          imaging=f"t{tag}.imaging", recognition=f"t{tag}.recognition"),
+                          imaging=f"t{tag}.imaging", recognition=f"t{tag}.recognition",
+                          alerts=f"t{tag}.alerts"),
             group_prefix=f"g{tag}", data_dir=tmp_path, events_partitions=3,
             session_timeout_ms=6000,
             # One hub per test reads every partition itself; tests of group behaviour

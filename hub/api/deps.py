@@ -17,6 +17,7 @@ from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.checks import EdgeChecks
 from hub.log.producer import Publisher
+from hub.monitoring.intake import DeviceIntake
 from hub.mpi.service import MpiService
 from hub.registry.care import CareRegistry
 from hub.store.db import Store
@@ -36,6 +37,7 @@ class HubContext:
     acks: JournalAcks | None = None  # set when a 2xx waits for the journal (ack_after)
     gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
     care: CareRegistry = field(default_factory=CareRegistry)  # teams, residents, devices
+    devices: DeviceIntake | None = None  # home readings (POST /devices/{id}/readings)
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop
@@ -92,7 +94,8 @@ LabReaderDep = Annotated[Principal, Depends(scoped("lab"))]
 ImagingReaderDep = Annotated[Principal, Depends(scoped("imaging"))]
 RecognitionReaderDep = Annotated[Principal, Depends(scoped("recognition"))]
 MpiReaderDep = Annotated[Principal, Depends(scoped("mpi"))]
+MonitoringReaderDep = Annotated[Principal, Depends(scoped("monitoring"))]
 
 __all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext", "ImagingReaderDep",
-           "LabReaderDep", "MpiReaderDep", "ReaderDep", "RecognitionReaderDep", "ScopeError",
-           "SharedRecordReaderDep", "scoped"]
+           "LabReaderDep", "MonitoringReaderDep", "MpiReaderDep", "ReaderDep",
+           "RecognitionReaderDep", "ScopeError", "SharedRecordReaderDep", "scoped"]

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 import orjson
-import sqlalchemy as sa
 from fastapi import APIRouter, Body, Query
 
 from hub import clock
@@ -21,7 +20,7 @@ from hub.access.rules import Principal, may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, HubContext, ImagingReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
-from hub.api.publish import publish_acknowledged
+from hub.api.publish import projected, publish_acknowledged
 from hub.envelope import new_event, now_rfc3339
 from hub.fhir import validate
 from hub.imaging import read as img
@@ -29,7 +28,6 @@ from hub.imaging import rules
 from hub.mpi.service import linked_records
 from hub.registry.model import FacilityRecord
 from hub.signing import hub_signer
-from hub.store.schema import applied
 
 router = APIRouter(prefix="/imaging", tags=["imaging and ECG"])
 SERVICES = ("imaging", "ecg", "pathology")
@@ -101,29 +99,13 @@ async def claim(study_id: str, ctx: ContextDep, reader: ImagingReaderDep,
     env = hub_signer().sign(new_event(reader.id, "Task", task_id, found["patient_key"],
                                       orjson.dumps(task)))
     await publish_acknowledged(ctx, [env])
-    if not await _applied(ctx, env.id):
+    if not await projected(ctx, "imaging", env.id):
         return error(503, "the claim was published but the imaging projection has not "
                      "applied it yet; ask again for the worklist", "transient")
     holder = await asyncio.to_thread(img.claim, ctx.store, study_id)
     mine = holder is not None and holder["task_id"] == f"{reader.id}.{task_id}"
     body = {"study": study_id, "won": mine, "claim": holder}
     return FhirResponse(body, status_code=200 if mine else 409)
-
-
-async def _applied(ctx: HubContext, event_id: str, timeout: float = 30.0) -> bool:
-    def seen() -> bool:
-        with ctx.store.connect() as conn:
-            return conn.execute(sa.select(applied.c.event_id).where(
-                applied.c.consumer == "projection:imaging",
-                applied.c.event_id == event_id)).first() is not None
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await asyncio.to_thread(seen):
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 @router.get("/unmatched-reports")

@@ -7,11 +7,15 @@ too, so a 2xx never names an event a restart could lose. See ``hub.engine.acks``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+
+import sqlalchemy as sa
 
 from hub.api.deps import HubContext
 from hub.engine.acks import publish_durably
 from hub.envelope import Envelope
+from hub.store.schema import applied
 
 
 async def publish_acknowledged(ctx: HubContext, envelopes: Sequence[Envelope]) -> None:
@@ -24,3 +28,22 @@ async def publish_acknowledged(ctx: HubContext, envelopes: Sequence[Envelope]) -
     """
     await publish_durably(ctx.publisher, ctx.settings.topics.events, envelopes, ctx.acks,
                           ctx.settings.ack_timeout_s)
+
+
+async def projected(ctx: HubContext, projection: str, event_id: str, timeout: float = 30.0
+                    ) -> bool:
+    """Wait until ``projection`` has applied ``event_id`` (True), or ``timeout`` passed:
+    an answer that reads the projection back then shows the caller's own event."""
+    def seen() -> bool:
+        with ctx.store.connect() as conn:
+            return conn.execute(sa.select(applied.c.event_id).where(
+                applied.c.consumer == f"projection:{projection}",
+                applied.c.event_id == event_id)).first() is not None
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await asyncio.to_thread(seen):
+            return True
+        await asyncio.sleep(0.05)
+    return False

@@ -189,3 +189,15 @@ monitor_cursor = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False),
 )
+
+# Readings the device intake has accepted (event ids derived from the reading): the same
+# reading sent again is a duplicate, whatever the journal has caught up with. Written after
+# the durable moment, so a crash before it only lets the resend through (same event id:
+# consumers drop it), never marks a reading as kept that was not.
+device_readings = sa.Table(
+    "hub_device_readings",
+    metadata,
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("accepted_at", sa.String(40), nullable=False),
+)
