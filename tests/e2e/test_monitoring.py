@@ -9,6 +9,8 @@ import asyncio
 from datetime import timedelta
 
 import httpx
+import jsonschema
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -17,12 +19,14 @@ from hub.config import Monitoring
 from hub.engine.rebuild import rebuild
 from hub.monitoring import read
 from hub.monitoring.projection import MonitoringProjection
+from hub.schemas import schema_file
 from hub.store.schema import dead_letters
 from tests.support.events import read_json_topic
 from tests.support.hub_server import auth, eventually, running_hub
 from tests.support.mqtt import MQTT_URL, Meter, require_mqtt, unique_prefix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
+FEED_SCHEMA = orjson.loads(schema_file("alerts-feed.schema.json").read_bytes())
 C1, T1, CITY = "demo-secret-community-1", "demo-secret-township-1", "demo-secret-city-1"
 HOME1 = "community-1.home-01"  # signed to team-c1, hypertension; meter bp-c1-01
 HOME3 = "community-1.home-03"  # team-c1, diabetic; meters bp-c1-03, glu-c1-03
@@ -158,6 +162,8 @@ async def test_meters_to_alerts_to_referral(make_settings, hub_clock):
         assert critical["referral"] == referral["service_request"]
 
         feed = await read_json_topic(settings, settings.topics.alerts, 200, timeout=10)
+        for message in feed:
+            jsonschema.validate(message, FEED_SCHEMA)
         changes = {(m["alert"], m["change"]) for m in feed}
         bp_ref, crit_ref = f"DetectedIssue/{bp_alert['id']}", f"DetectedIssue/{critical['id']}"
         assert {(bp_ref, c) for c in ("opened", "acknowledged", "resolved")} <= changes

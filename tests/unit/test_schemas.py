@@ -46,7 +46,8 @@ def test_asyncapi_names_the_configured_topics():
     doc = yaml.safe_load((SCHEMAS / "asyncapi.yaml").read_text())
     addresses = {c["address"] for c in doc["channels"].values()}
     t = Settings().topics
-    assert addresses == {t.inbound, t.events, t.deadletter, t.lab, t.imaging, t.recognition}
+    assert addresses == {t.inbound, t.events, t.deadletter, t.lab, t.imaging, t.recognition,
+                         t.alerts}
 
 
 def test_consortium_schema_accepts_the_bundled_demo_and_refuses_bad_tiers(tmp_path):
