@@ -150,12 +150,14 @@ def demo(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Clear the demo's store (hub.db and demo-state.json; keys stay) and "
         "start a new story instead of continuing the one in the data directory.")] = False,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Broker + gateway + ingest + journal + projections + API, and a simulated consortium."""
     from hub.demo.run import run_demo
     from hub.log.broker import free_port, port_in_use
 
     s = settings(kafka, db, data_dir, None, api_port=port)
+    mqtt = mqtt_url(mqtt)
     # A demo should just run: if something already listens on a default port, take a free
     # one and say so (the panel printed at start shows the ports in use).
     moved = {}
@@ -166,7 +168,7 @@ def demo(
     for name, new in moved.items():
         console.print(f"[yellow]{name.replace('_', ' ')} {getattr(s, name)} is taken; "
                       f"using {new}[/yellow]")
-    run(run_demo(s.model_copy(update=moved), console, seconds, rate, fresh=fresh))
+    run(run_demo(s.model_copy(update=moved), console, seconds, rate, fresh=fresh, mqtt=mqtt))
 
 
 def bench(
