@@ -145,6 +145,9 @@ class Monitor:
                     await self.once()
             except HubError as exc:  # broker or store away: the next pass tries again
                 log.warning("monitor: %s; retrying", exc)
+            # At most ten passes a second however often the projection commits: each pass
+            # takes every reading stored since the last one.
+            await asyncio.sleep(0.1)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
             self._wake.clear()
