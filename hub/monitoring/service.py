@@ -33,7 +33,8 @@ import sqlalchemy as sa
 from hub import clock
 from hub.config import Monitoring, Settings
 from hub.engine.acks import JournalAcks, publish_durably
-from hub.engine.writer import dialect_insert
+from hub.engine.projection import Upsert
+from hub.engine.writer import write
 from hub.envelope import HUB_SOURCE, Envelope, new_event_id, now_rfc3339
 from hub.errors import HubError
 from hub.log.producer import Publisher
@@ -175,10 +176,8 @@ class Monitor:
 
     def _save_cursor(self, seq: int) -> None:
         with self.store.begin() as conn:
-            ins = dialect_insert(conn, monitor_cursor)
-            conn.execute(ins.on_conflict_do_update(index_elements=["name"],
-                                                   set_={"seq": ins.excluded.seq}),
-                         [{"name": "readings", "seq": seq}])
+            write(conn, {monitor_cursor.name: monitor_cursor}, [Upsert(
+                monitor_cursor.name, {"name": "readings", "seq": seq}, ("name",))])
 
     def _unresolved(self, conn: sa.Connection, patients: list[str]) -> set[tuple[str, str]]:
         rows = conn.execute(sa.select(ALERTS.c.patient_key, ALERTS.c.kind).select_from(

@@ -15,7 +15,8 @@ import hashlib
 import orjson
 import sqlalchemy as sa
 
-from hub.engine.writer import dialect_insert
+from hub.engine.projection import Upsert
+from hub.engine.writer import write
 from hub.envelope import HUB_SOURCE, Envelope, new_event_id, now_rfc3339
 from hub.registry import care
 from hub.signing import Signer
@@ -51,14 +52,8 @@ def event(sync_id: str, key: str, resource: dict, signer: Signer) -> Envelope:
 
 
 def mark_published(store: Store, done: list[Pending]) -> None:
-    if not done:
-        return
     now = now_rfc3339()
     with store.begin() as conn:
-        ins = dialect_insert(conn, care_sync)
-        conn.execute(ins.on_conflict_do_update(
-            index_elements=["sync_id"],
-            set_={"digest": ins.excluded.digest, "active": ins.excluded.active,
-                  "published": ins.excluded.published}),
-            [{"sync_id": sid, "digest": _digest(res), "active": active, "published": now}
-             for sid, _, res, active in done])
+        write(conn, {care_sync.name: care_sync}, [Upsert(care_sync.name, {
+            "sync_id": sid, "digest": _digest(res), "active": active, "published": now},
+            ("sync_id",)) for sid, _, res, active in done])
