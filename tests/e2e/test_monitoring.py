@@ -196,3 +196,28 @@ async def test_readings_sent_while_the_hub_is_down_arrive_when_it_is_back(make_s
                 return len(r.json()["readings"]) == 3
             await eventually(three)
         assert hub.mqtt.acked == 3 and letters(hub) == []
+
+
+async def test_past_the_sla_an_alert_goes_to_the_specialist_and_silence_is_noticed(
+        make_settings, hub_clock):
+    # An SLA of a few seconds: the monitor's sweep (every 10 s) escalates what nobody took up.
+    settings = make_settings(monitoring=Monitoring(sla_hours=0.001))
+    async with running_hub(settings) as (_, base):
+        async with httpx.AsyncClient(base_url=base, headers=auth(T1)) as t1:
+            for h in (50, 30, 10):
+                r = await t1.post("/devices/bp-t1-02/readings", json={
+                    "time": ago(h), "systolic": 152, "diastolic": 96})
+                assert r.status_code == 201, r.text
+
+            async def escalated() -> bool:
+                found = await alert_of(t1, "township-1.home-02", "uncontrolled-bp")
+                return found is not None and found["escalated_to"] == "county-1"
+            await eventually(escalated)
+            found = await alert_of(t1, "township-1.home-02", "uncontrolled-bp")
+            assert found["breached"] and found["status"] == "open"
+            assert found["escalation_reason"] == "not acknowledged within 0.001 h"
+            # township-1.home-06 signed up weeks ago and never sent a reading.
+            silent = await alert_of(t1, "township-1.home-06", "missing-readings")
+            assert silent is not None and "since enrolment" in silent["reason"]
+        async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-county-1")) as c:
+            assert found["id"] in {a["id"] for a in await alerts(c, escalated="true")}
