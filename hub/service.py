@@ -238,6 +238,9 @@ class Hub:
 
         store = await asyncio.to_thread(store_ok)
         components = dict(self.components)
+        if self.mqtt is not None and components.get("mqtt") == "running" and \
+                not self.mqtt.connected.is_set():
+            components["mqtt"] = "disconnected"  # paho reconnects; readings wait in MQTT
         if self._server is not None:
             components["api"] = "running" if self._server.started else "starting"
         ready = broker and store and all(v in ("running", "done")
