@@ -129,6 +129,7 @@ class Monitor:
         # Raised but perhaps not projected yet: (patient, kind) and escalated alert ids.
         self._pending: dict[tuple[str, str], float] = {}
         self._pending_escalations: dict[str, float] = {}
+        self._raised: set[str] = set()  # alert ids this process published
 
     def stop(self) -> None:
         self._stop.set()
@@ -222,16 +223,26 @@ class Monitor:
                open_kinds: set[tuple[str, str]]) -> list[Envelope]:
         out: list[Envelope] = []
         for f in found:
-            if (patient, f.kind) in open_kinds:
-                continue
-            aid = alert_id(patient, f.kind, f.readings or f.reason)
-            out.append(_sign(self.signer, alert_resource(aid, patient, team, f), patient))
-            self._pending[(patient, f.kind)] = time.monotonic()
-            open_kinds.add((patient, f.kind))
-            self.raised += 1
-            if f.kind == CRITICAL:
-                out += self._escalate(conn, aid, patient, team, f"critical reading: "
-                                      f"{f.reason}")
+            if (patient, f.kind) not in open_kinds:
+                out += self._alert(conn, patient, team, f, f.readings or f.reason)
+                open_kinds.add((patient, f.kind))
+        return out
+
+    def _alert(self, conn: sa.Connection, patient: str, team: str, f: Finding,
+               basis: tuple[str, ...] | str) -> list[Envelope]:
+        """The events raising ``f`` (and escalating it, if critical), unless the same alert
+        (same resident, kind and basis) exists already, in whatever state: a resolved
+        alert is not raised again by the same readings."""
+        aid = alert_id(patient, f.kind, basis)
+        if aid in self._raised or conn.execute(sa.select(ALERTS.c.alert_id).where(
+                ALERTS.c.alert_id == aid)).first() is not None:
+            return []
+        out = [_sign(self.signer, alert_resource(aid, patient, team, f), patient)]
+        self._raised.add(aid)
+        self._pending[(patient, f.kind)] = time.monotonic()
+        self.raised += 1
+        if f.kind == CRITICAL:
+            out += self._escalate(conn, aid, patient, team, f"critical reading: {f.reason}")
         return out
 
     def _escalate(self, conn: sa.Connection, aid: str, patient: str, team: str | None,
@@ -261,15 +272,9 @@ class Monitor:
                 for e in chunk:
                     f = missing(last.get(e.patient_key), e.signed or now.isoformat(), now,
                                 self.th)
-                    if f is not None:
+                    if f is not None and (e.patient_key, MISSING) not in open_kinds:
                         basis = last.get(e.patient_key) or f"signed {e.signed}"
-                        f = dataclasses.replace(f, readings=())
-                        if (e.patient_key, MISSING) not in open_kinds:
-                            aid = alert_id(e.patient_key, MISSING, basis)
-                            out.append(_sign(self.signer, alert_resource(
-                                aid, e.patient_key, e.team_id, f), e.patient_key))
-                            self._pending[(e.patient_key, MISSING)] = time.monotonic()
-                            self.raised += 1
+                        out += self._alert(conn, e.patient_key, e.team_id, f, basis)
             sla = self.settings.monitoring.sla_hours
             overdue = conn.execute(sa.select(ALERTS.c.alert_id, ALERTS.c.patient_key,
                                              ALERTS.c.team_id, ALERTS.c.opened).select_from(

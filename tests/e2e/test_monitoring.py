@@ -202,7 +202,7 @@ async def test_past_the_sla_an_alert_goes_to_the_specialist_and_silence_is_notic
         make_settings, hub_clock):
     # An SLA of a few seconds: the monitor's sweep (every 10 s) escalates what nobody took up.
     settings = make_settings(monitoring=Monitoring(sla_hours=0.001))
-    async with running_hub(settings) as (_, base):
+    async with running_hub(settings) as (hub, base):
         async with httpx.AsyncClient(base_url=base, headers=auth(T1)) as t1:
             for h in (50, 30, 10):
                 r = await t1.post("/devices/bp-t1-02/readings", json={
@@ -219,5 +219,17 @@ async def test_past_the_sla_an_alert_goes_to_the_specialist_and_silence_is_notic
             # township-1.home-06 signed up weeks ago and never sent a reading.
             silent = await alert_of(t1, "township-1.home-06", "missing-readings")
             assert silent is not None and "since enrolment" in silent["reason"]
+            # Resolved while the resident is still silent: the same finding is not raised
+            # again (sweeps every half second from here).
+            r = await t1.post(f"/monitoring/alerts/{silent['id']}/resolve", json={"by": "赵医生"})
+            assert r.json()["status"] == "resolved"
+            hub.monitor.sweep_seconds = 0.5
+            await asyncio.sleep(3)
+            assert await alert_of(t1, "township-1.home-06", "missing-readings") is None
+            with hub.store.connect() as conn:
+                raised = conn.execute(sa.text(
+                    "SELECT COUNT(*) FROM hub_journal WHERE subject = :s"),
+                    {"s": f"DetectedIssue/{silent['id']}"}).scalar_one()
+            assert raised == 1
         async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-county-1")) as c:
             assert found["id"] in {a["id"] for a in await alerts(c, escalated="true")}
