@@ -23,7 +23,7 @@ from hub.schemas import schema_file
 from hub.store.schema import dead_letters
 from tests.support.events import read_json_topic
 from tests.support.hub_server import auth, eventually, running_hub
-from tests.support.mqtt import MQTT_URL, Meter, require_mqtt, unique_prefix
+from tests.support.mqtt import MQTT_URL, Meter, OwnMosquitto, require_mqtt, unique_prefix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 FEED_SCHEMA = orjson.loads(schema_file("alerts-feed.schema.json").read_bytes())
@@ -233,3 +233,45 @@ async def test_past_the_sla_an_alert_goes_to_the_specialist_and_silence_is_notic
             assert raised == 1
         async with httpx.AsyncClient(base_url=base, headers=auth("demo-secret-county-1")) as c:
             assert found["id"] in {a["id"] for a in await alerts(c, escalated="true")}
+
+
+async def test_readings_survive_a_restart_of_the_mqtt_broker(make_settings, tmp_path):
+    broker = OwnMosquitto(tmp_path / "mosquitto")
+    broker.start()
+    prefix = unique_prefix()
+    settings = mqtt_settings(make_settings, prefix)
+    try:
+        async with running_hub(settings) as (hub, _):
+            await hub.start_mqtt(broker.url)  # the session now lives in the broker
+        with broker.meter(prefix) as meter:  # the hub is down
+            for h in (30, 20):
+                meter.send("bp-t1-04", {"time": ago(h), "systolic": 128, "diastolic": 81})
+        broker.stop()  # ... and the MQTT broker restarts too
+        broker.start()
+        async with running_hub(settings) as (hub, base), \
+                httpx.AsyncClient(base_url=base, headers=auth(T1)) as c:
+            await hub.start_mqtt(broker.url)
+
+            async def readings(n: int) -> bool:
+                r = await c.get("/monitoring/patients/township-1.home-04")
+                return len(r.json()["readings"]) == n
+            await eventually(lambda: readings(2))
+            # The broker goes away under a running hub: the gateway reconnects by itself.
+            broker.stop()
+            await eventually(lambda: _false_then(hub.mqtt.connected.is_set()))
+            broker.start()
+            await eventually(lambda: _true(hub.mqtt.connected.is_set()), timeout=30)
+            with broker.meter(prefix) as meter:
+                meter.send("bp-t1-04", {"time": ago(10), "systolic": 126, "diastolic": 80})
+            await eventually(lambda: readings(3))
+            assert letters(hub) == []
+    finally:
+        broker.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _false_then(value: bool) -> bool:
+    return not value
