@@ -1,7 +1,8 @@
 """Remote monitoring end to end: home meters over MQTT (the machine's Mosquitto) and HTTP,
 refusals dead-lettered with their reason, alerts on the team's worklist and on
 hie.alerts.v1, acknowledge / resolve / escalate / refer as events, a rebuild giving the same
-alerts, and readings sent while the hub was down arriving once it is back."""
+alerts, SLA escalation and missing readings (on SQLite and PostgreSQL), and readings sent
+while the hub or the MQTT broker was down arriving once they are back."""
 
 from __future__ import annotations
 
@@ -199,10 +200,12 @@ async def test_readings_sent_while_the_hub_is_down_arrive_when_it_is_back(make_s
 
 
 async def test_past_the_sla_an_alert_goes_to_the_specialist_and_silence_is_noticed(
-        make_settings, hub_clock):
-    # An SLA of a few seconds: the monitor's sweep (every 10 s) escalates what nobody took up.
-    settings = make_settings(monitoring=Monitoring(sla_hours=0.001))
+        make_settings, store_url, hub_clock):
+    # An SLA of a few seconds; the monitor sweeps every half second instead of every 10 s.
+    settings = make_settings(monitoring=Monitoring(sla_hours=0.001), database_url=store_url)
     async with running_hub(settings) as (hub, base):
+        assert hub.monitor is not None
+        hub.monitor.sweep_seconds = 0.5
         async with httpx.AsyncClient(base_url=base, headers=auth(T1)) as t1:
             for h in (50, 30, 10):
                 r = await t1.post("/devices/bp-t1-02/readings", json={
@@ -220,10 +223,9 @@ async def test_past_the_sla_an_alert_goes_to_the_specialist_and_silence_is_notic
             silent = await alert_of(t1, "township-1.home-06", "missing-readings")
             assert silent is not None and "since enrolment" in silent["reason"]
             # Resolved while the resident is still silent: the same finding is not raised
-            # again (sweeps every half second from here).
+            # again.
             r = await t1.post(f"/monitoring/alerts/{silent['id']}/resolve", json={"by": "赵医生"})
             assert r.json()["status"] == "resolved"
-            hub.monitor.sweep_seconds = 0.5
             await asyncio.sleep(3)
             assert await alert_of(t1, "township-1.home-06", "missing-readings") is None
             with hub.store.connect() as conn:
