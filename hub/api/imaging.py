@@ -20,7 +20,7 @@ from hub.access.rules import Principal, may_read_patient, readable_facilities
 from hub.api.deps import ContextDep, HubContext, ImagingReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
-from hub.api.publish import projected, publish_acknowledged
+from hub.api.publish import applied_by, publish_acknowledged
 from hub.envelope import new_event, now_rfc3339
 from hub.fhir import validate
 from hub.imaging import read as img
@@ -99,7 +99,7 @@ async def claim(study_id: str, ctx: ContextDep, reader: ImagingReaderDep,
     env = hub_signer().sign(new_event(reader.id, "Task", task_id, found["patient_key"],
                                       orjson.dumps(task)))
     await publish_acknowledged(ctx, [env])
-    if not await projected(ctx, "imaging", env.id):
+    if not await applied_by(ctx, "imaging", env.id):
         return error(503, "the claim was published but the imaging projection has not "
                      "applied it yet; ask again for the worklist", "transient")
     holder = await asyncio.to_thread(img.claim, ctx.store, study_id)

@@ -20,7 +20,7 @@ from hub.access.rules import Principal, may_read_patient
 from hub.api.deps import ContextDep, FacilityDep, HubContext, MonitoringReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import RETRY_AFTER, FhirResponse, error, unavailable
-from hub.api.publish import projected, publish_acknowledged
+from hub.api.publish import applied_by, publish_acknowledged
 from hub.envelope import Envelope, new_event, now_rfc3339
 from hub.fhir import validate
 from hub.monitoring import read
@@ -151,7 +151,7 @@ async def _act(ctx: HubContext, who: Principal, alert_id: str, action: str, by: 
         return error(400, issues[0].diagnostics, "invalid")
     env = _event(who.id, task, found["patient_key"])
     await publish_acknowledged(ctx, [env])
-    if not await projected(ctx, "monitoring", env.id):
+    if not await applied_by(ctx, "monitoring", env.id):
         return error(503, f"the {action} was recorded but the worklist has not shown it yet; "
                      "read the alert again", "transient", headers=RETRY_AFTER)
     return FhirResponse(await asyncio.to_thread(read.alert, ctx.store, alert_id,
@@ -228,7 +228,7 @@ async def refer(alert_id: str, ctx: ContextDep, who: MonitoringReaderDep,
             return error(400, f"{res['resourceType']}: {issues[0].diagnostics}", "invalid")
     envs = [_event(sender, res, key) for res in (service_request, task, action)]
     await publish_acknowledged(ctx, envs)
-    if not await projected(ctx, "monitoring", envs[-1].id):
+    if not await applied_by(ctx, "monitoring", envs[-1].id):
         return error(503, "the referral was recorded but the worklist has not shown it yet; "
                      "read the alert again", "transient", headers=RETRY_AFTER)
     return FhirResponse({"alert": alert_id,

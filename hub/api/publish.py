@@ -30,10 +30,10 @@ async def publish_acknowledged(ctx: HubContext, envelopes: Sequence[Envelope]) -
                           ctx.settings.ack_timeout_s)
 
 
-async def projected(ctx: HubContext, projection: str, event_id: str, timeout: float = 30.0
-                    ) -> bool:
-    """Wait until ``projection`` has applied ``event_id`` (True), or ``timeout`` passed:
-    an answer that reads the projection back then shows the caller's own event."""
+async def applied_by(ctx: HubContext, projection: str, event_id: str,
+                     timeout: float = 30.0) -> bool:
+    """Wait until ``projection`` has applied the event (False after ``timeout`` seconds): an
+    endpoint whose answer is decided by log order reads the projection only then."""
     def seen() -> bool:
         with ctx.store.connect() as conn:
             return conn.execute(sa.select(applied.c.event_id).where(
