@@ -7,9 +7,9 @@ import copy
 
 import pytest
 import yaml
+from fhir.resources.R4B import get_fhir_model_class
 
 from hub.errors import ConfigError
-from hub.fhir import validate
 from hub.registry import care, care_sync
 from hub.registry.consortium_file import (
     parse_consortium,
@@ -63,9 +63,11 @@ def test_fhir_forms_are_valid_and_say_when_an_entry_left():
     resources = care.resources(read_consortium(None).care)
     assert {k.split("/")[0] for k in resources} == {"CareTeam", "EpisodeOfCare", "Device"}
     for sync_id, (key, res) in resources.items():
-        assert validate(res, res["resourceType"]) == [], sync_id
+        # The hub publishes these itself (they do not come through the edge): R4B, checked
+        # with the FHIR models directly.
+        get_fhir_model_class(res["resourceType"]).model_validate(res)
         gone_key, gone = care.retired(sync_id)
-        assert validate(gone, gone["resourceType"]) == []
+        get_fhir_model_class(gone["resourceType"]).model_validate(gone)
         assert gone["status"] in ("inactive", "finished") and gone["id"] == res["id"]
         if res["resourceType"] == "EpisodeOfCare":
             assert key == gone_key == res["patient"]["reference"].split("/", 1)[1]
