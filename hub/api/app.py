@@ -19,7 +19,7 @@ from hub.access.rules import Principal, may_read_metrics, refused_credential
 from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition, referral
 from hub.api.capability import capability_statement
 from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
-from hub.api.docs import install_docs
+from hub.api.docs import install_asyncapi, install_docs
 from hub.api.gate import GateMiddleware, RequestGate
 from hub.api.outcome import FhirResponse, error, unavailable
 from hub.envelope import now_rfc3339
@@ -159,5 +159,6 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(recognition.router)
     app.include_router(referral.router)
     install_docs(app)
+    install_asyncapi(app)
     app.include_router(deadletters.router)
     return app
