@@ -2,8 +2,10 @@
 
 It reads ``hie.referral.v1`` to learn which patients the clinic referred (from the start of
 the topic at every start, without a consumer group: the fold lives in memory), and reads
-``hie.lab.v1`` and ``hie.imaging.v1`` in the consumer group ``notifier-<facility>`` (so a
-restart resumes where it stopped). When a watched patient gets an abnormal result or a
+``hie.lab.v1`` and ``hie.imaging.v1`` in the consumer groups ``notifier-<facility>-lab`` and
+``-imaging`` (so a restart resumes where it stopped; one group per topic, as faststream runs a
+consumer per subscriber, and two consumers of different topics in one group would only
+rebalance each other). When a watched patient gets an abnormal result or a
 report from another facility (``clinic.ClinicWatch``), it publishes a ``Notification`` to
 ``clinic.notifications.v1`` keyed by the clinic, and says it on the console. Run it with
 ``hub app notifier --facility township-1`` beside ``make demo``.
@@ -52,17 +54,17 @@ class Notifier:
                 self.say(f"{'watching' if started else 'no longer watching'} "
                          f"{m.patient_key} (referral {m.referral}, {m.state})")
 
-        @broker.subscriber(t.lab, group_id=group, auto_offset_reset="earliest",
+        @broker.subscriber(t.lab, group_id=f"{group}-lab", auto_offset_reset="earliest",
                            title="notifierLab", description=(
                                "Abnormal results of watched patients (group "
-                               "notifier-<facility>)."))
+                               "notifier-<facility>-lab)."))
         async def on_lab(m: LabChange) -> None:
             await self.tell(self.watch.on_lab(m))
 
-        @broker.subscriber(t.imaging, group_id=group, auto_offset_reset="earliest",
+        @broker.subscriber(t.imaging, group_id=f"{group}-imaging", auto_offset_reset="earliest",
                            title="notifierImaging", description=(
                                "Imaging and ECG reports of watched patients (group "
-                               "notifier-<facility>)."))
+                               "notifier-<facility>-imaging)."))
         async def on_report(m: ImagingReport) -> None:
             await self.tell(self.watch.on_report(m))
 

@@ -4,6 +4,7 @@ contract files generated from the feeds' models."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import typer
@@ -33,11 +34,15 @@ def notifier(
     s = settings(kafka=kafka, facilities=facilities)
     read_consortium(s.facilities_file).get(facility)  # a typo fails here, in one line
     topic = to or NOTIFICATIONS
-    app = Notifier(s, facility, topic, say=console.print)
+    # Data, not markup: a conclusion may hold brackets.
+    app = Notifier(s, facility, topic,
+                   say=lambda text: console.print(text, markup=False, highlight=False))
 
     async def main() -> None:
         from aiokafka.errors import KafkaError
 
+        # faststream logs each partition assignment at INFO; the app prints what matters.
+        logging.getLogger("faststream").setLevel(logging.WARNING)
         # Fails fast and in one line when no broker answers; creates the topics a hub that
         # has not started yet would, so the subscriptions find them.
         await asyncio.to_thread(ensure_topics, s, None, {topic: s.events_partitions})
