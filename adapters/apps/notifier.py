@@ -54,17 +54,18 @@ class Notifier:
                 self.say(f"{'watching' if started else 'no longer watching'} "
                          f"{m.patient_key} (referral {m.referral}, {m.state})")
 
-        @broker.subscriber(t.lab, group_id=f"{group}-lab", auto_offset_reset="earliest",
-                           title="notifierLab", description=(
-                               "Abnormal results of watched patients (group "
-                               "notifier-<facility>-lab)."))
+        def results(topic: str, name: str, what: str):
+            """A subscriber of a results feed, in a group of its own (see above)."""
+            return broker.subscriber(topic, group_id=f"{group}-{name}",
+                                     auto_offset_reset="earliest", title=f"notifier{name.title()}",
+                                     description=f"{what} of watched patients (group "
+                                                 f"notifier-<facility>-{name}).")
+
+        @results(t.lab, "lab", "Abnormal results")
         async def on_lab(m: LabChange) -> None:
             await self.tell(self.watch.on_lab(m))
 
-        @broker.subscriber(t.imaging, group_id=f"{group}-imaging", auto_offset_reset="earliest",
-                           title="notifierImaging", description=(
-                               "Imaging and ECG reports of watched patients (group "
-                               "notifier-<facility>-imaging)."))
+        @results(t.imaging, "imaging", "Imaging and ECG reports")
         async def on_report(m: ImagingReport) -> None:
             await self.tell(self.watch.on_report(m))
 
