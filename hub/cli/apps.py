@@ -19,7 +19,8 @@ apps_app = typer.Typer(help="Downstream apps on the hub's change feeds (faststre
 @apps_app.command("notifier")
 def notifier(
     facility: Annotated[str, typer.Option(help="The clinic to notify, e.g. township-1.")],
-    to: Annotated[str, typer.Option(help="Topic the notifications go to.")] = "",
+    to: Annotated[str, typer.Option(help="Topic the notifications go to (default: "
+                                         "clinic.notifications.v1).")] = "",
     kafka: KafkaOpt = None, facilities: FacilitiesOpt = None,
 ) -> None:
     """Tell a clinic when a patient it referred gets an abnormal result or a report.
