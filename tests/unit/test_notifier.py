@@ -1,10 +1,13 @@
 """The example notifier's logic on faststream's in-memory broker (TestKafkaBroker): the same
-subscribers and publisher as `hub app notifier`, no Kafka."""
+subscribers and publisher as `hub app notifier`, no Kafka; and its rule of whom a clinic
+watches, over any sequence of referral steps."""
 
 from __future__ import annotations
 
 import pytest
 from faststream.kafka import TestKafkaBroker
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.apps.clinic import ClinicWatch
 from adapters.apps.feeds import LabChange, ReferralStep
@@ -108,3 +111,34 @@ def test_the_latest_alive_referral_names_the_notification():
         "requested", "requested", referral="township-1.sr3", at="2026-03-03T08:00:00Z")))
     n = watch.on_lab(LabChange.model_validate(lab("o1", "LL")))
     assert n is not None and n.referral == "ServiceRequest/township-1.sr3"
+
+
+REFERRALS = {  # referral -> (sender, direction, receivers, patient)
+    "township-1.sr1": ("township-1", "up", ("county-1",), "township-1.p1"),
+    "township-1.sr2": ("township-1", "up", ("city-1",), "township-1.p1"),
+    "county-1.dr3": ("county-1", "down", ("township-1",), "township-1.p2"),
+    "township-2.sr4": ("township-2", "up", ("county-1",), "township-1.p2"),
+}
+STATES = ("requested", "accepted", "rejected", "in-progress", "completed", "cancelled")
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(REFERRALS)), st.sampled_from(STATES)),
+                max_size=12))
+def test_a_patient_is_watched_while_one_of_the_clinics_referrals_is_alive(steps):
+    watch = ClinicWatch("township-1")
+    last: dict[str, str] = {}
+    for i, (ref, state) in enumerate(steps):
+        sender, direction, receivers, patient = REFERRALS[ref]
+        watch.referral(ReferralStep.model_validate(step(
+            state, state, sender=sender, patient=patient, referral=ref, direction=direction,
+            receivers=receivers, at=f"2026-03-01T08:{i:02d}:00Z")))
+        last[ref] = state
+    ours = {"township-1.sr1", "township-1.sr2", "county-1.dr3"}  # sent by it, or down to it
+    alive = {"requested", "accepted", "in-progress", "completed"}
+    for patient in ("township-1.p1", "township-1.p2"):
+        live = [r for r in ours if REFERRALS[r][3] == patient and last.get(r) in alive]
+        n = watch.on_lab(LabChange.model_validate(lab("o", "H", patient=patient)))
+        assert (n is not None) == bool(live)
+        if n is not None:  # the referral most recently stepped
+            latest = max(live, key=lambda r: max(i for i, (x, _) in enumerate(steps) if x == r))
+            assert n.referral == f"ServiceRequest/{latest}"
