@@ -58,6 +58,9 @@ FEED_CONTRACTS = (
                  "the same request."),
     FeedContract("referral-feed.schema.json", "hie.referral.v1 message (value; JSON): one "
                  "referral step and the decision on it", feeds.ReferralStep),
+    FeedContract("alerts-feed.schema.json", "hie.alerts.v1 message (value; JSON): a "
+                 "remote-monitoring alert for a family-doctor team, and what happened to it",
+                 feeds.AlertChange),
 )
 
 
@@ -105,7 +108,8 @@ def hub_broker(settings: Settings) -> KafkaBroker:
     feed = {t.lab: ("labFeed", feeds.LabChange, "key = patient key"),
             t.imaging: ("imagingFeed", feeds.ImagingReport, "key = the acquiring facility"),
             t.recognition: ("recognitionPrompts", RECOGNITION, "key = the ordering facility"),
-            t.referral: ("referralFeed", feeds.ReferralStep, "key = the referral's patient")}
+            t.referral: ("referralFeed", feeds.ReferralStep, "key = the referral's patient"),
+            t.alerts: ("alertsFeed", feeds.AlertChange, "key = the patient key")}
     for topic, (title, shape, key) in feed.items():
         model = shape if isinstance(shape, type) else feeds.RecognitionPrompt
         doc = " ".join((model.__doc__ or "").split())

@@ -11,7 +11,7 @@ messages of a later hub that adds fields.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -185,3 +185,46 @@ class ReferralStep(FeedMessage):
     @property
     def patient_key(self) -> str:
         return self.patient.removeprefix("Patient/")
+
+
+AlertChangeKind = Literal["opened", "acknowledged", "resolved", "escalated", "referred"]
+
+
+class AlertChange(FeedMessage):
+    """hie.alerts.v1: a remote-monitoring alert for a family-doctor team, and what happened
+    to it.
+
+    One message per change of an alert: opened (the hub's monitor raised it: uncontrolled
+    blood pressure or fasting glucose, a critical reading, missing readings), acknowledged
+    and resolved (by the team), escalated (to the team's specialist facility: past the SLA,
+    or a critical reading), referred (the escalation became an up-referral). Kafka key: the
+    patient key, so one resident's messages keep their order. ce_type hie.alerts.v1; ids
+    name the alert and the change.
+    """
+
+    type: Literal["hie.alerts.v1.opened", "hie.alerts.v1.acknowledged",
+                  "hie.alerts.v1.resolved", "hie.alerts.v1.escalated",
+                  "hie.alerts.v1.referred"]
+    id: str
+    alert: str = Field(pattern=r"^DetectedIssue/mon-[0-9a-f]+$")
+    patient: str = Field(pattern=r"^Patient/" + HUB_ID)
+    change: AlertChangeKind
+    at: str = Field(description="UTC instant of the change.")
+    kind: Literal["critical-reading", "uncontrolled-bp", "uncontrolled-glucose",
+                  "missing-readings"] | None = Field(
+        default=None, description="opened: what the rules found.")
+    team: str | None = Field(default=None, description="opened: the family-doctor team "
+                             "(CareTeam id).")
+    severity: Literal["high", "moderate"] | None = Field(
+        default=None, description="opened: high for a critical reading.")
+    reason: str | None = Field(default=None, description="opened: the finding in words; "
+                               "escalated: why.")
+    readings: list[Annotated[str, Field(pattern=r"^Observation/")]] = Field(
+        default_factory=list, description="opened: the readings the alert relied on.")
+    by: str | None = Field(default=None, description="acknowledged, resolved: the facility "
+                           "that acted.")
+    who: str | None = Field(default=None, description="acknowledged, resolved: the person.")
+    to: str | None = Field(default=None, description="escalated, referred: the specialist "
+                           "facility.")
+    referral: Annotated[str, Field(pattern=r"^ServiceRequest/")] | None = Field(
+        default=None, description="referred: the up-referral it became.")

@@ -47,7 +47,8 @@ def ensure_topics(settings: Settings, timeout: float | None = None,
               t.imaging: settings.events_partitions,
               t.recognition: settings.events_partitions,
               t.receipts: settings.events_partitions,
-              t.referral: settings.events_partitions, **(more or {})}
+              t.referral: settings.events_partitions,
+              t.alerts: settings.events_partitions, **(more or {})}
     admin = _admin(settings.bootstrap, timeout)
     try:
         existing = set(admin.list_topics())

@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.e2e]
 DICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CLEAN_ENV = ("HUB_KAFKA_BOOTSTRAP", "HUB_DATABASE_URL", "HUB_FACILITIES_FILE", "HUB_TOKEN",
              "HUB_URL", "HUB_SIGNING_KEY_FILE", "HUB_IDENTITY_SECRET_FILE",
-             "HUB_BROKER_WAIT_SECONDS", "HUB_API_PORT", "HUB_API_HOST")
+             "HUB_BROKER_WAIT_SECONDS", "HUB_API_PORT", "HUB_API_HOST",
+             "HUB_MONITORING_MQTT_URL")
 
 
 class Place:
@@ -153,6 +154,7 @@ def test_commands_that_need_kafka_give_up_on_a_silent_broker(place):
         ["hl7-import", hl7, "--facility", "township-1", "--kafka", dead],
         ["dicom-scan", pacs, "--facility", "township-1", "--kafka", dead],
         ["app", "notifier", "--facility", "township-1", "--kafka", dead],
+        ["devices", "--mqtt", "mqtt://127.0.0.1:1883", "--kafka", dead],
     ):
         started = time.monotonic()
         line = check(place, args, "no Kafka broker answered")
@@ -268,6 +270,9 @@ def test_registry_edits_that_are_refused_change_nothing(place):
     (["dicom-scan", "{inputs}/pacs", "--facility", "township-1", "--endpoint", "pacs"],
      "is not an http(s) URL"),
     (["dicom-scan", "{inputs}/pacs", "--facility", "nowhere"], "no facility 'nowhere'"),
+    (["serve", "--mqtt", "http://127.0.0.1:1883"], "expected mqtt://HOST:PORT"),
+    (["devices", "--mqtt", "mqtt://"], "expected mqtt://HOST:PORT"),
+    (["demo", "--mqtt", "mqtt://127.0.0.1:port"], "MQTT address 'mqtt://127.0.0.1:port'"),
 ])
 def test_bad_values(place, args, expected):
     check(place, [a.format(inputs=place.inputs) for a in args], expected)
