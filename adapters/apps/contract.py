@@ -20,6 +20,7 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from adapters.apps import feeds
+from adapters.apps.notifier import Notifier
 from hub.config import Settings, Topics
 
 JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
@@ -31,6 +32,8 @@ CLOUDEVENT = ("Each record is a CloudEvents 1.0 event in Kafka binary mode: head
 
 @dataclass(frozen=True)
 class FeedContract:
+    topic: str  # its field in the settings' Topics
+    channel: str  # its name in the AsyncAPI document
     file: str
     title: str
     shape: Any  # a model, or a union of models
@@ -48,19 +51,23 @@ class FeedContract:
 
 RECOGNITION = Annotated[feeds.RecognitionMessage, Field(discriminator="type")]
 FEED_CONTRACTS = (
-    FeedContract("lab-feed.schema.json", "hie.lab.v1 change-feed message (value; JSON)",
-                 feeds.LabChange),
-    FeedContract("imaging-feed.schema.json", "hie.imaging.v1 message (value; JSON): a reading "
-                 "report back to the facility that took the exam", feeds.ImagingReport),
-    FeedContract("recognition-prompt.schema.json", "hie.recognition.v1 message (value; JSON): "
-                 "an order-time recognition prompt, or its withdrawal", RECOGNITION,
-                 "Kafka key: the ordering facility's id. A withdrawal cancels the prompt for "
-                 "the same request."),
-    FeedContract("referral-feed.schema.json", "hie.referral.v1 message (value; JSON): one "
-                 "referral step and the decision on it", feeds.ReferralStep),
-    FeedContract("alerts-feed.schema.json", "hie.alerts.v1 message (value; JSON): a "
-                 "remote-monitoring alert for a family-doctor team, and what happened to it",
-                 feeds.AlertChange),
+    FeedContract("lab", "labFeed", "lab-feed.schema.json",
+                 "hie.lab.v1 change-feed message (value; JSON)", feeds.LabChange),
+    FeedContract("imaging", "imagingFeed", "imaging-feed.schema.json",
+                 "hie.imaging.v1 message (value; JSON): a reading report back to the "
+                 "facility that took the exam", feeds.ImagingReport),
+    FeedContract("recognition", "recognitionPrompts", "recognition-prompt.schema.json",
+                 "hie.recognition.v1 message (value; JSON): an order-time recognition prompt, "
+                 "or its withdrawal", RECOGNITION,
+                 "hie.recognition.v1: an order-time recognition prompt (RecognitionPrompt), "
+                 "or its withdrawal (RecognitionWithdrawal). Kafka key: the ordering "
+                 "facility's id. A withdrawal cancels the prompt for the same request."),
+    FeedContract("referral", "referralFeed", "referral-feed.schema.json",
+                 "hie.referral.v1 message (value; JSON): one referral step and the decision "
+                 "on it", feeds.ReferralStep),
+    FeedContract("alerts", "alertsFeed", "alerts-feed.schema.json",
+                 "hie.alerts.v1 message (value; JSON): a remote-monitoring alert for a "
+                 "family-doctor team, and what happened to it", feeds.AlertChange),
 )
 
 
@@ -105,24 +112,13 @@ def hub_broker(settings: Settings) -> KafkaBroker:
         "(the SQL journal committed them) or refused (with the reason; the refusal is kept "
         "in SQL). The SDK's outbox and `hub mllp` wait for these before they call an event "
         "kept. At least once; an event sent again is answered again."))
-    feed = {t.lab: ("labFeed", feeds.LabChange, "key = patient key"),
-            t.imaging: ("imagingFeed", feeds.ImagingReport, "key = the acquiring facility"),
-            t.recognition: ("recognitionPrompts", RECOGNITION, "key = the ordering facility"),
-            t.referral: ("referralFeed", feeds.ReferralStep, "key = the referral's patient"),
-            t.alerts: ("alertsFeed", feeds.AlertChange, "key = the patient key")}
-    for topic, (title, shape, key) in feed.items():
-        model = shape if isinstance(shape, type) else feeds.RecognitionPrompt
-        doc = " ".join((model.__doc__ or "").split())
-        if shape is RECOGNITION:
-            doc += " Or its withdrawal (RecognitionWithdrawal, type hie.recognition.withdrawn.v1)."
-        broker.publisher(topic, title=title, schema=shape, description=f"{doc} {key}. "
-                         f"{CLOUDEVENT}")
+    for feed in FEED_CONTRACTS:
+        broker.publisher(getattr(t, feed.topic), title=feed.channel, schema=feed.shape,
+                         description=feed.schema()["description"])
     return broker
 
 
 def asyncapi(settings: Settings) -> AsyncAPI:
-    from adapters.apps.notifier import Notifier
-
     return AsyncAPI(hub_broker(settings), Notifier(settings, "<facility>").broker,
                     title="HIE hub event log", version="1.0.0", description=(
                         "Topics of the health-information exchange hub, and of the example "
