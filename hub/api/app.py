@@ -29,7 +29,7 @@ from hub.api import (
 )
 from hub.api.capability import capability_statement
 from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
-from hub.api.docs import install_docs
+from hub.api.docs import install_asyncapi, install_docs
 from hub.api.gate import GateMiddleware, RequestGate
 from hub.api.outcome import FhirResponse, error, unavailable
 from hub.envelope import now_rfc3339
@@ -170,5 +170,6 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(referral.router)
     app.include_router(monitoring.router)
     install_docs(app)
+    install_asyncapi(app)
     app.include_router(deadletters.router)
     return app

@@ -153,6 +153,7 @@ def test_commands_that_need_kafka_give_up_on_a_silent_broker(place):
          "--port", str(free_port())],
         ["hl7-import", hl7, "--facility", "township-1", "--kafka", dead],
         ["dicom-scan", pacs, "--facility", "township-1", "--kafka", dead],
+        ["app", "notifier", "--facility", "township-1", "--kafka", dead],
         ["devices", "--mqtt", "mqtt://127.0.0.1:1883", "--kafka", dead],
     ):
         started = time.monotonic()
@@ -264,6 +265,7 @@ def test_registry_edits_that_are_refused_change_nothing(place):
     (["hl7-import", "{inputs}/lab.hl7", "--facility", "township-1", "--key-file",
       "missing.pem"], "cannot read the Ed25519 private key"),
     (["mllp", "--facility", "nowhere"], "no facility 'nowhere'"),
+    (["app", "notifier", "--facility", "nowhere"], "no facility 'nowhere'"),
     (["dicom-scan", "missing", "--facility", "township-1"], "is not a folder"),
     (["dicom-scan", "{inputs}/pacs", "--facility", "township-1", "--endpoint", "pacs"],
      "is not an http(s) URL"),

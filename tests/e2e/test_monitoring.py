@@ -15,6 +15,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from adapters.apps.feeds import AlertChange
 from hub import clock
 from hub.config import Monitoring
 from hub.engine.rebuild import rebuild
@@ -163,8 +164,9 @@ async def test_meters_to_alerts_to_referral(make_settings, hub_clock):
         assert critical["referral"] == referral["service_request"]
 
         feed = await read_json_topic(settings, settings.topics.alerts, 200, timeout=10)
-        for message in feed:
+        for message in feed:  # the schema file, and the apps' model it is generated from
             jsonschema.validate(message, FEED_SCHEMA)
+            AlertChange.model_validate(message)
         changes = {(m["alert"], m["change"]) for m in feed}
         bp_ref, crit_ref = f"DetectedIssue/{bp_alert['id']}", f"DetectedIssue/{critical['id']}"
         assert {(bp_ref, c) for c in ("opened", "acknowledged", "resolved")} <= changes
