@@ -133,7 +133,7 @@ def audit_event(r: AuditRecord) -> dict:
         entity.append({"what": {"reference": r.what}})
     else:
         entity.append({"query": _b64(r.what), "description": r.what})
-    return {
+    out = {
         "resourceType": "AuditEvent",
         "id": r.id,
         "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110",
@@ -149,6 +149,11 @@ def audit_event(r: AuditRecord) -> dict:
         "source": {"observer": {"display": "hie-hub"}},
         "entity": entity,
     }
+    # A refusal by a patient's consent names the consent in the record's ``what``.
+    consent = r.what.rpartition(" [consent ")[2] if " [consent " in r.what else ""
+    if r.outcome == "4" and consent.endswith("]"):
+        out["outcomeDesc"] = f"refused: a consent rule applied ({consent[:-1]})"
+    return out
 
 
 def _b64(text: str) -> str:
