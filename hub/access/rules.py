@@ -57,6 +57,22 @@ def readable_facilities(p: Principal) -> frozenset[str] | None:
 
 
 DEADLETTERS = "deadletters"
+EXPORT = "export"  # bulk export of identified records
+RESEARCH = "research"  # bulk export, de-identified only
+
+
+def may_export(p: Principal, deidentified: bool) -> bool:
+    """Bulk export is named explicitly (``*`` does not include it: it is every record at
+    once). A member facility exports its own patients; an app needs ``export``, or
+    ``research`` for a de-identified export."""
+    if p.kind == "facility":
+        return True
+    return EXPORT in p.projections or (deidentified and RESEARCH in p.projections)
+
+
+def export_facilities(p: Principal) -> frozenset[str] | None:
+    """Whose records an export of ``p`` holds: a facility's own; an app's readable ones."""
+    return frozenset({p.id}) if p.kind == "facility" else readable_facilities(p)
 
 
 def dead_letter_facilities(p: Principal) -> frozenset[str] | None:

@@ -16,7 +16,17 @@ from starlette.responses import Response
 import hub
 from hub.access import audit_store
 from hub.access.rules import Principal, may_read_metrics, refused_credential
-from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition, referral
+from hub.api import (
+    deadletters,
+    export,
+    gateway,
+    imaging,
+    lab,
+    mpi,
+    read,
+    recognition,
+    referral,
+)
 from hub.api.capability import capability_statement
 from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
 from hub.api.docs import install_docs
@@ -153,6 +163,7 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     app.include_router(gateway.router)
     app.include_router(lab.router)
+    app.include_router(export.router)  # before read's /fhir/{type}/{id}, which $export fits
     app.include_router(read.router)
     app.include_router(mpi.router)
     app.include_router(imaging.router)

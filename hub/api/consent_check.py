@@ -41,7 +41,8 @@ def consent_refused(rule: ConsentRule) -> FhirResponse:
 
 
 def consent_excluded(ctx: HubContext, p: Principal, purpose: str | None = None
-                     ) -> frozenset[str]:
-    """The patient records a search without a patient, or an export, leaves out for ``p``."""
+                     ) -> dict[str, str]:
+    """The patient records a search without a patient, or an export, leaves out for ``p``,
+    each with the hub id of the consent that keeps it out."""
     return consent_read.refused_records(ctx.store, consent_reader(ctx, p, purpose),
                                         clock.now())

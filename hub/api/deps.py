@@ -34,6 +34,7 @@ class HubContext:
     readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
     acks: JournalAcks | None = None  # set when a 2xx waits for the journal (ack_after)
     gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
+    exports: Any = None  # the ExportRunner, made on the first $export (hub.api.export)
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

@@ -154,7 +154,7 @@ def search_type(
     # after a merge the survivor's searches include the merged records, after an unlink not.
     keys = linked_records(ctx.store, key) if key is not None else None
     # Without a patient, the records whose consent keeps this reader out are left out.
-    excluded = consent_excluded(ctx, reader) if key is None else frozenset()
+    excluded = consent_excluded(ctx, reader) if key is None else {}
     if lab:
         try:
             total, page = lab_search(ctx, rtype, params, keys, count, offset,

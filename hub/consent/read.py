@@ -42,18 +42,20 @@ def refusal(store: Store, reader: Reader, patient_key: str, at: datetime
     return refusing(consents_of(store, linked_records(store, patient_key)), reader, owner, at)
 
 
-def refused_records(store: Store, reader: Reader, at: datetime) -> frozenset[str]:
-    """Every patient record ``reader`` is kept out of, across the consortium: what a search
-    without a patient or an export leaves out. Consents are few (one per opting-out
-    resident), so this reads them all and follows each one's links."""
+def refused_records(store: Store, reader: Reader, at: datetime) -> dict[str, str]:
+    """Every patient record ``reader`` is kept out of, across the consortium, with the
+    consent that keeps it out: what a search without a patient or an export leaves out.
+    Consents are few (one per opting-out resident), so this reads them all and follows
+    each one's links."""
     with store.connect() as conn:
         rows = conn.execute(sa.select(record.c.id, record.c.patient_key, record.c.body).where(
             record.c.resource_type == CONSENT, record.c.body.is_not(None))).all()
-    out: set[str] = set()
+    out: dict[str, str] = {}
     for row in rows:
         rule = consent_rule(orjson.loads(row.body), row.id, row.patient_key)
         if rule is None or not rule.refuses(reader, at):
             continue
-        out.update(k for k in linked_records(store, row.patient_key)
-                   if not (reader.kind == "facility" and k.partition(".")[0] == reader.id))
-    return frozenset(out)
+        for k in linked_records(store, row.patient_key):
+            if not (reader.kind == "facility" and k.partition(".")[0] == reader.id):
+                out.setdefault(k, rule.consent_id)
+    return out
