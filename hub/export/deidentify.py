@@ -78,13 +78,13 @@ def deidentify(resource: dict[str, Any], patient_key: str, secret: bytes) -> dic
     if rtype in PEOPLE:
         for element in PERSONAL:
             out.pop(element, None)
-    meta = resource.get("meta")
-    if isinstance(meta, dict):  # the source facility stays: it is a place, not a person
-        out["meta"] = {k: shift_date(v, days) if isinstance(v, str) else v
-                       for k, v in meta.items() if k in ("lastUpdated", "source")}
-        out["meta"]["security"] = [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-            "code": "PSEUDED", "display": "pseudonymized"}]
+    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
+    # The source facility stays: it is a place, not a person.
+    out["meta"] = {k: shift_date(v, days) if isinstance(v, str) else v
+                   for k, v in meta.items() if k in ("lastUpdated", "source")}
+    out["meta"]["security"] = [{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "PSEUDED", "display": "pseudonymized"}]
     return out
 
 
