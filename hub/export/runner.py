@@ -95,15 +95,16 @@ class ExportRunner:
         except Cancelled:
             if self._closed:
                 self._fail(job, "the hub stopped during the export; start it again")
-            else:
-                jobs.remove(self.root, job.id)
         except Exception as exc:  # reported to the poller, not lost in a thread
             log.exception("export %s failed", job.id)
             self._fail(job, f"{type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._live.discard(job.id)
+                dropped = job.id in self._cancelled and not self._closed
                 self._cancelled.discard(job.id)
+            if dropped:  # cancelled after its last look at the flag: it finished anyway
+                jobs.remove(self.root, job.id)
 
     def _fail(self, job: jobs.Job, why: str) -> None:
         job.status, job.error = jobs.FAILED, why

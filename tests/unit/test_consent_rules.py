@@ -19,32 +19,13 @@ from hub.consent.rules import (
     refusing,
 )
 from hub.fhir import validate
+from tests.support.resources import consent
+from tests.support.resources import consent_actor as actor
 
 CITY = Reader("facility", "city-1", TREATMENT, "city-hospital", "city-group")
 COUNTY = Reader("facility", "county-1", TREATMENT, "county-hospital", "county-community")
 TOWNSHIP = Reader("facility", "township-1", TREATMENT, "township-centre", "county-community")
 DASHBOARD = Reader("app", "chronic-dashboard", OPERATIONS)
-
-
-def actor(system: str | None, value: str) -> dict:
-    ref = {"reference": f"Organization/{value}"} if system is None else {
-        "identifier": {"system": system, "value": value}}
-    return {"role": {"coding": [{"system":
-                                 "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                 "code": "IRCP"}]}, "reference": ref}
-
-
-def consent(provision: dict, status: str = "active") -> dict:
-    return {"resourceType": "Consent", "id": "c1", "status": status,
-            "scope": {"coding": [{"system":
-                                  "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": "Patient/p1"},
-            "policyRule": {"coding": [{"system":
-                                       "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                       "code": "OPTOUT"}]},
-            "provision": provision}
 
 
 def purpose(code: str) -> dict:
