@@ -168,6 +168,14 @@ async def test_bulk_export_kick_off_poll_download_and_consent(make_settings):
                                          ) as dashboard:
                 assert (await dashboard.get("/fhir/$export", headers=ASYNC)).status_code == 403
 
+            # The CapabilityStatement says so: Consent is served, $export is an operation.
+            cs = (await dc.get("/fhir/metadata")).json()["rest"][0]
+            assert "Consent" in {r["type"] for r in cs["resource"]}
+            assert {o["definition"].rsplit("/", 1)[1] for o in cs["operation"]} == {
+                "export", "group-export"}
+            patient_ops = next(r for r in cs["resource"] if r["type"] == "Patient")["operation"]
+            assert "export" in {o["name"] for o in patient_ops}
+
             # DELETE removes a finished export's files.
             r = await dc.get("/fhir/$export", headers=ASYNC)
             status = r.headers["Content-Location"]
