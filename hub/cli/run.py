@@ -20,7 +20,7 @@ from hub.cli.common import (
 )
 
 BENCH_PARTS = ("ingest", "rebuild", "latency", "put", "ack", "lab", "mllp", "recognition",
-               "mpi")
+               "export", "mpi")
 
 
 def broker(

@@ -51,7 +51,7 @@ def pseudonym(secret: bytes, rtype: str, rid: str) -> str:
 
 def shift_date(value: str, days: int) -> str:
     """``value`` moved by ``days`` if it names a day (date, dateTime, instant); else as is."""
-    m = _DAY.match(value)
+    m = _DAY.match(value) if value[:1].isdigit() else None
     if m is None:
         return value
     try:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from hub.export.deidentify import deidentify
 from hub.record.projection import TABLE, SharedRecordProjection
-from hub.record.read import present_row
+from hub.record.read import present_row, present_row_json
 from hub.record.rules import ORDER_TIME_AT
 from hub.store.db import Store
 
@@ -114,10 +114,9 @@ def write_export(store: Store, spec: ExportSpec, directory: Path,
 
 
 def _line(row, secret: bytes | None) -> bytes:
-    resource = present_row(row)
-    if secret is not None:
-        resource = deidentify(resource, row.patient_key, secret)
-    return orjson.dumps(resource) + b"\n"
+    if secret is None:
+        return present_row_json(row) + b"\n"
+    return orjson.dumps(deidentify(present_row(row), row.patient_key, secret)) + b"\n"
 
 
 def types_of(asked: Sequence[str], accepted: Sequence[str]) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from hub.envelope import SOURCE_PREFIX
 from hub.ingest.conditions import Condition, Resolution
 from hub.record.projection import SharedRecordProjection
-from hub.record.rules import NO_VERSION, ORDER_TIME_AT, order_time, present
+from hub.record.rules import NO_VERSION, ORDER_TIME_AT, order_time, present, present_json
 from hub.store.db import Store
 
 _table = SharedRecordProjection().tables(sa.MetaData())["record_resources"]
@@ -30,6 +30,13 @@ _shown = (_table.c.body, _table.c.id, _table.c.order_key)
 def present_row(row) -> dict:
     facility = row.id.partition(".")[0]
     return present(row.body, facility, f"{SOURCE_PREFIX}{facility}", order_time(row.order_key))
+
+
+def present_row_json(row) -> bytes:
+    """:func:`present_row` as JSON bytes (the bulk export writes them as they are)."""
+    facility = row.id.partition(".")[0]
+    return present_json(row.body, facility, f"{SOURCE_PREFIX}{facility}",
+                        order_time(row.order_key))
 
 
 def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
