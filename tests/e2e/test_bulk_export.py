@@ -15,7 +15,7 @@ from fhirpy import AsyncFHIRClient
 from fhirpy.base.exceptions import ForbiddenError
 
 from hub.consent.rules import APP_SYSTEM
-from tests.support.hub_server import auth, eventually, running_hub, status_of
+from tests.support.hub_server import auth, eventually, put_resource, running_hub, status_of
 from tests.support.resources import consent, consent_actor, observation, patient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
@@ -219,3 +219,32 @@ async def test_consent_refuses_reads_and_searches_with_an_audited_403(make_setti
                 return await status_of(c, "/fhir/Observation/township-1.o2") == 200
 
             await eventually(readable)
+
+
+async def test_the_referral_package_honours_consent(make_settings):
+    from tests.e2e.test_referral import referral
+
+    async with running_hub(make_settings()) as (_, base):
+        # p2 keeps county hospitals out of its record, for treatment too.
+        await _fill(base, {"type": "deny", "purpose": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
+            "actor": [consent_actor("urn:hie:tier", "county-hospital")]})
+        await put_resource(base, TOWNSHIP, referral("sr2", "p2", "cardiology", "stat"))
+        async with httpx.AsyncClient(base_url=base, headers=auth(COUNTY)) as county, \
+                httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as township:
+
+            async def arrived() -> bool:
+                return (await county.get("/referrals/incoming")).json()["count"] == 1
+
+            await eventually(arrived)
+            assert (await county.post("/referrals/township-1.sr2/accept",
+                                      json={})).status_code == 200
+            refused = await county.get("/referrals/township-1.sr2/package")
+            assert refused.status_code == 403
+            assert "a consent rule applied" in refused.json()["issue"][0]["diagnostics"]
+            # The sender holds the record: its package is whole.
+            mine = await township.get("/referrals/township-1.sr2/package")
+            assert mine.status_code == 200 and mine.json()["lab"]
+        trail = await _trail(base, "township-1.p2")
+        assert any(e["outcome"] == "4" and "package" in e["entity"][1]["description"]
+                   and "Consent/township-1.c2" in e["outcomeDesc"] for e in trail)
