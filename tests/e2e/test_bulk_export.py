@@ -5,6 +5,7 @@ with every refusal in the audit trail."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import httpx
@@ -59,14 +60,8 @@ async def _export(c: httpx.AsyncClient, path: str, **params) -> dict:
             return r.json()
         assert r.status_code == 202, r.text
         assert "X-Progress" in r.headers
-        await _pause()
+        await asyncio.sleep(0.1)
     raise AssertionError("the export did not finish")
-
-
-async def _pause() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.1)
 
 
 async def _files(c: httpx.AsyncClient, manifest: dict) -> dict[str, list[dict]]:
