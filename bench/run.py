@@ -336,11 +336,12 @@ def export_rows(console: Console, table: Table, workdir: Path) -> None:
         assert n == bare_n, (key, n, bare_n)
         table.add_row(name, f"{rate:,.0f} res/s", f"{bare_rate:,.0f} res/s (bare SELECT "
                       "to ndjson)", f"{rate / bare_rate:.2f}x", "- (reported)", "")
-        # The store's page cache (64 MB a connection) is in both; what an export holds
-        # beyond it must not grow with the export.
+        # SQLite may cache 64 MB a connection: the bare SELECT fills one cache, the export
+        # two (the stream's and the audit writer's). Beyond them an export holds one
+        # partition and a set of patient keys, whatever its size.
         table.add_row(f"{name}: peak memory", f"{mb:,.0f} MB", f"{bare_mb:,.0f} MB",
-                      f"{mb / bare_mb:.2f}x", "<= bare + 64 MB",
-                      "[green]yes[/green]" if mb <= bare_mb + 64 else "[red]NO[/red]")
+                      f"{mb / bare_mb:.2f}x", "<= bare + 64 MB cache + 64 MB",
+                      "[green]yes[/green]" if mb <= bare_mb + 128 else "[red]NO[/red]")
     n, _, small_mb = got["hub-small"]
     table.add_row("bulk export peak memory: 1M vs a 50k-resource export", f"{got['hub'][2]:,.0f}"
                   f" MB", f"{small_mb:,.0f} MB ({n:,} resources)",
