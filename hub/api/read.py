@@ -158,12 +158,9 @@ def search_type(
     if lab:
         try:
             total, page = lab_search(ctx, rtype, params, keys, count, offset,
-                                     readable_facilities(reader))
+                                     readable_facilities(reader), excluded)
         except SearchError as exc:
             return error(400, str(exc), "value")
-        if excluded:  # the lab and imaging tables page by themselves; filtered here
-            kept = [(r, k) for r, k in page if k not in excluded]
-            total, page = total - (len(page) - len(kept)), kept
     else:
         total, page = search(ctx.store, rtype, keys, id_, count, offset,
                              readable_facilities(reader), excluded)

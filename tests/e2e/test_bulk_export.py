@@ -194,6 +194,22 @@ async def test_consent_refuses_reads_and_searches_with_an_audited_403(make_setti
         everything = await city.resources("Observation").fetch_all()
         assert {o["id"] for o in everything} >= {"township-1.o1"}
         assert "township-1.o2" not in {o["id"] for o in everything}
+        # So does a lab search without a patient (the lab projection's own table).
+        async with httpx.AsyncClient(base_url=base, headers=auth(CITY)) as c, \
+                httpx.AsyncClient(base_url=base, headers=auth(TOWNSHIP)) as t:
+
+            async def lab_ids(client: httpx.AsyncClient) -> set[str]:
+                found = (await client.get("/fhir/Observation",
+                                          params={"code": "2339-0"})).json()
+                assert found["total"] == len(found["entry"])
+                return {e["resource"]["id"] for e in found["entry"]}
+
+            async def lab_has_both() -> bool:  # as the facility holding them sees it
+                return {"township-1.o1", "township-1.o2"} <= await lab_ids(t)
+
+            await eventually(lab_has_both)
+            assert "township-1.o1" in await lab_ids(c)
+            assert "township-1.o2" not in await lab_ids(c)
         # Others, and the facility holding the record, still read it.
         for token in (COUNTY, TOWNSHIP):
             other = AsyncFHIRClient(f"{base}/fhir", authorization=f"Bearer {token}")
