@@ -24,6 +24,7 @@ from hub.log.broker import EmbeddedBroker, free_port
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.record.projection import SharedRecordProjection
+from hub.registry.consortium_file import read_consortium
 from hub.store.db import open_store
 from tests.support.checks import table_digest
 from tests.support.events import envelope, publish
@@ -99,8 +100,12 @@ async def test_projection_process_killed_at_each_stage(make_settings, store_url,
                 "SELECT COUNT(*) FROM hub_journal WHERE source != 'urn:hie:hub'")).scalar_one()
             registry = conn.execute(sa.text(
                 "SELECT COUNT(*) FROM hub_journal WHERE source = 'urn:hie:hub'")).scalar_one()
-        # The registry went to the log once (18 members and the hub), not once per restart.
-        assert registry == 19
+        # The registry went to the log once, not once per restart: 18 members and the hub,
+        # and each family-doctor team, signed resident and home meter.
+        care = read_consortium(None).care
+        entries = len(care.teams) + sum(len(t.residents) for t in care.teams) + \
+            len(care.devices)
+        assert registry == 19 + entries
         assert journaled == len(events)
     finally:
         store.dispose()
