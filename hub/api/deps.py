@@ -34,6 +34,8 @@ class HubContext:
     readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
     acks: JournalAcks | None = None  # set when a 2xx waits for the journal (ack_after)
     gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
+    # This process's projection runners (hub.service.Hub.runner_states), for the console.
+    runners: Callable[[], list[dict[str, Any]]] | None = None
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

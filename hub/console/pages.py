@@ -1,0 +1,86 @@
+"""The overview by tier, event lookup and the registry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from hub.api.guard import audit
+from hub.console import lookup, status, traffic
+from hub.console.access import is_operator, traffic_facilities
+from hub.console.web import chart, context, render, session_of, to_login
+from hub.envelope import HUB_ID
+from hub.registry import read as registry_read
+from hub.registry.model import TIER_RANK
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+Text = Annotated[str | None, Query(max_length=300)]
+
+
+@router.get("")
+@router.get("/")
+async def overview(request: Request) -> Response:
+    session = session_of(request)
+    if session is None:
+        return to_login(request)
+    ctx = context(request)
+    who = session.principal
+    visible = traffic_facilities(who)
+    counts = await asyncio.to_thread(traffic.recent, ctx.store, visible)
+    runners = ctx.runners() if ctx.runners is not None else []
+    projections = await asyncio.to_thread(status.projection_rows, ctx.store, runners)
+    ready = await ctx.readiness() if ctx.readiness is not None else None
+    records = {f.id: f.record for f in ctx.directory}
+    tiers: dict[str, dict[str, int]] = {}
+    for row in counts["by_facility"]:
+        record = records.get(row["name"])
+        tier = record.tier if record else ("the hub's own" if row["name"] == HUB_ID
+                                           else "unknown")
+        t = tiers.setdefault(tier, {"accepted": 0, "refused": 0})
+        t["accepted"] += row["accepted"]
+        t["refused"] += row["refused"]
+    ordered = sorted(tiers.items(), key=lambda kv: TIER_RANK.get(kv[0], 99))
+    alerts = [p["alert"] for p in projections if p["alert"]]
+    charts = [chart("line", counts["labels"], "Events accepted and refused per minute",
+                    accepted=counts["accepted"], refused=counts["refused"])]
+    return render(request, session, "overview.html", counts=counts, tiers=ordered,
+                  charts=charts,
+                  projections=projections, ready=ready, alerts=alerts,
+                  scope="every facility" if visible is None else ", ".join(sorted(visible)),
+                  operator=is_operator(who))
+
+
+@router.get("/events")
+async def events(request: Request, q: Text = None) -> Response:
+    session = session_of(request)
+    if session is None:
+        return to_login(request)
+    ctx = context(request)
+    found = []
+    if q:
+        found = await asyncio.to_thread(lookup.find, ctx.store, q,
+                                        [f.id for f in ctx.directory],
+                                        traffic_facilities(session.principal))
+        patients = {e["patient_key"] for e in found if e["patient_key"]}
+        if patients:  # which patient an event is about is patient data: audited
+            await asyncio.to_thread(audit, ctx, session.principal, "search-type",
+                                    f"console/events?q={q}", patients)
+    return render(request, session, "events.html", q=q or "", found=found)
+
+
+@router.get("/registry")
+async def registry(request: Request, facility: Text = None) -> Response:
+    session = session_of(request)
+    if session is None:
+        return to_login(request)
+    ctx = context(request)
+    records = sorted((f.record for f in ctx.directory),
+                     key=lambda r: (TIER_RANK.get(r.tier, 99), r.id))
+    history = None
+    if facility:
+        history = await asyncio.to_thread(registry_read.history, ctx.store, facility)
+    return render(request, session, "registry.html", records=records, facility=facility,
+                  history=history)
