@@ -10,12 +10,12 @@ journaled or refused like any PUT; only the facility that sent the letter may re
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import httpx
 import orjson
 from fastapi import APIRouter, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from hub.access.rules import dead_letter_facilities
@@ -57,11 +57,11 @@ async def letters(request: Request, reason: Text = None, facility: Text = None,
         others = ", ".join(sorted(set(f.facilities) - visible))
         return refused(request, session, f"{who.kind} {who.id} may not read the dead "
                        f"letters of {others}")
-    total = await asyncio.to_thread(count, ctx.store, f)
-    rows = await asyncio.to_thread(search, ctx.store, f, PAGE, offset)
+    total = await run_in_threadpool(count, ctx.store, f)
+    rows = await run_in_threadpool(search, ctx.store, f, PAGE, offset)
     patients = {r.patient_key for r in rows if r.patient_key}
     if patients:
-        await asyncio.to_thread(audit, ctx, who, "search-type",
+        await run_in_threadpool(audit, ctx, who, "search-type",
                                 f"console/deadletters?{request.url.query}", patients)
     return render(request, session, "deadletters.html", filters=filters, rows=rows,
                   total=total, offset=offset, page=PAGE, error=None)
@@ -73,14 +73,14 @@ async def _letter(request: Request, letter_id: str, what: str
     if session is None:
         return None, to_login(request)
     ctx = context(request)
-    found = await asyncio.to_thread(get_dead_letter, ctx.store, letter_id)
+    found = await run_in_threadpool(get_dead_letter, ctx.store, letter_id)
     if found is None:
         return session, render(request, session, "refused.html", status=404,
                                message=f"No dead letter {letter_id}.")
     visible = dead_letter_facilities(session.principal)
     allowed = visible is None or found.facility in visible
     if found.patient_key:
-        await asyncio.to_thread(audit, ctx, session.principal, "read", what,
+        await run_in_threadpool(audit, ctx, session.principal, "read", what,
                                 {found.patient_key}, "0" if allowed else "4")
     if not allowed:
         return session, refused(request, session, f"{session.principal.kind} "
@@ -126,15 +126,19 @@ async def original(request: Request, letter_id: LetterId) -> Response:
                                      f'attachment; filename="{letter_id}.json"'}))
 
 
-def _target(body: dict) -> tuple[str, str]:
-    """Where the gateway takes a body: a Bundle to ``POST /fhir``, a resource with an id to
+def _target(letter: StoredLetter, body: object) -> tuple[str, str]:
+    """Where the fixed body goes: the request the letter came in (its ``http_request``
+    header), else by what the body is: a Bundle to ``POST /fhir``, a resource with an id to
     ``PUT /fhir/<type>/<id>``, one without to ``POST /fhir/<type>``."""
-    rtype = body.get("resourceType")
-    if rtype == "Bundle":
+    for name, value in letter.headers:
+        method, _, path = (value or b"").decode(errors="replace").partition(" ")
+        if name == "http_request" and path.startswith("/fhir"):
+            return method, path
+    if not isinstance(body, dict) or body.get("resourceType") == "Bundle":
         return "POST", "/fhir"
     if isinstance(body.get("id"), str) and body["id"]:
-        return "PUT", f"/fhir/{rtype}/{body['id']}"
-    return "POST", f"/fhir/{rtype}"
+        return "PUT", f"/fhir/{body['resourceType']}/{body['id']}"
+    return "POST", f"/fhir/{body.get('resourceType')}"
 
 
 @router.post("/{letter_id}/resubmit")
@@ -151,10 +155,9 @@ async def resubmit(request: Request, letter_id: LetterId) -> Response:
     ctx = context(request)
     text = fields.get("body", "")
     try:
-        body = orjson.loads(text)
-        method, path = _target(body) if isinstance(body, dict) else ("POST", "/fhir")
+        method, path = _target(found, orjson.loads(text))
     except orjson.JSONDecodeError as exc:
-        method, path = "POST", "/fhir"
+        method, path = _target(found, None)
         result = {"status": 400, "text": f"not JSON: {exc}"}
     else:
         token = ctx.directory.get(session.principal.id).token  # type: ignore[union-attr]
@@ -166,7 +169,7 @@ async def resubmit(request: Request, letter_id: LetterId) -> Response:
                          "Content-Type": "application/fhir+json"})
         result = {"status": answer.status_code, "text": answer.text[:4000]}
     ok = 200 <= result["status"] < 300
-    await asyncio.to_thread(audit, ctx, session.principal, "update",
+    await run_in_threadpool(audit, ctx, session.principal, "update",
                             f"deadletters/{letter_id}/resubmit {method} {path}",
                             {found.patient_key or ""}, "0" if ok else "4")
     return _show(request, session, found, text, result, 200 if ok else 422)

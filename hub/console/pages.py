@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from hub import clock
+from hub.api.deps import HubContext
 from hub.api.guard import audit
 from hub.console import lookup, status, traffic
 from hub.console.access import is_operator, traffic_facilities
@@ -20,6 +23,22 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 Text = Annotated[str | None, Query(max_length=300)]
 
 
+READY_SECONDS = 5.0
+_ready: dict[int, tuple[datetime, dict]] = {}
+
+
+async def _readiness(ctx: HubContext) -> dict | None:
+    """The process's /ready report, asked at most every READY_SECONDS: it asks the broker,
+    and a page load should not wait on a broker round trip each time."""
+    if ctx.readiness is None:
+        return None
+    now = clock.now()
+    cached = _ready.get(id(ctx))
+    if cached is None or (now - cached[0]).total_seconds() > READY_SECONDS:
+        cached = _ready[id(ctx)] = (now, await ctx.readiness())
+    return cached[1]
+
+
 @router.get("")
 @router.get("/")
 async def overview(request: Request) -> Response:
@@ -29,10 +48,10 @@ async def overview(request: Request) -> Response:
     ctx = context(request)
     who = session.principal
     visible = traffic_facilities(who)
-    counts = await asyncio.to_thread(traffic.recent, ctx.store, visible)
+    counts = await run_in_threadpool(traffic.recent, ctx.store, visible)
     runners = ctx.runners() if ctx.runners is not None else []
-    projections = await asyncio.to_thread(status.projection_rows, ctx.store, runners)
-    ready = await ctx.readiness() if ctx.readiness is not None else None
+    projections = await run_in_threadpool(status.projection_rows, ctx.store, runners)
+    ready = await _readiness(ctx)
     records = {f.id: f.record for f in ctx.directory}
     tiers: dict[str, dict[str, int]] = {}
     for row in counts["by_facility"]:
@@ -61,12 +80,12 @@ async def events(request: Request, q: Text = None) -> Response:
     ctx = context(request)
     found = []
     if q:
-        found = await asyncio.to_thread(lookup.find, ctx.store, q,
+        found = await run_in_threadpool(lookup.find, ctx.store, q,
                                         [f.id for f in ctx.directory],
                                         traffic_facilities(session.principal))
         patients = {e["patient_key"] for e in found if e["patient_key"]}
         if patients:  # which patient an event is about is patient data: audited
-            await asyncio.to_thread(audit, ctx, session.principal, "search-type",
+            await run_in_threadpool(audit, ctx, session.principal, "search-type",
                                     f"console/events?q={q}", patients)
     return render(request, session, "events.html", q=q or "", found=found)
 
@@ -81,6 +100,6 @@ async def registry(request: Request, facility: Text = None) -> Response:
                      key=lambda r: (TIER_RANK.get(r.tier, 99), r.id))
     history = None
     if facility:
-        history = await asyncio.to_thread(registry_read.history, ctx.store, facility)
+        history = await run_in_threadpool(registry_read.history, ctx.store, facility)
     return render(request, session, "registry.html", records=records, facility=facility,
                   history=history)

@@ -6,11 +6,11 @@ patients, so showing one is audited like ``GET /imaging/worklist``.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from hub.api.guard import audit
@@ -58,7 +58,7 @@ async def recognition(request: Request, month: Month = None, facility: Name = No
     session, answer = _allowed(request, "/console/recognition")
     if answer is not None:
         return answer
-    rows = await asyncio.to_thread(stats_rows, context(request), facility or None,
+    rows = await run_in_threadpool(stats_rows, context(request), facility or None,
                                    month or None)
     tiers = _tiers(request)
     grouped: dict[tuple[str, str, str], dict] = {}
@@ -98,7 +98,7 @@ async def recognition_csv(request: Request, month: Month = None, facility: Name 
     _, answer = _allowed(request, "/console/recognition")
     if answer is not None:
         return answer
-    rows = await asyncio.to_thread(stats_rows, context(request), facility or None,
+    rows = await run_in_threadpool(stats_rows, context(request), facility or None,
                                    month or None)
     return secured(Response(stats_csv(rows), media_type="text/csv; charset=utf-8",
                             headers={"Content-Disposition":
@@ -120,7 +120,7 @@ async def reading(request: Request, centre: Name = None) -> Response:
     centres = _centres(request)
     summary, studies = [], None
     for c in centres:
-        items = await asyncio.to_thread(img.worklist, ctx.store, registry, c)
+        items = await run_in_threadpool(img.worklist, ctx.store, registry, c)
         summary.append({"centre": c, "waiting": len(items),
                         "breached": sum(i["breached"] for i in items),
                         "claimed": sum(i["claim"] is not None for i in items)})
@@ -130,10 +130,10 @@ async def reading(request: Request, centre: Name = None) -> Response:
     # The worklist names patients: a member facility's reader (as in the API) or an operator.
     may_list = who.kind == "facility" or is_operator(who)
     if studies is not None and may_list:
-        await asyncio.to_thread(audit, ctx, who, "search-type",
+        await run_in_threadpool(audit, ctx, who, "search-type",
                                 f"console/reading?centre={centre}",
                                 {i["patient_key"] for i in studies})
-    turnaround = await asyncio.to_thread(img.turnaround, ctx.store, "centre+modality",
+    turnaround = await run_in_threadpool(img.turnaround, ctx.store, "centre+modality",
                                          None, False)
     charts = [chart("bar", [t["centre+modality"] for t in turnaround],
                     "Turnaround, acquisition to first report (minutes), per centre and modality",
@@ -151,7 +151,7 @@ async def referrals(request: Request, month: Month = None) -> Response:
         return answer
     ctx = context(request)
     registry = {f.id: f.record for f in ctx.directory}
-    rows = await asyncio.to_thread(ref_read.statistics, ctx.store, registry,
+    rows = await run_in_threadpool(ref_read.statistics, ctx.store, registry,
                                    ref_read.referral_policy(ctx.settings), month or None)
     charts = [chart("bar", [f"{r['tier']} {r['month']}" for r in rows],
                     "Up-referrals and those closed by a down-referral, per sending tier",

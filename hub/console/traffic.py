@@ -45,8 +45,15 @@ def recent(store: Store, facilities: frozenset[str] | None, minutes: int = 60,
     now = now or clock.now()
     start = _minute(now) - timedelta(minutes=minutes - 1)
     j, d = journal, dead_letters
-    accepted_q = sa.select(j.c.source, j.c.type, j.c.time).order_by(j.c.seq.desc()
-                                                                     ).limit(RECENT_EVENTS)
+    # Grouped in SQL by minute and zone (RFC 3339 times: ``...T10:22:49.297Z`` or
+    # ``...+08:00``), over the newest journal rows only: a primary-key range, however long
+    # the journal.
+    minute = sa.func.substr(j.c.time, 1, 16)
+    zone = sa.case((j.c.time.like("%Z"), "Z"), else_=sa.func.substr(j.c.time, -6))
+    newest = sa.select(sa.func.max(j.c.seq)).scalar_subquery()
+    accepted_q = (sa.select(j.c.source, j.c.type, minute, zone, sa.func.count())
+                  .where(j.c.seq > sa.func.coalesce(newest, 0) - RECENT_EVENTS)
+                  .group_by(j.c.source, j.c.type, minute, zone))
     refused_q = (sa.select(d.c.facility, d.c.resource_type, d.c.refused_at)
                  .where(d.c.refused_at >= clock.rfc3339(start)))
     if facilities is not None:
@@ -58,14 +65,14 @@ def recent(store: Store, facilities: frozenset[str] | None, minutes: int = 60,
     with store.connect() as conn:
         accepted = conn.execute(accepted_q).all()
         refused = conn.execute(refused_q).all()
-    for source, etype, time in accepted:
-        at = _instant(time)
+    for source, etype, at_minute, at_zone, n in accepted:
+        at = _instant(f"{at_minute}:00{at_zone}")
         if at is None or not start <= at < start + timedelta(minutes=minutes):
             continue
-        per_minute[_minute(at.astimezone(start.tzinfo))][0] += 1
+        per_minute[_minute(at.astimezone(start.tzinfo))][0] += n
         by_facility[(HUB_ID if source == HUB_SOURCE else source.removeprefix(SOURCE_PREFIX),
-                     "accepted")] += 1
-        by_type[(resource_type(etype), "accepted")] += 1
+                     "accepted")] += n
+        by_type[(resource_type(etype), "accepted")] += n
     for facility, rtype, refused_at in refused:
         at = _instant(refused_at)
         if at is None or at >= start + timedelta(minutes=minutes):

@@ -13,7 +13,7 @@
         labels: spec.labels,
         datasets: spec.datasets.map(function (d, i) {
           return { label: d.label, data: d.data, borderColor: colours[i % colours.length],
-                   backgroundColor: colours[i % colours.length], tension: 0.2,
+                   backgroundColor: colours[i % colours.length], tension: 0,
                    pointRadius: spec.type === "line" ? 0 : undefined };
         }),
       },
