@@ -12,7 +12,12 @@ __all__ = ["install_console"]
 def install_console(app: FastAPI) -> None:
     """Add the console's pages and its static files (CSS, script, vendored Chart.js)."""
     from hub.console import deadletter_pages, login, pages, stats_pages
-    from hub.console.web import HERE
+    from hub.console.web import HERE, ConsoleAnswer
+
+    async def answer(_, exc: ConsoleAnswer):
+        return exc.response
+
+    app.add_exception_handler(ConsoleAnswer, answer)
 
     app.mount("/console/static", StaticFiles(directory=HERE / "static"),
               name="console-static")

@@ -20,8 +20,16 @@ from starlette.responses import Response
 
 from hub.access.rules import dead_letter_facilities
 from hub.api.guard import audit
-from hub.console.session import csrf_ok
-from hub.console.web import context, form, refused, render, secured, session_of, to_login
+from hub.console.session import Session, csrf_ok
+from hub.console.web import (
+    ConsoleAnswer,
+    SessionDep,
+    context,
+    form,
+    refused,
+    render,
+    secured,
+)
 from hub.deadletters.letter import headers_json
 from hub.deadletters.read import StoredLetter, count, get_dead_letter, make_filter, search
 
@@ -33,12 +41,10 @@ RESUBMITTABLE = "gateway"  # a Kafka record's letter needs the facility's signin
 
 
 @router.get("")
-async def letters(request: Request, reason: Text = None, facility: Text = None,
-                  since: Text = None, until: Text = None, event_id: Text = None,
+async def letters(request: Request, session: SessionDep, reason: Text = None,
+                  facility: Text = None, since: Text = None, until: Text = None,
+                  event_id: Text = None,
                   offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
-    session = session_of(request)
-    if session is None:
-        return to_login(request)
     ctx = context(request)
     who = session.principal
     visible = dead_letter_facilities(who)
@@ -67,42 +73,40 @@ async def letters(request: Request, reason: Text = None, facility: Text = None,
                   total=total, offset=offset, page=PAGE, error=None)
 
 
-async def _letter(request: Request, letter_id: str, what: str
-                  ) -> tuple[object, StoredLetter | Response]:
-    session = session_of(request)
-    if session is None:
-        return None, to_login(request)
+async def _letter(request: Request, session: Session, letter_id: str, what: str
+                  ) -> StoredLetter:
+    """The letter if the login may see it (else ConsoleAnswer); reading one about a known
+    patient is audited under ``what``, allowed or not."""
     ctx = context(request)
     found = await run_in_threadpool(get_dead_letter, ctx.store, letter_id)
     if found is None:
-        return session, render(request, session, "refused.html", status=404,
-                               message=f"No dead letter {letter_id}.")
+        raise ConsoleAnswer(render(request, session, "refused.html", status=404,
+                                   message=f"No dead letter {letter_id}."))
     visible = dead_letter_facilities(session.principal)
     allowed = visible is None or found.facility in visible
     if found.patient_key:
         await run_in_threadpool(audit, ctx, session.principal, "read", what,
                                 {found.patient_key}, "0" if allowed else "4")
     if not allowed:
-        return session, refused(request, session, f"{session.principal.kind} "
-                                f"{session.principal.id} may not read dead letter "
-                                f"{letter_id} (from {found.facility or 'an unknown sender'})")
-    return session, found
+        raise ConsoleAnswer(refused(request, session, f"{session.principal.kind} "
+                                    f"{session.principal.id} may not read dead letter "
+                                    f"{letter_id} (from "
+                                    f"{found.facility or 'an unknown sender'})"))
+    return found
 
 
-def _may_resubmit(session, letter: StoredLetter) -> bool:
+def _may_resubmit(session: Session, letter: StoredLetter) -> bool:
     return (session.principal.kind == "facility" and letter.entry == RESUBMITTABLE
             and letter.facility == session.principal.id)
 
 
 @router.get("/{letter_id}")
-async def letter(request: Request, letter_id: LetterId) -> Response:
-    session, found = await _letter(request, letter_id, f"/deadletters/{letter_id}")
-    if not isinstance(found, StoredLetter):
-        return found
+async def letter(request: Request, session: SessionDep, letter_id: LetterId) -> Response:
+    found = await _letter(request, session, letter_id, f"/deadletters/{letter_id}")
     return _show(request, session, found, (found.original or b"").decode("utf-8", "replace"))
 
 
-def _show(request: Request, session, found: StoredLetter, text: str,
+def _show(request: Request, session: Session, found: StoredLetter, text: str,
           result: dict | None = None, status: int = 200) -> Response:
     return render(request, session, "deadletter.html", status=status, letter=found, text=text,
                   outcome=orjson.dumps(found.outcome, option=orjson.OPT_INDENT_2).decode()
@@ -116,10 +120,9 @@ def _headers(found: StoredLetter) -> str:
 
 
 @router.get("/{letter_id}/original")
-async def original(request: Request, letter_id: LetterId) -> Response:
-    _, found = await _letter(request, letter_id, f"/deadletters/{letter_id}/original")
-    if not isinstance(found, StoredLetter):
-        return found
+async def original(request: Request, session: SessionDep, letter_id: LetterId
+                   ) -> Response:
+    found = await _letter(request, session, letter_id, f"/deadletters/{letter_id}/original")
     # Opaque bytes: whatever was refused must not be taken for a page or a script.
     return secured(Response(found.original or b"", media_type="application/octet-stream",
                             headers={"Content-Disposition":
@@ -142,10 +145,8 @@ def _target(letter: StoredLetter, body: object) -> tuple[str, str]:
 
 
 @router.post("/{letter_id}/resubmit")
-async def resubmit(request: Request, letter_id: LetterId) -> Response:
-    session, found = await _letter(request, letter_id, f"/deadletters/{letter_id}")
-    if not isinstance(found, StoredLetter):
-        return found
+async def resubmit(request: Request, session: SessionDep, letter_id: LetterId) -> Response:
+    found = await _letter(request, session, letter_id, f"/deadletters/{letter_id}")
     fields = await form(request)
     if not csrf_ok(session, fields.get("csrf")):
         return refused(request, session, "The form's CSRF token does not match your session.")

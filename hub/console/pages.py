@@ -14,7 +14,7 @@ from hub.api.deps import HubContext
 from hub.api.guard import audit
 from hub.console import lookup, status, traffic
 from hub.console.access import is_operator, traffic_facilities
-from hub.console.web import chart, context, render, session_of, to_login
+from hub.console.web import SessionDep, chart, context, render
 from hub.envelope import HUB_ID
 from hub.registry import read as registry_read
 from hub.registry.model import TIER_RANK
@@ -41,10 +41,7 @@ async def _readiness(ctx: HubContext) -> dict | None:
 
 @router.get("")
 @router.get("/")
-async def overview(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return to_login(request)
+async def overview(request: Request, session: SessionDep) -> Response:
     ctx = context(request)
     who = session.principal
     visible = traffic_facilities(who)
@@ -73,10 +70,7 @@ async def overview(request: Request) -> Response:
 
 
 @router.get("/events")
-async def events(request: Request, q: Text = None) -> Response:
-    session = session_of(request)
-    if session is None:
-        return to_login(request)
+async def events(request: Request, session: SessionDep, q: Text = None) -> Response:
     ctx = context(request)
     found = []
     if q:
@@ -91,10 +85,8 @@ async def events(request: Request, q: Text = None) -> Response:
 
 
 @router.get("/registry")
-async def registry(request: Request, facility: Text = None) -> Response:
-    session = session_of(request)
-    if session is None:
-        return to_login(request)
+async def registry(request: Request, session: SessionDep, facility: Text = None
+                   ) -> Response:
     ctx = context(request)
     records = sorted((f.record for f in ctx.directory),
                      key=lambda r: (TIER_RANK.get(r.tier, 99), r.id))

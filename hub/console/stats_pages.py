@@ -9,22 +9,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from hub.api.guard import audit
 from hub.api.recognition import stats_csv, stats_rows
-from hub.console.access import PAGES, is_operator, may_see
-from hub.console.web import (
-    chart,
-    context,
-    refused,
-    render,
-    secured,
-    session_of,
-    to_login,
-)
+from hub.console.access import is_operator
+from hub.console.session import Session
+from hub.console.web import chart, context, for_page, render, secured
 from hub.imaging import read as img
 from hub.recognition.decisions import REASONS
 from hub.referral import read as ref_read
@@ -33,19 +26,9 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 Month = Annotated[str | None, Query(pattern=r"^(\d{4}-\d{2})?$")]
 Name = Annotated[str | None, Query(max_length=64)]
 SERVICES = ("imaging", "ecg", "pathology")
-_PAGE = {p.path: p for p in PAGES}
-
-
-def _allowed(request: Request, path: str):
-    """(session, None) when the login may see the page, else (session, the answer)."""
-    session = session_of(request)
-    if session is None:
-        return None, to_login(request)
-    if not may_see(session.principal, _PAGE[path]):
-        who = session.principal
-        return session, refused(request, session, f"{who.kind} {who.id} has no access to "
-                                f"{_PAGE[path].scope}")
-    return session, None
+Recognition = Annotated[Session, Depends(for_page("/console/recognition"))]
+Reading = Annotated[Session, Depends(for_page("/console/reading"))]
+Referral = Annotated[Session, Depends(for_page("/console/referrals"))]
 
 
 def _tiers(request: Request) -> dict[str, str]:
@@ -53,11 +36,8 @@ def _tiers(request: Request) -> dict[str, str]:
 
 
 @router.get("/recognition")
-async def recognition(request: Request, month: Month = None, facility: Name = None
-                      ) -> Response:
-    session, answer = _allowed(request, "/console/recognition")
-    if answer is not None:
-        return answer
+async def recognition(request: Request, session: Recognition, month: Month = None,
+                      facility: Name = None) -> Response:
     rows = await run_in_threadpool(stats_rows, context(request), facility or None,
                                    month or None)
     tiers = _tiers(request)
@@ -93,11 +73,8 @@ async def recognition(request: Request, month: Month = None, facility: Name = No
 
 
 @router.get("/recognition.csv")
-async def recognition_csv(request: Request, month: Month = None, facility: Name = None
-                          ) -> Response:
-    _, answer = _allowed(request, "/console/recognition")
-    if answer is not None:
-        return answer
+async def recognition_csv(request: Request, _: Recognition, month: Month = None,
+                          facility: Name = None) -> Response:
     rows = await run_in_threadpool(stats_rows, context(request), facility or None,
                                    month or None)
     return secured(Response(stats_csv(rows), media_type="text/csv; charset=utf-8",
@@ -111,10 +88,7 @@ def _centres(request: Request) -> list[str]:
 
 
 @router.get("/reading")
-async def reading(request: Request, centre: Name = None) -> Response:
-    session, answer = _allowed(request, "/console/reading")
-    if answer is not None:
-        return answer
+async def reading(request: Request, session: Reading, centre: Name = None) -> Response:
     ctx = context(request)
     registry = {f.id: f.record for f in ctx.directory}
     centres = _centres(request)
@@ -145,10 +119,7 @@ async def reading(request: Request, centre: Name = None) -> Response:
 
 
 @router.get("/referrals")
-async def referrals(request: Request, month: Month = None) -> Response:
-    session, answer = _allowed(request, "/console/referrals")
-    if answer is not None:
-        return answer
+async def referrals(request: Request, session: Referral, month: Month = None) -> Response:
     ctx = context(request)
     registry = {f.id: f.record for f in ctx.directory}
     rows = await run_in_threadpool(ref_read.statistics, ctx.store, registry,

@@ -8,16 +8,17 @@ Chart.js from data the page embeds as JSON.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from hub.api.deps import HubContext
-from hub.console.access import Page, visible_pages
+from hub.console.access import PAGES, Page, may_see, visible_pages
 from hub.console.session import COOKIE, Session, read_session
 
 HERE = Path(__file__).parent
@@ -53,6 +54,40 @@ def safe_next(target: str | None) -> str:
     if target and target.startswith("/console") and "//" not in target and "\\" not in target:
         return target
     return "/console"
+
+
+class ConsoleAnswer(Exception):
+    """Raised by a page's dependency: answer with ``response`` instead of the page (the
+    login form for no session, a refusal for a page the login may not see)."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def needs_session(request: Request) -> Session:
+    """A dependency: the login session, or to the login form."""
+    session = session_of(request)
+    if session is None:
+        raise ConsoleAnswer(to_login(request))
+    return session
+
+
+def for_page(path: str) -> Callable[[Request], Session]:
+    """A dependency: the login session, if its principal may see the page at ``path``."""
+    page = next(p for p in PAGES if p.path == path)
+
+    def session_for(request: Request) -> Session:
+        session = needs_session(request)
+        if not may_see(session.principal, page):
+            who = session.principal
+            raise ConsoleAnswer(refused(request, session, f"{who.kind} {who.id} has no "
+                                        f"access to {page.scope}"))
+        return session
+
+    return session_for
+
+
+SessionDep = Annotated[Session, Depends(needs_session)]
 
 
 def render(request: Request, session: Session | None, name: str, status: int = 200,

@@ -101,3 +101,20 @@ def test_event_types_name_their_resource_type():
     assert resource_type("fhir.Observation.upsert.v1") == "Observation"
     assert resource_type("fhir.Patient.delete.v1") == "Patient"
     assert resource_type("something.else") == "something.else"
+
+
+def test_every_console_template_and_asset_is_in_the_wheel():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["hub"]
+    console = root / "hub" / "console"
+    files = [p.relative_to(root / "hub").as_posix()
+             for folder in ("templates", "static") for p in (console / folder).rglob("*")
+             if p.is_file()]
+    assert any(f.endswith("chart.umd.min.js") for f in files)
+    missing = [f for f in files if not any(fnmatch.fnmatchcase(f, g) for g in globs)]
+    assert missing == []
