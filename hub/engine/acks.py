@@ -27,13 +27,13 @@ Two sources say an id is journaled, with the same meaning:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
 from hub.engine.projection import Event
+from hub.engine.waiters import IdWaiters
 from hub.envelope import Envelope
 from hub.errors import NotAcknowledged, StoreError
 from hub.log.producer import Publisher
@@ -46,29 +46,21 @@ log = logging.getLogger(__name__)
 _CHUNK = 500
 
 
-class JournalAcks:
+class JournalAcks(IdWaiters[None]):
     """Futures per event id, resolved when the journal has committed the event."""
 
     def __init__(self, store: Store, poll_s: float = 0.01, backstop_poll_s: float = 0.25
                  ) -> None:
+        super().__init__()
         self.store = store
         self.poll_s = poll_s
         self.backstop_poll_s = backstop_poll_s
         self.in_process = False  # set once this process's journal runner reports commits
-        self._waiting: dict[str, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._poll(), name="journal-acks")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     # --- the journal runner's side ------------------------------------------------------
 
@@ -86,16 +78,8 @@ class JournalAcks:
     # --- the acknowledging side ---------------------------------------------------------
 
     def expect(self, ids: Iterable[str]) -> None:
-        loop = asyncio.get_running_loop()
-        for i in ids:
-            self._waiting.setdefault(i, loop.create_future())
+        super().expect(ids)
         self._wake.set()
-
-    def forget(self, ids: Iterable[str]) -> None:
-        for i in ids:
-            fut = self._waiting.pop(i, None)
-            if fut is not None:
-                fut.cancel()
 
     async def wait(self, ids: Sequence[str], timeout: float) -> bool:
         futs = [f for i in ids if (f := self._waiting.get(i)) is not None]

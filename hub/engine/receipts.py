@@ -29,6 +29,7 @@ from aiokafka.partitioner import murmur2
 from hub.config import Settings
 from hub.deadletters.letter import DeadLetter
 from hub.engine.projection import Event
+from hub.engine.waiters import IdWaiters
 from hub.errors import HubError
 from hub.log.producer import Publisher
 from hub.signing import key_owner
@@ -152,7 +153,7 @@ def refusal_receipts(letters: Iterable[DeadLetter]) -> list[Receipt]:
     return [Receipt(f, (), refused) for f, refused in by_facility.items()]
 
 
-class ReceiptWaiter:
+class ReceiptWaiter(IdWaiters[str | None]):
     """The sending side, for a process without the hub's store (``hub mllp``): wait until the
     hub's receipts name every event of a message.
 
@@ -163,34 +164,15 @@ class ReceiptWaiter:
     """
 
     def __init__(self, settings: Settings, facility: str) -> None:
+        super().__init__()
         self.settings = settings
         self.facility = facility
-        self._waiting: dict[str, asyncio.Future[str | None]] = {}
-        self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
 
     async def start(self, timeout: float = 10.0) -> None:
         self._task = asyncio.create_task(self._run(), name="receipt-waiter")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def expect(self, ids: Iterable[str]) -> None:
-        loop = asyncio.get_running_loop()
-        for i in ids:
-            self._waiting.setdefault(i, loop.create_future())
-
-    def forget(self, ids: Iterable[str]) -> None:
-        for i in ids:
-            fut = self._waiting.pop(i, None)
-            if fut is not None:
-                fut.cancel()
 
     async def wait(self, ids: Sequence[str], timeout: float) -> dict[str, str] | None:
         """Refusal reasons by event id ({} when every one is journaled), or None when not
@@ -240,14 +222,11 @@ class ReceiptWaiter:
         if receipt is None or receipt.facility != self.facility:
             return
         for i in receipt.journaled:
-            fut = self._waiting.get(i)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+            self.resolve(i, None)
         for i, why in receipt.refused.items():
-            fut = self._waiting.get(i)
             # ``replayed`` means another copy is in the hub's hands: its receipt will come.
-            if fut is not None and not fut.done() and not why.startswith("replayed"):
-                fut.set_result(why)
+            if not why.startswith("replayed"):
+                self.resolve(i, why)
 
 
 def receipt_partition(facility: str, partitions: int) -> int:

@@ -18,7 +18,7 @@ from hub.store.db import open_store
 from hub.store.schema import journal
 from tests.e2e.test_hl7_mllp import send_all
 from tests.support.hl7_messages import oru
-from tests.support.hub_server import mllp_listener, running_hub
+from tests.support.hub_server import eventually, mllp_listener, running_hub
 from tests.support.outbox_publisher import FACILITY, event
 
 pytestmark = [pytest.mark.e2e]
@@ -114,3 +114,28 @@ async def test_mllp_answers_aa_only_once_the_journal_has_the_message(make_settin
             assert str(reply.segment("MSA")[1]) == "AA", str(reply)
             # The ORU's Patient, DiagnosticReport and four Observations, journaled already.
             assert len(after - before) >= 6
+
+
+async def test_mllp_rides_out_a_broker_restart(make_settings, tmp_path):
+    """The broker dies under a running listener: the next message is answered AE within
+    seconds (never AA, never silence); once the broker is back (empty) and the hub has
+    re-created its topics, messages are AA'd again without restarting the listener."""
+    with EmbeddedBroker(free_port(), tmp_path / "broker.log") as broker:
+        settings = make_settings(kafka_bootstrap=broker.bootstrap, ack_timeout_s=5.0)
+        async with running_hub(settings) as (hub, _base), mllp_listener(settings, hub) as server:
+            first, = await asyncio.to_thread(send_all, server.port, [oru().encode()])
+            assert str(first.segment("MSA")[1]) == "AA"
+            broker.kill()
+            started = asyncio.get_running_loop().time()
+            down, = await asyncio.to_thread(send_all, server.port,
+                                            [oru(control="ORU2").encode()])
+            assert str(down.segment("MSA")[1]) == "AE"
+            assert asyncio.get_running_loop().time() - started < 8
+            broker.start()
+
+            async def accepted_again() -> bool:
+                reply, = await asyncio.to_thread(send_all, server.port,
+                                                 [oru(control="ORU3").encode()])
+                return str(reply.segment("MSA")[1]) == "AA"
+
+            await eventually(accepted_again, 60)
