@@ -10,8 +10,11 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
+from hub.access import audit_store
+from hub.access.rules import refused_credential
 from hub.console.session import COOKIE, MAX_AGE_SECONDS, csrf_ok, open_session
 from hub.console.web import (
     LOGIN_NONCE,
@@ -23,6 +26,7 @@ from hub.console.web import (
     secured,
     session_of,
 )
+from hub.envelope import now_rfc3339
 from hub.errors import AuthError
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -50,9 +54,14 @@ async def login(request: Request) -> Response:
     nonce = request.cookies.get(LOGIN_NONCE) or ""
     if not nonce or not hmac.compare_digest(nonce, fields.get("nonce", "")):
         return _login_page(request, target, "The form expired: please log in again.", 400)
+    ctx = context(request)
     try:
-        _, cookie = open_session(context(request).directory, fields.get("token", ""))
+        _, cookie = open_session(ctx.directory, fields.get("token", ""))
     except AuthError:
+        # Audited like any request refused with 401: the token's digest, never the token.
+        attempt = refused_credential("POST", "/console/login", "", fields.get("token"), "",
+                                     now_rfc3339())
+        await run_in_threadpool(audit_store.record, ctx.store, [attempt])
         return _login_page(request, target, "Unknown credential: give your facility's bearer "
                            "token or your app token from the consortium file.", 401)
     response = secured(RedirectResponse(target, status_code=303))

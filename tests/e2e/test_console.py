@@ -52,6 +52,11 @@ async def test_login_sessions_who_sees_what_and_audit(make_settings):
             assert r.status_code == 400 and "hub_console=" not in r.headers.get("set-cookie", "")
             r = await login(anonymous, "not-a-token")
             assert r.status_code == 401 and "Unknown credential" in r.text
+            # audited like any 401: the token's digest, never the token
+            [attempt] = [a for a in trail(running.store, [""], 500, 0)[1]
+                         if a.what == "console/login"]
+            assert attempt.agent_kind == "unauthenticated" and attempt.outcome == "4"
+            assert attempt.agent_id.startswith("token-sha256:")
             assert "hub_console" not in anonymous.cookies
 
         async with httpx.AsyncClient(base_url=base) as t1:
