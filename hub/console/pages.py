@@ -15,7 +15,6 @@ from hub.api.guard import audit
 from hub.console import lookup, status, traffic
 from hub.console.access import is_operator, traffic_facilities
 from hub.console.web import SessionDep, chart, context, render
-from hub.envelope import HUB_ID
 from hub.registry import read as registry_read
 from hub.registry.model import TIER_RANK
 
@@ -53,8 +52,7 @@ async def overview(request: Request, session: SessionDep) -> Response:
     tiers: dict[str, dict[str, int]] = {}
     for row in counts["by_facility"]:
         record = records.get(row["name"])
-        tier = record.tier if record else ("the hub's own" if row["name"] == HUB_ID
-                                           else "unknown")
+        tier = record.tier if record else "unknown"
         t = tiers.setdefault(tier, {"accepted": 0, "refused": 0})
         t["accepted"] += row["accepted"]
         t["refused"] += row["refused"]

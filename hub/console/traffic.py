@@ -1,88 +1,65 @@
 """Events accepted and refused: per minute over the last hour, and by facility and type.
 
-Accepted events are counted from the journal by their event time (a facility's clock;
-the journal keeps no arrival time), refused inputs from the dead letters by the time the
-hub refused them. ``facilities`` narrows both to those senders (None: everyone's).
+Accepted events come from the activity projection's per-minute counts (facilities' events
+by their event time; the hub's own registry and patient-index events are not traffic),
+refused inputs from the dead letters by the time the hub refused them. Both reads are
+bounded by the window, however long the journal. ``facilities`` narrows both to those
+senders (None: everyone's).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from hub import clock
-from hub.envelope import HUB_ID, HUB_SOURCE, SOURCE_PREFIX
+from hub.activity.projection import MINUTES, ActivityProjection
 from hub.store.db import Store
-from hub.store.schema import dead_letters, journal
+from hub.store.schema import dead_letters
 
-RECENT_EVENTS = 50_000  # the newest journal rows looked at: an hour of a busy consortium
+_MINUTES = ActivityProjection().tables(sa.MetaData())[MINUTES]
+_MINUTE = "%Y-%m-%dT%H:%M"
 
 
 def _minute(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
 
 
-def _instant(text: str) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=clock.CONSORTIUM_TZ)
-
-
-def resource_type(event_type: str) -> str:
-    """``fhir.Observation.upsert.v1`` -> ``Observation``."""
-    parts = event_type.split(".")
-    return parts[1] if len(parts) >= 3 and parts[0] == "fhir" else event_type
-
-
 def recent(store: Store, facilities: frozenset[str] | None, minutes: int = 60,
            now: datetime | None = None) -> dict:
-    """Per-minute series (``labels``, ``accepted``, ``refused``) for the last ``minutes``
-    in consortium time, and the window's counts by facility and resource type."""
-    now = now or clock.now()
-    start = _minute(now) - timedelta(minutes=minutes - 1)
-    j, d = journal, dead_letters
-    # Grouped in SQL by minute and zone (RFC 3339 times: ``...T10:22:49.297Z`` or
-    # ``...+08:00``), over the newest journal rows only: a primary-key range, however long
-    # the journal.
-    minute = sa.func.substr(j.c.time, 1, 16)
-    zone = sa.case((j.c.time.like("%Z"), "Z"), else_=sa.func.substr(j.c.time, -6))
-    newest = sa.select(sa.func.max(j.c.seq)).scalar_subquery()
-    accepted_q = (sa.select(j.c.source, j.c.type, minute, zone, sa.func.count())
-                  .where(j.c.seq > sa.func.coalesce(newest, 0) - RECENT_EVENTS)
-                  .group_by(j.c.source, j.c.type, minute, zone))
+    """Per-minute series (``labels`` in consortium time, ``accepted``, ``refused``) for the
+    last ``minutes``, and the window's counts by facility and resource type."""
+    start = _minute((now or clock.now()).astimezone(UTC)) - timedelta(minutes=minutes - 1)
+    end = start + timedelta(minutes=minutes)
+    m, d = _MINUTES, dead_letters
+    accepted_q = (sa.select(m.c.minute, m.c.facility, m.c.resource_type, m.c.events)
+                  .where(m.c.minute >= start.strftime(_MINUTE),
+                         m.c.minute < end.strftime(_MINUTE)))
     refused_q = (sa.select(d.c.facility, d.c.resource_type, d.c.refused_at)
-                 .where(d.c.refused_at >= clock.rfc3339(start)))
+                 .where(d.c.refused_at >= clock.rfc3339(start),
+                        d.c.refused_at < clock.rfc3339(end)))
     if facilities is not None:
-        accepted_q = accepted_q.where(j.c.source.in_([SOURCE_PREFIX + f for f in facilities]))
+        accepted_q = accepted_q.where(m.c.facility.in_(sorted(facilities)))
         refused_q = refused_q.where(d.c.facility.in_(sorted(facilities)))
-    per_minute = {start + timedelta(minutes=i): [0, 0] for i in range(minutes)}
-    by_facility: Counter[tuple[str, str]] = Counter()
-    by_type: Counter[tuple[str, str]] = Counter()
     with store.connect() as conn:
         accepted = conn.execute(accepted_q).all()
         refused = conn.execute(refused_q).all()
-    for source, etype, at_minute, at_zone, n in accepted:
-        at = _instant(f"{at_minute}:00{at_zone}")
-        if at is None or not start <= at < start + timedelta(minutes=minutes):
-            continue
-        per_minute[_minute(at.astimezone(start.tzinfo))][0] += n
-        by_facility[(HUB_ID if source == HUB_SOURCE else source.removeprefix(SOURCE_PREFIX),
-                     "accepted")] += n
-        by_type[(resource_type(etype), "accepted")] += n
+    labels = [start + timedelta(minutes=i) for i in range(minutes)]
+    per_minute = {at.strftime(_MINUTE): [0, 0] for at in labels}
+    by_facility: Counter[tuple[str, str]] = Counter()
+    by_type: Counter[tuple[str, str]] = Counter()
+    for minute, facility, rtype, n in accepted:
+        per_minute[minute][0] += n
+        by_facility[(facility, "accepted")] += n
+        by_type[(rtype, "accepted")] += n
     for facility, rtype, refused_at in refused:
-        at = _instant(refused_at)
-        if at is None or at >= start + timedelta(minutes=minutes):
-            continue
-        per_minute[_minute(at.astimezone(start.tzinfo))][1] += 1
+        per_minute[refused_at[:16]][1] += 1
         by_facility[(facility or "(unknown sender)", "refused")] += 1
         by_type[(rtype or "(unreadable)", "refused")] += 1
-    local = clock.CONSORTIUM_TZ
     return {
-        "labels": [m.astimezone(local).strftime("%H:%M") for m in per_minute],
+        "labels": [at.astimezone(clock.CONSORTIUM_TZ).strftime("%H:%M") for at in labels],
         "accepted": [v[0] for v in per_minute.values()],
         "refused": [v[1] for v in per_minute.values()],
         "by_facility": _table(by_facility),

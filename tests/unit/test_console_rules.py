@@ -8,10 +8,10 @@ import dataclasses
 from itsdangerous import URLSafeTimedSerializer
 
 from hub.access.rules import Principal
+from hub.activity.projection import utc_minute
 from hub.console.access import is_operator, traffic_facilities, visible_pages
 from hub.console.session import credential_digest, csrf_ok, open_session, read_session
 from hub.console.status import alert
-from hub.console.traffic import resource_type
 from hub.console.web import safe_next
 from hub.facilities import FacilityDirectory
 from hub.registry.consortium_file import load_directory
@@ -97,10 +97,11 @@ def test_after_login_only_console_paths_are_followed():
         assert safe_next(elsewhere) == "/console"
 
 
-def test_event_types_name_their_resource_type():
-    assert resource_type("fhir.Observation.upsert.v1") == "Observation"
-    assert resource_type("fhir.Patient.delete.v1") == "Patient"
-    assert resource_type("something.else") == "something.else"
+def test_activity_counts_each_event_in_its_utc_minute():
+    assert utc_minute("2026-12-01T10:22:49.297369Z") == "2026-12-01T10:22"
+    assert utc_minute("2026-12-01T18:22:59+08:00") == "2026-12-01T10:22"
+    assert utc_minute("2026-12-01T00:05:00") == "2026-11-30T16:05"  # consortium time
+    assert utc_minute("yesterday") is None
 
 
 def test_every_console_template_and_asset_is_in_the_wheel():
