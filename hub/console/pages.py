@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
@@ -24,18 +25,29 @@ Text = Annotated[str | None, Query(max_length=300)]
 
 READY_SECONDS = 5.0
 _ready: dict[int, tuple[datetime, dict]] = {}
+_refreshing: dict[int, asyncio.Task] = {}
 
 
-async def _readiness(ctx: HubContext) -> dict | None:
-    """The process's /ready report, asked at most every READY_SECONDS: it asks the broker,
-    and a page load should not wait on a broker round trip each time."""
+async def _readiness(ctx: HubContext) -> tuple[dict | None, float]:
+    """The process's /ready report and its age in seconds. It asks the broker, so a page
+    never waits for it once there is one: a report older than READY_SECONDS is shown
+    while a fresh one is asked for in the background."""
     if ctx.readiness is None:
-        return None
+        return None, 0.0
+    key = id(ctx)
+    cached = _ready.get(key)
     now = clock.now()
-    cached = _ready.get(id(ctx))
-    if cached is None or (now - cached[0]).total_seconds() > READY_SECONDS:
-        cached = _ready[id(ctx)] = (now, await ctx.readiness())
-    return cached[1]
+    if cached is None:
+        _ready[key] = cached = (now, await ctx.readiness())
+    elif (now - cached[0]).total_seconds() > READY_SECONDS and key not in _refreshing:
+        async def refresh() -> None:
+            try:
+                _ready[key] = (clock.now(), await ctx.readiness())  # type: ignore[misc]
+            finally:
+                _refreshing.pop(key, None)
+
+        _refreshing[key] = asyncio.create_task(refresh())
+    return cached[1], (now - cached[0]).total_seconds()
 
 
 @router.get("")
@@ -47,7 +59,7 @@ async def overview(request: Request, session: SessionDep) -> Response:
     counts = await run_in_threadpool(traffic.recent, ctx.store, visible)
     runners = ctx.runners() if ctx.runners is not None else []
     projections = await run_in_threadpool(status.projection_rows, ctx.store, runners)
-    ready = await _readiness(ctx)
+    ready, ready_age = await _readiness(ctx)
     records = {f.id: f.record for f in ctx.directory}
     tiers: dict[str, dict[str, int]] = {}
     for row in counts["by_facility"]:
@@ -61,7 +73,7 @@ async def overview(request: Request, session: SessionDep) -> Response:
     charts = [chart("line", counts["labels"], "Events accepted and refused per minute",
                     accepted=counts["accepted"], refused=counts["refused"])]
     return render(request, session, "overview.html", counts=counts, tiers=ordered,
-                  charts=charts,
+                  charts=charts, ready_age=ready_age,
                   projections=projections, ready=ready, alerts=alerts,
                   scope="every facility" if visible is None else ", ".join(sorted(visible)),
                   operator=is_operator(who))

@@ -7,12 +7,14 @@ patients, so showing one is audited like ``GET /imaging/worklist``.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from hub import clock
 from hub.api.guard import audit
 from hub.api.recognition import stats_csv, stats_rows
 from hub.console.access import is_operator
@@ -26,6 +28,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 Month = Annotated[str | None, Query(pattern=r"^(\d{4}-\d{2})?$")]
 Name = Annotated[str | None, Query(max_length=64)]
 SERVICES = ("imaging", "ecg", "pathology")
+TURNAROUND_DAYS = 30
 Recognition = Annotated[Session, Depends(for_page("/console/recognition"))]
 Reading = Annotated[Session, Depends(for_page("/console/reading"))]
 Referral = Annotated[Session, Depends(for_page("/console/referrals"))]
@@ -107,8 +110,9 @@ async def reading(request: Request, session: Reading, centre: Name = None) -> Re
         await run_in_threadpool(audit, ctx, who, "search-type",
                                 f"console/reading?centre={centre}",
                                 {i["patient_key"] for i in studies})
+    since = clock.rfc3339(clock.now() - timedelta(days=TURNAROUND_DAYS))
     turnaround = await run_in_threadpool(img.turnaround, ctx.store, "centre+modality",
-                                         None, False)
+                                         since, False)
     charts = [chart("bar", [t["centre+modality"] for t in turnaround],
                     "Turnaround, acquisition to first report (minutes), per centre and modality",
                     p50=[t["p50_minutes"] for t in turnaround],
