@@ -3,10 +3,11 @@
 ``hub demo`` runs in its own process (its bundled broker, a fresh SQLite store, the
 simulated consortium publishing at its default rate) for the whole measurement. Logged in
 as the demo's consortium operators, the bench loads each console page in turn, once a
-second, and after each the bare page (bench/bare_console.py, another process), so both see
-the same machine at the same moments. A load is one GET of the page's HTML over a kept-alive
-connection, from sending the request to the last byte (the page's CSS and scripts are
-static files a browser caches).
+second, and after each the bare page (bench/bare_console.py, another process) and the demo
+hub's ``/healthz``, so all three see the same machine at the same moments: ``/healthz``
+shows what any answer costs from a process whose event loop the demo keeps busy. A load
+is one GET of the page's HTML over a kept-alive connection, from sending the request to
+the last byte (the page's CSS and scripts are static files a browser caches).
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ def _timed(client: httpx.Client, path: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def console_loads(console: Console, minutes: float) -> tuple[dict[str, list[float]],
-                                                             list[float]]:
-    """Per console page its load times (ms), and the bare page's, over ``minutes``."""
+def console_loads(console: Console, minutes: float
+                  ) -> tuple[dict[str, list[float]], list[float], list[float]]:
+    """Per console page its load times (ms), the bare page's, and the demo hub's own
+    ``/healthz`` (what any answer of that busy process costs), over ``minutes``."""
     hub_port, bare_port = free_port(), free_port()
     hub_ms: dict[str, list[float]] = {p: [] for p in PAGES}
     bare_ms: list[float] = []
+    healthz_ms: list[float] = []
     with tempfile.TemporaryDirectory(prefix="hub-bench-console-") as tmp:
         log = (Path(tmp) / "demo.log").open("wb")
         demo = subprocess.Popen(
@@ -76,6 +79,7 @@ def console_loads(console: Console, minutes: float) -> tuple[dict[str, list[floa
                     for path in PAGES:
                         hub_ms[path].append(_timed(hub, path))
                         bare_ms.append(_timed(b, "/page"))
+                        healthz_ms.append(_timed(hub, "/healthz"))
                         time.sleep(1)
         finally:
             for process in (demo, bare):
@@ -87,4 +91,4 @@ def console_loads(console: Console, minutes: float) -> tuple[dict[str, list[floa
                     process.kill()
                     process.wait(10)
             log.close()
-    return hub_ms, bare_ms
+    return hub_ms, bare_ms, healthz_ms

@@ -422,10 +422,12 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                 latency_rows("recognition check @200/s (100k patients, 5M results)", hub_ms,
                              bare_ms, "bare indexed lookup", 5, digits=2)
             if only in (None, "console"):
-                pages, bare_ms = console_loads(console, minutes)
+                pages, bare_ms, healthz_ms = console_loads(console, minutes)
                 every = [ms for loads in pages.values() for ms in loads]
                 latency_rows(f"console page load, demo running {minutes:g} min", every,
                              bare_ms, "bare FastAPI+Jinja2 page", 300, on=95)
+                latency_rows("console page load (vs the same hub's /healthz)", every,
+                             healthz_ms, "demo hub /healthz", 300, on=95)
                 slowest = max(pages, key=lambda p: pct(pages[p], 95))
                 latency_rows(f"console slowest page ({slowest})", pages[slowest], bare_ms,
                              "bare FastAPI+Jinja2 page", 300, on=95)
