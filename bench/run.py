@@ -12,7 +12,10 @@
 5. Durable acknowledgement (``--only ack``): the same PUT load on the whole hub with
    ``ack_after=journal`` beside ``ack_after=broker``: p50/p99 of each, and the journal lag
    (2xx answer -> row in ``hub_journal``) p99 with ``broker``. Target: lag p99 < 200 ms.
-6. Web console page loads (``--only console``) with ``hub demo`` running for ``--minutes``
+6. Remote monitoring (``--only devices``, ``bench/devices.py``): readings/s through the MQTT
+   device gateway beside a bare paho loop on the same broker, and the alert latency at
+   10,000 devices x 4 readings a day compressed into one hour. Target: p99 < 1 s.
+7. Web console page loads (``--only console``) with ``hub demo`` running for ``--minutes``
    (10 by default): p50 and p95 over every page, and the slowest page's p95, beside a bare
    FastAPI + Jinja2 page. Target: p95 < 300 ms.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -38,7 +42,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
+from adapters.devices.mqtt import MqttAddress
 from bench.console_load import console_loads
+from bench.devices import figures as device_figures
 from bench.lab_hl7 import lab_rates, mllp_round_trips, oru_messages
 from bench.mpi_quality import main as mpi_quality
 from bench.put_rate import bare_puts, gateway_puts, wait_healthy
@@ -324,6 +330,26 @@ def ack_rows(console: Console, table: Table, settings: Settings, workdir: Path,
 
 # --- driver -------------------------------------------------------------------------------
 
+def device_rows(console: Console, table: Table, settings: Settings, row, latency_rows
+                ) -> None:
+    """Remote monitoring on the machine's MQTT broker; skipped, saying why, without one."""
+    url = os.environ.get("HUB_BENCH_MQTT", "mqtt://127.0.0.1:1883")
+    address = MqttAddress.parse(url)
+    try:
+        socket.create_connection((address.host, address.port), timeout=1).close()
+    except OSError:
+        console.print(f"[yellow]no MQTT broker at {url} (HUB_BENCH_MQTT): remote-monitoring "
+                      "figures skipped[/yellow]")
+        return
+    console.print(f"measuring remote monitoring through MQTT at {url} (10,000 devices) ...")
+    f = device_figures(settings, url)
+    row("device readings through MQTT (acknowledged once journaled)", f["rate"],
+        f["bare_rate"], "readings/s", "- (reference)", True)
+    got = len(f["latencies"])
+    latency_rows(f"reading -> alert on hie.alerts.v1 @11/s ({got}/{f['expected']} alerts)",
+                 f["latencies"], f["bare_latencies"], "bare MQTT delivery", 1000)
+
+
 def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -> None:
     table = Table(title=f"hub bench ({n} events; one machine, same run)")
     for col in ("figure", "hub", "baseline", "ratio", "target", "ok"):
@@ -348,7 +374,7 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
         items = (population(n) if only not in ("mpi", "mllp", "recognition", "put", "ack",
-                                                "console") else [])
+                                                "devices", "console") else [])
         with EmbeddedBroker(free_port()) as broker:
             settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
                                      batch_max_records=2000)
@@ -421,6 +447,8 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                 console.print(f"{found} items recognisable over the sampled checks")
                 latency_rows("recognition check @200/s (100k patients, 5M results)", hub_ms,
                              bare_ms, "bare indexed lookup", 5, digits=2)
+            if only in (None, "devices"):
+                device_rows(console, table, settings, row, latency_rows)
             if only in (None, "console"):
                 pages, bare_ms, healthz_ms = console_loads(console, minutes)
                 every = [ms for loads in pages.values() for ms in loads]

@@ -25,6 +25,35 @@ class Topics(BaseSettings):
     recognition: str = "hie.recognition.v1"  # order-time recognition prompts
     receipts: str = "hie.receipts.v1"  # journaled / refused, to the facility that sent it
     referral: str = "hie.referral.v1"  # every referral step and the decision on it
+    alerts: str = "hie.alerts.v1"  # remote monitoring: alerts for family-doctor teams
+
+
+class Monitoring(BaseSettings):
+    """Remote monitoring: control thresholds (example values; each consortium sets its own),
+    the team's SLA, and the MQTT device gateway. Env vars ``HUB_MONITORING_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_MONITORING_", frozen=True)
+
+    sbp: float = 140.0
+    dbp: float = 90.0
+    sbp_diabetic: float = 130.0
+    dbp_diabetic: float = 80.0
+    bp_window: int = Field(default=5, ge=1)
+    bp_needed: int = Field(default=3, ge=1)
+    glucose_fasting: float = 7.0
+    critical_sbp: float = 180.0
+    critical_dbp: float = 110.0
+    critical_glucose_high: float = 16.7
+    critical_glucose_low: float = 3.0
+    missing_days: float = Field(default=3.0, gt=0)
+    sla_hours: float = Field(default=24.0, gt=0, description="An alert nobody acknowledged "
+                             "within this many hours is escalated to the team's specialist.")
+    mqtt_url: str | None = Field(default=None, description="mqtt://HOST:PORT of the broker "
+                                 "home meters publish to; empty: no MQTT device gateway.")
+    mqtt_topic: str = "hie/devices/+/readings"
+    mqtt_client_id: str = Field(default="hie-hub-devices", description="Stable: the broker "
+                                "keeps this session's unacknowledged readings across "
+                                "restarts (persistent session).")
 
 
 class Settings(BaseSettings):
@@ -48,6 +77,7 @@ class Settings(BaseSettings):
     events_partitions: int = 6
     replication_factor: int = 1
     topics: Topics = Field(default_factory=Topics)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
 
     data_dir: Path = Path("hub-data")
     database_url: str | None = Field(

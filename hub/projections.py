@@ -13,6 +13,8 @@ from hub.imaging import projection as imaging
 from hub.imaging.projection import ImagingProjection
 from hub.journal import JournalProjection
 from hub.lab.projection import FEED, FEED_TYPE, LabProjection
+from hub.monitoring import projection as monitoring
+from hub.monitoring.projection import MonitoringProjection
 from hub.mpi.projection import MpiProjection
 from hub.recognition.projection import RecognitionProjection
 from hub.record.projection import SharedRecordProjection
@@ -24,7 +26,7 @@ def all_projections() -> dict[str, Projection]:
     return {p.name: p for p in (
         JournalProjection(), SharedRecordProjection(), ActivityProjection(),
         RegistryProjection(), MpiProjection(), LabProjection(), ImagingProjection(),
-        RecognitionProjection(), ReferralProjection())}
+        RecognitionProjection(), ReferralProjection(), MonitoringProjection())}
 
 
 def rebuildable() -> dict[str, Projection]:
@@ -36,4 +38,6 @@ FEEDS: dict[str, Callable[[Settings], tuple[sa.Table, str, str]]] = {
     "lab": lambda s: (LabProjection().tables(sa.MetaData())[FEED], s.topics.lab, FEED_TYPE),
     "imaging": lambda s: (ImagingProjection().tables(sa.MetaData())[imaging.FEED],
                           s.topics.imaging, imaging.FEED_TYPE),
+    "monitoring": lambda s: (MonitoringProjection().tables(sa.MetaData())[monitoring.FEED],
+                             s.topics.alerts, monitoring.FEED_TYPE),
 }

@@ -38,12 +38,16 @@ from hub.log.broker import EmbeddedBroker
 from hub.log.producer import Publisher
 from hub.log.topics import durable_ack, ensure_topics
 from hub.metrics import COMPONENT_RESTARTS
+from hub.monitoring.intake import DeviceIntake
+from hub.monitoring.service import Monitor
 from hub.mpi.service import MpiService
 from hub.projections import FEEDS, all_projections
 from hub.recognition.catalogue import load_catalogue
 from hub.recognition.prompter import Prompter
 from hub.referral.feed import ReferralFeedRelay
 from hub.referral.read import referral_policy
+from hub.registry import care_sync
+from hub.registry.care import CareRegistry
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
@@ -76,6 +80,9 @@ class Hub:
         self.mpi: MpiService | None = None
         self.feeds: dict[str, OutboxRelay] = {}
         self.prompter: Prompter | None = None
+        self.monitor: Monitor | None = None
+        self.intake: DeviceIntake | None = None  # home readings, from MQTT and HTTP
+        self.mqtt: Any = None  # adapters.devices.mqtt.MqttDeviceGateway when started
         self.publisher: Publisher | None = None
         self.checks: EdgeChecks | None = None
         self.deadletters: DeadLetterKeeper | None = None
@@ -90,6 +97,7 @@ class Hub:
         self.components: dict[str, str] = {}
         self.acks: JournalAcks | None = None  # durable acknowledgement (ack_after=journal)
         self.receipts: ReceiptSender | None = None  # what became of facilities' inbound events
+        self.care = CareRegistry()  # family-doctor teams and devices, as the file says now
 
     async def __aenter__(self) -> Hub:
         s = self.settings
@@ -121,6 +129,9 @@ class Hub:
                 self.acks.start()
             self.deadletters = DeadLetterKeeper(self.store, self.publisher,
                                                 s.topics.deadletter)
+            self.intake = DeviceIntake(self.store, self.publisher, s.topics.events,
+                                       self.deadletters, lambda: self.care, self.signer,
+                                       self.acks, s.ack_timeout_s)
             await self.sync_registry(consortium)
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -152,6 +163,7 @@ class Hub:
             self._api_context = HubContext(self.settings, self.store, self.directory,
                                            self.publisher, self.checks, self.deadletters,
                                            self.mpi, self.readiness, self.acks,
+                                           care=self.care, devices=self.intake,
                                            runners=self.runner_states)
         return self._api_context
 
@@ -249,6 +261,9 @@ class Hub:
 
         store = await asyncio.to_thread(store_ok)
         components = dict(self.components)
+        if self.mqtt is not None and components.get("mqtt") == "running" and \
+                not self.mqtt.connected.is_set():
+            components["mqtt"] = "disconnected"  # paho reconnects; readings wait in MQTT
         if self._server is not None:
             components["api"] = "running" if self._server.started else "starting"
         ready = broker and store and all(v in ("running", "done")
@@ -273,6 +288,15 @@ class Hub:
             await asyncio.to_thread(mark_published, self.store, changed)
             log.info("registry: published %d Organization event(s): %s", len(changed),
                      ", ".join(r.id for r in changed))
+        care = await asyncio.to_thread(care_sync.pending, self.store, consortium.care)
+        if care:
+            await self.publisher.publish(self.settings.topics.events, [
+                care_sync.event(sid, key, res, self.signer) for sid, key, res, _ in care])
+            await asyncio.to_thread(care_sync.mark_published, self.store, care)
+            log.info("registry: published %d team, resident and device event(s)", len(care))
+        self.care = consortium.care
+        if self._api_context is not None:
+            self._api_context.care = consortium.care
         fresh = consortium.directory(hub)
         records_changed = {f.record for f in fresh} != {f.record for f in self.directory}
         self.directory.refresh(fresh)  # tokens and apps: only this process uses them
@@ -310,6 +334,16 @@ class Hub:
                 log.warning("registry: cannot publish the change yet (%s); retrying", exc)
                 seen = None
 
+    async def start_mqtt(self, url: str) -> None:
+        """The MQTT device gateway (``adapters.devices.mqtt``), feeding this hub's intake."""
+        from adapters.devices.mqtt import MqttDeviceGateway
+
+        assert self.intake
+        m = self.settings.monitoring
+        self.mqtt = MqttDeviceGateway(self.intake, url, m.mqtt_topic, m.mqtt_client_id)
+        await self.mqtt.start()
+        self.components["mqtt"] = "running"
+
     def start_ingest(self) -> asyncio.Task:
         assert self.directory and self.publisher
         assert self.store
@@ -325,6 +359,11 @@ class Hub:
         for name in names or list(catalogue):
             # The journal's commits are what a durable acknowledgement and a receipt wait for.
             on_commit = self._journal_committed if name == "journal" else None
+            if name == "monitoring" and not until_caught_up:
+                assert self.signer
+                self.monitor = Monitor(self.settings, self.store, self.publisher, self.signer,
+                                       self.acks)
+                on_commit = self.monitor.wake  # judge new readings as soon as they are stored
             runner = ProjectionRunner(self.settings, self.store, catalogue[name], self.publisher,
                                       on_commit=on_commit)
             self.runners.append(runner)
@@ -340,6 +379,8 @@ class Hub:
                 tasks.append(self._start_prompter())
             if name == "referral" and not until_caught_up:
                 tasks.append(self._start_referral_feed())
+            if self.monitor is not None and name == "monitoring" and not until_caught_up:
+                tasks.append(self._supervised("monitor", self.monitor.run))
             feed = FEEDS.get(name)
             if feed is not None and not until_caught_up:
                 table, topic, ce_type = feed(self.settings)
@@ -403,7 +444,7 @@ class Hub:
         1. The API takes no new requests (503 with Retry-After); those already inside run to
            their answer, whose durable acknowledgement needs the journal still running.
         2. What makes new events stops: ingest stage (it finishes its batch), patient index,
-           registry watch.
+           monitor, registry watch.
         3. The journal and every projection apply the log up to its end, so no projection
            holds a row the journal lacks and nothing acknowledged is left unprojected (the
            bundled broker forgets the log when it stops).
@@ -427,11 +468,16 @@ class Hub:
             if not await gate.drained(left()):
                 log.warning("stop: %d request(s) still unanswered after %.0f s", gate.inside,
                             self.settings.stop_timeout_s)
-        producers = [t for t in self._tasks if t.get_name() in ("ingest", "mpi")]
+        if self.mqtt is not None:  # readings being handled get their acknowledgement
+            await self.mqtt.stop()
+            self.components["mqtt"] = "stopped"
+        producers = [t for t in self._tasks if t.get_name() in ("ingest", "mpi", "monitor")]
         if self.ingest is not None:
             self.ingest.stop()
         if self.mpi is not None:
             self.mpi.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         for t in producers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(t), left())

@@ -80,7 +80,8 @@ def make_settings(kafka, tmp_path: Path):
                           deadletter=f"t{tag}.deadletter", lab=f"t{tag}.lab",
                           imaging=f"t{tag}.imaging", recognition=f"t{tag}.recognition",
                           receipts=f"t{tag}.receipts",
-                          referral=f"t{tag}.referral"),
+                          referral=f"t{tag}.referral",
+                          alerts=f"t{tag}.alerts"),
             group_prefix=f"g{tag}", data_dir=tmp_path, events_partitions=3,
             session_timeout_ms=6000,
             # One hub per test reads every partition itself; tests of group behaviour

@@ -24,20 +24,40 @@ class MllpServer:
         self.host = host
         self.port = port
         self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task] = set()
+        self._busy = 0  # messages being handled: taken, not yet answered
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._client, self.host, self.port,
                                                   limit=MAX_MESSAGE)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Take no new connection, answer the messages already taken (for at most
+        ``timeout`` s: a message cut off before its ACK is simply sent again by the LIS),
+        then close the connections."""
         if self._server is not None:
             self._server.close()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("MLLP: %d messages still unanswered after %g s; closing", self._busy,
+                        timeout)
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                       ) -> None:
         peer = writer.get_extra_info("peername")
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
             while True:
                 try:
@@ -52,12 +72,20 @@ class MllpServer:
                     return
                 start = data.find(START)
                 payload = data[start + 1 if start >= 0 else 0:-len(END)]
-                reply, code, reason = await self.intake.handle(payload)
-                if code != "AA":
-                    log.info("MLLP %s: %s %s", peer, code, reason)
-                writer.write(frame(reply))
-                await writer.drain()
-        except ConnectionError:
+                self._busy += 1
+                self._idle.clear()
+                try:
+                    reply, code, reason = await self.intake.handle(payload)
+                    if code != "AA":
+                        log.info("MLLP %s: %s %s", peer, code, reason)
+                    writer.write(frame(reply))
+                    await writer.drain()
+                finally:
+                    self._busy -= 1
+                    if not self._busy:
+                        self._idle.set()
+        except (ConnectionError, asyncio.CancelledError):
             return
         finally:
+            self._connections.discard(task)
             writer.close()

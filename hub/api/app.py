@@ -16,10 +16,20 @@ from starlette.responses import Response
 import hub
 from hub.access import audit_store
 from hub.access.rules import Principal, may_read_metrics, refused_credential
-from hub.api import deadletters, gateway, imaging, lab, mpi, read, recognition, referral
+from hub.api import (
+    deadletters,
+    gateway,
+    imaging,
+    lab,
+    monitoring,
+    mpi,
+    read,
+    recognition,
+    referral,
+)
 from hub.api.capability import capability_statement
 from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
-from hub.api.docs import install_docs
+from hub.api.docs import install_asyncapi, install_docs
 from hub.api.gate import GateMiddleware, RequestGate
 from hub.api.outcome import FhirResponse, error, unavailable
 from hub.console import install_console
@@ -159,7 +169,9 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(imaging.router)
     app.include_router(recognition.router)
     app.include_router(referral.router)
+    app.include_router(monitoring.router)
     install_docs(app)
+    install_asyncapi(app)
     install_console(app)
     app.include_router(deadletters.router)
     return app

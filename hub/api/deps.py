@@ -17,7 +17,9 @@ from hub.errors import AuthError
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.checks import EdgeChecks
 from hub.log.producer import Publisher
+from hub.monitoring.intake import DeviceIntake
 from hub.mpi.service import MpiService
+from hub.registry.care import CareRegistry
 from hub.store.db import Store
 
 
@@ -34,6 +36,8 @@ class HubContext:
     readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
     acks: JournalAcks | None = None  # set when a 2xx waits for the journal (ack_after)
     gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
+    care: CareRegistry = field(default_factory=CareRegistry)  # teams, residents, devices
+    devices: DeviceIntake | None = None  # home readings (POST /devices/{id}/readings)
     # This process's projection runners (hub.service.Hub.runner_states), for the console.
     runners: Callable[[], list[dict[str, Any]]] | None = None
 
@@ -93,7 +97,9 @@ ImagingReaderDep = Annotated[Principal, Depends(scoped("imaging"))]
 RecognitionReaderDep = Annotated[Principal, Depends(scoped("recognition"))]
 MpiReaderDep = Annotated[Principal, Depends(scoped("mpi"))]
 ReferralReaderDep = Annotated[Principal, Depends(scoped("referral"))]
+MonitoringReaderDep = Annotated[Principal, Depends(scoped("monitoring"))]
 
 __all__ = ["AuthError", "ContextDep", "FacilityDep", "HubContext", "ImagingReaderDep",
-           "LabReaderDep", "MpiReaderDep", "ReaderDep", "RecognitionReaderDep",
-           "ReferralReaderDep", "ScopeError", "SharedRecordReaderDep", "scoped"]
+           "LabReaderDep", "MonitoringReaderDep", "MpiReaderDep", "ReaderDep",
+           "RecognitionReaderDep", "ReferralReaderDep", "ScopeError", "SharedRecordReaderDep",
+           "scoped"]

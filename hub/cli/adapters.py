@@ -1,7 +1,10 @@
-"""``hub mllp``, ``hub hl7-import``, ``hub dicom-scan``: facility systems into the hub.
+"""``hub mllp``, ``hub hl7-import``, ``hub dicom-scan``: facility systems into the hub;
+``hub devices``: home meters into the hub.
 
-Each runs as the facility: it signs with the facility's key and publishes to
-``hie.inbound.v1``, where the hub verifies and validates like any other event.
+The first three run as the facility: they sign with the facility's key and publish to
+``hie.inbound.v1``, where the hub verifies and validates like any other event. ``hub
+devices`` runs the MQTT device gateway on the hub's side (its store, key and registry), as
+``hub serve --mqtt`` does in the serving process.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import typer
 
 from hub import clock
 from hub.cli.common import (
+    DataOpt,
+    DbOpt,
     FacilitiesOpt,
     console,
     fail,
@@ -23,6 +28,7 @@ from hub.cli.common import (
     quiet_kafka,
     run,
     settings,
+    until_cancelled,
 )
 from hub.config import Settings
 from hub.errors import ConfigError
@@ -122,7 +128,8 @@ def mllp(facility: Hl7FacilityOpt,
                           f"{signer.kid}; AA once {meaning}). Ctrl-C stops.")
             await asyncio.Event().wait()
         finally:
-            await server.stop()
+            # Ctrl-C/SIGTERM: messages already taken are answered before the listener goes.
+            await server.stop(s.stop_timeout_s)
             if receipts is not None:
                 await receipts.stop()
             await publisher.stop()
@@ -230,7 +237,33 @@ def dicom_scan(folder: Annotated[Path, typer.Argument(help="A PACS drop folder (
         raise typer.Exit(2)
 
 
+def devices(mqtt: Annotated[str, typer.Option(
+                "--mqtt", envvar="HUB_MONITORING_MQTT_URL",
+                help="mqtt://HOST:PORT of the broker the home meters publish to.")],
+            kafka: KafkaOpt = None, db: DbOpt = None, data_dir: DataOpt = None,
+            facilities: FacilitiesOpt = None) -> None:
+    """Run only the MQTT device gateway: readings from home meters, acknowledged once the
+    hub has them durably (beside a `hub serve` / `hub project` on the same store)."""
+    from hub.cli.run import mqtt_url
+    from hub.service import Hub
+
+    s = settings(kafka, db, data_dir, facilities)
+    url = mqtt_url(mqtt)
+    assert url
+
+    async def main() -> None:
+        async with Hub(s, start_broker=False) as hub:
+            hub.start_registry_watch()  # devices added or re-bound take effect live
+            await hub.start_mqtt(url)
+            console.print(f"device gateway: {url} {s.monitoring.mqtt_topic} -> "
+                          f"{s.topics.events} at {s.bootstrap}. Ctrl-C stops.")
+            await until_cancelled()
+
+    run(main())
+
+
 def register(app: typer.Typer) -> None:
     app.command("mllp")(mllp)
     app.command("hl7-import")(hl7_import)
     app.command("dicom-scan")(dicom_scan)
+    app.command("devices")(devices)

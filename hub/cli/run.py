@@ -20,7 +20,24 @@ from hub.cli.common import (
 )
 
 BENCH_PARTS = ("ingest", "rebuild", "latency", "put", "ack", "lab", "mllp", "recognition",
-               "mpi", "console")
+               "mpi", "devices", "console")
+MqttOpt = Annotated[str | None, typer.Option(
+    "--mqtt", envvar="HUB_MONITORING_MQTT_URL",
+    help="mqtt://HOST:PORT of the broker home meters publish to: run the MQTT device "
+    "gateway in this process.")]
+
+
+def mqtt_url(url: str | None) -> str | None:
+    """The --mqtt address, checked before anything starts (one sentence if it is wrong)."""
+    from adapters.devices.mqtt import MqttAddress
+    from hub.errors import ConfigError
+
+    if url:
+        try:
+            MqttAddress.parse(url)
+        except ConfigError as exc:
+            fail(str(exc))
+    return url or None
 
 
 def broker(
@@ -52,12 +69,14 @@ def serve(
     port: Annotated[int, typer.Option(envvar="HUB_API_PORT")] = 8080,
     ingest: Annotated[bool, typer.Option(help="Run the inbound ingest stage.")] = True,
     projections: Annotated[bool, typer.Option(help="Run the journal and projections.")] = True,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Run the FHIR gateway and read API (plus ingest and projections unless turned off)."""
     from hub.log.broker import port_in_use
     from hub.service import Hub
 
     s = settings(kafka, db, data_dir, facilities, api_host=host, api_port=port)
+    mqtt = mqtt_url(mqtt)
     # Before anything starts: a taken port would otherwise show only after the broker, the
     # store and the registry are up (and leave them behind).
     if port_in_use(port, "127.0.0.1" if host in ("0.0.0.0", "::", "") else host):
@@ -71,6 +90,8 @@ def serve(
                 hub.start_ingest()
             if projections:
                 hub.start_projections()
+            if mqtt:
+                await hub.start_mqtt(mqtt)
             await hub.api_ready()
             console.print(f"hub serving on http://{host}:{port}/fhir (Kafka "
                           f"{s.bootstrap}, store {s.db_url}). Ctrl-C stops.")
@@ -129,12 +150,14 @@ def demo(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Clear the demo's store (hub.db and demo-state.json; keys stay) and "
         "start a new story instead of continuing the one in the data directory.")] = False,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Broker + gateway + ingest + journal + projections + API, and a simulated consortium."""
     from hub.demo.run import run_demo
     from hub.log.broker import free_port, port_in_use
 
     s = settings(kafka, db, data_dir, None, api_port=port)
+    mqtt = mqtt_url(mqtt)
     # A demo should just run: if something already listens on a default port, take a free
     # one and say so (the panel printed at start shows the ports in use).
     moved = {}
@@ -145,7 +168,7 @@ def demo(
     for name, new in moved.items():
         console.print(f"[yellow]{name.replace('_', ' ')} {getattr(s, name)} is taken; "
                       f"using {new}[/yellow]")
-    run(run_demo(s.model_copy(update=moved), console, seconds, rate, fresh=fresh))
+    run(run_demo(s.model_copy(update=moved), console, seconds, rate, fresh=fresh, mqtt=mqtt))
 
 
 def bench(

@@ -35,7 +35,7 @@ from hub.log.topics import log_identity
 from hub.store.db import Store
 
 log = logging.getLogger(__name__)
-KEPT_BY_THEIR_PATH = ("gateway", "ingest", "projection:")  # entries with the store at hand
+KEPT_BY_THEIR_PATH = ("gateway", "ingest", "projection:", "devices")  # the store at hand
 
 
 class DeadLetterArchive:

@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -38,6 +39,7 @@ from adapters.sdk import FacilityPublisher
 from hub import clock
 from hub.cli.common import hub_command
 from hub.config import Settings
+from hub.demo.devices import HomeMeters
 from hub.demo.population import ITEMS, READERS, SimFacility, anchored, order_items
 from hub.demo.referrals import ReferralDesks
 from hub.demo.referrals import summary_lines as referral_lines
@@ -48,6 +50,7 @@ from hub.imaging import read as imaging_read
 from hub.imaging import rules as imaging_rules
 from hub.imaging.projection import FIRST, STUDIES, ImagingProjection
 from hub.lab.projection import RESULTS, LabProjection
+from hub.monitoring import read as monitoring_read
 from hub.mpi.projection import MpiProjection
 from hub.recognition.projection import ORDERS, STATS, RecognitionProjection
 from hub.referral.read import referral_policy
@@ -70,7 +73,9 @@ RETEST_REASONS = {"condition-changed": 40, "no-longer-reflects": 20, "emergency"
                   "patient-request": 12, "quality-doubt": 8, "other": 5}
 RECOGNISE_SHARE = 0.8
 EVENT_TYPE_HUB = {"Organization": "registry", "Person": "patient index",
-                  "Task": "index reviews"}
+                  "Task": "index reviews, escalations", "CareTeam": "registry",
+                  "EpisodeOfCare": "registry", "Device": "registry",
+                  "DetectedIssue": "monitoring alerts"}
 
 
 def _shown(path: Path) -> str:
@@ -516,6 +521,7 @@ class Figures:
     orders: int
     prompts: dict[str, int]
     decisions: tuple[int, int, int, float]  # recognised, retested, not counted, yuan saved
+    monitoring: dict[str, int]  # alerts per status, readings, escalated, referred
 
     @property
     def journal_total(self) -> int:
@@ -571,7 +577,7 @@ def gather_figures(hub: Hub, centres: list[str]) -> Figures:
         (len(minutes), imaging_rules.percentile(minutes, 50),
          imaging_rules.percentile(minutes, 90)),
         orders, {k: int(v) for k, v in prompts.items()},
-        (int(rec), int(ret), int(nc), int(fen) / 100))
+        (int(rec), int(ret), int(nc), int(fen) / 100), monitoring_read.counts(store))
 
 
 def _instant(text: str) -> datetime:
@@ -593,6 +599,7 @@ class Summary:
         self._applied_prev: dict[str, int] = {}
         self.applied_rate: dict[str, float] = {}
         self.referral_lines: list[str] = []
+        self.meters: HomeMeters | None = None
 
     async def refresh(self) -> Figures:
         for r in self.hub.runners:  # how far each projection is behind the log
@@ -656,7 +663,8 @@ class Summary:
                 f"lab {f.lab_results:,} · worklist {waiting:,} ({breached:,} breached) · "
                 f"reported {f.reported:,} · orders {f.orders:,}, prompts "
                 f"{f.prompts.get('open', 0) + f.prompts.get('withdrawn', 0):,}, decisions "
-                f"{rec + ret + nc:,}")
+                f"{rec + ret + nc:,} · home readings {f.monitoring['readings']:,}, alerts "
+                f"{f.monitoring['open']:,} open")
 
     def render(self, final: bool = False) -> Group:
         f, c, hub, sim = self.last, self.sim.counts, self.hub, self.sim
@@ -668,7 +676,14 @@ class Summary:
         ingest = hub.ingest.stats if hub.ingest else None
         sdk_accepted = ingest.accepted if ingest else 0
         refs = sim.referrals.counts
-        accepted = c.gateway + c.reports + sdk_accepted + c.through_api + refs.published
+        meters = self.meters
+        readings = (meters.answers["201"] + meters.answers["mqtt"]) if meters else 0
+        team_actions = sum(n for k, n in meters.actions.items() if " " not in k) \
+            if meters else 0
+        # A referral from an alert is three events (ServiceRequest, Task, the alert's Task).
+        team_events = team_actions + 2 * (meters.actions["referred"] if meters else 0)
+        accepted = c.gateway + c.reports + sdk_accepted + c.through_api + refs.published + \
+            readings + team_events
         phase = (f"history {c.history:,}/{sim.history_total:,} sent"
                  if sim.phase == "history" else sim.phase)
         rate = "" if final else f", {self.journal_rate():,.0f}/s now"
@@ -686,9 +701,13 @@ class Summary:
             f"   SDK: {sdk_accepted:,} accepted by the ingest stage ({c.sdk:,} sent, "
             f"{ingest.rejected if ingest else 0:,} refused)",
             f"   API: {c.claims_won + c.claims_lost + c.claims_unsettled:,} readers' claims, "
-            f"{rec_n(c):,} doctors' decisions, {refs.steps:,} referral steps",
+            f"{rec_n(c):,} doctors' decisions, {refs.steps:,} referral steps, "
+            f"{team_events:,} family-doctor team events",
             f"   referrals: {refs.sent_up:,} up and {refs.sent_down:,} down sent through the "
             f"gateway; {refs.lost:,} simultaneous accepts lost",
+            f"   devices: {readings:,} home readings accepted"
+            + (" (sent over MQTT; refusals are dead letters)" if meters and meters.mqtt
+               else ""),
             " hub's own: " + (", ".join(
                 f"{t} {n:,} ({EVENT_TYPE_HUB.get(t, 'hub')})"
                 for t, n in sorted(_by_type(own).items())) or "none yet"),
@@ -709,6 +728,7 @@ class Summary:
             f"{prompts.get('withdrawn', 0):,} withdrawn",
             f" decisions: {rec:,} recognised, {ret:,} re-tested, {nc:,} not counted; "
             f"{saved:,.0f} yuan saved",
+            *self.monitoring_lines(f),
         ]
         lines += self.referral_lines
         if c.why_not:
@@ -749,6 +769,23 @@ class Summary:
         return Group(Panel("\n".join(lines), title="hub demo"), types, tiers, lag, note)
 
 
+    def monitoring_lines(self, f: Figures) -> list[str]:
+        m, meters = f.monitoring, self.meters
+        sent = sum(meters.sent.values()) if meters else 0
+        answers = ", ".join(f"{k} {n:,}" for k, n in sorted(meters.answers.items())) \
+            if meters else ""
+        actions = ", ".join(f"{k} {n:,}" for k, n in sorted(meters.actions.items())) \
+            if meters else ""
+        feed = self.hub.feeds.get("monitoring")
+        return [
+            f"remote monitoring: {m['readings']:,} home readings; alerts {m['open']:,} open, "
+            f"{m['acknowledged']:,} acknowledged, {m['resolved']:,} resolved; "
+            f"{m['escalated']:,} escalated, {m['referred']:,} referred up; "
+            f"{self.hub.settings.topics.alerts}: {feed.sent if feed else 0:,} sent this run",
+            f" meters: {sent:,} readings sent this run ({answers or 'none yet'}); "
+            f"doctors: {actions or 'nothing yet'}"]
+
+
 def _why_not(reason: str) -> str:
     """A short label for the check's reason why no prior result qualified."""
     for words, label in ((("no prior result",), "no result on file"),
@@ -784,12 +821,14 @@ def _minutes(value: float | None) -> str:
 
 async def run_demo(settings: Settings, console: Console, seconds: float | None,
                    rate: float, fresh: bool = False, history_events: int = HISTORY_EVENTS,
-                   seed: int = 7) -> None:
+                   seed: int = 7, mqtt: str | None = None) -> None:
     """Run the hub and the simulated consortium for ``seconds`` (None: until cancelled).
 
     ``fresh``: clear the data directory's store and start a new story; otherwise a store
     left by an earlier run is continued. ``history_events``: how many events back-fill the
-    last two weeks on a fresh start (fewer when continuing a recent story).
+    last two weeks on a fresh start (fewer when continuing a recent story). ``mqtt``: the
+    MQTT broker the demo's home meters publish to, through the hub's device gateway
+    (without it they post over HTTP).
     """
     removed = clear_store(settings) if fresh else []
     state = load_state(settings.data_dir)
@@ -811,11 +850,19 @@ async def run_demo(settings: Settings, console: Console, seconds: float | None,
         summary = Summary(hub, sim, before)
         stop = asyncio.Event()
         sim_task = asyncio.create_task(sim.run(stop))
+        meter_client = await _meter_link(hub, mqtt)
+        summary.meters = HomeMeters(
+            hub.care, f"http://127.0.0.1:{settings.api_port}",
+            {f.id: f.token for f in hub.directory}, seed, meter_client,
+            settings.monitoring.mqtt_topic.split("hie/devices/")[0])
+        meters_task = asyncio.create_task(summary.meters.run(stop))
         await summary.refresh()
         try:
             await _watch(console, summary, sim_task, seconds)
             stop.set()
             await sim_task
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(meters_task, 10)
             # Let the projections take in the last events before stopping.
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
@@ -828,10 +875,32 @@ async def run_demo(settings: Settings, console: Console, seconds: float | None,
             stop.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(sim_task, 10)
+            meters_task.cancel()
+            if meter_client is not None:
+                meter_client.disconnect()
+                meter_client.loop_stop()
             save_state(settings.data_dir, sim.state())
     console.print(f"\n[green]demo stopped cleanly[/green]; {_shown(settings.data_dir)} keeps "
                   "the story: run the demo again to continue it, or with --fresh to start "
                   "over", soft_wrap=True)
+
+
+async def _meter_link(hub: Hub, mqtt: str | None) -> Any:
+    """With ``mqtt``: start the hub's device gateway on it, and connect the demo's meters
+    there (a paho client, as a meter's firmware would use). Without: None (HTTP)."""
+    if not mqtt:
+        return None
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from adapters.devices.mqtt import MqttAddress
+
+    await hub.start_mqtt(mqtt)
+    address = MqttAddress.parse(mqtt)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="hub-demo-meters")
+    client.connect(address.host, address.port)
+    client.loop_start()
+    return client
 
 
 async def _watch(console: Console, summary: Summary, sim_task: asyncio.Task,
@@ -909,7 +978,11 @@ def _print_start(console: Console, settings: Settings, sim: ConsortiumSimulator,
             ("county-1", "/imaging/turnaround?by=modality"),
             ("city-1", "/recognition/statistics"),
             ("county-1", "/referrals/incoming"),
-            ("city-1", "/referrals/statistics")):
+            ("city-1", "/referrals/statistics"),
+
+            ("community-1", "/monitoring/worklist"),
+            ("city-1", "/monitoring/worklist?escalated=true"),
+            ("city-1", "/monitoring/patients/community-1.home-01")):
         say(f"  curl -H 'Authorization: Bearer demo-secret-{token}' '{base}{path}'")
     say(f"  {hub} mpi reviews --url {base} --token demo-secret-city-1")
     say(f"  {hub} recognition check --patient {patient} --items GLU,HBA1C,CT-HEAD "

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import orjson
 import sqlalchemy as sa
 
+from adapters.apps.feeds import ImagingReport
 from hub.engine.projection import Change, Event, Upsert
 from hub.envelope import HUB_SOURCE
 from hub.imaging import rules
@@ -175,13 +176,13 @@ def _report(e: Event, res: dict, sender: str, okey: str) -> list[Change]:
             out.append(Upsert(FIRST, {"study_id": sid, "report_id": rid,
                                       "reader_facility": sender, "issued": issued},
                               ("study_id",), replace=False))
-        payload = {"type": FEED_TYPE, "id": f"img-{e.id}-{sid}",
-                   "study": f"ImagingStudy/{sid}", "facility": sid.split(".", 1)[0],
-                   "report": f"DiagnosticReport/{rid}", "status": status,
-                   "conclusion": res.get("conclusion"), "issued": issued,
-                   "reader_facility": sender, "version": okey, "source_event": e.id}
+        message = ImagingReport(
+            type=FEED_TYPE, id=f"img-{e.id}-{sid}", study=f"ImagingStudy/{sid}",
+            facility=sid.split(".", 1)[0], patient=e.key, report=f"DiagnosticReport/{rid}",
+            status=status, conclusion=res.get("conclusion"), issued=issued,
+            reader_facility=sender, version=okey, source_event=e.id)
         # Keyed by the originating facility: its system reads its own reports back.
-        out.append(Upsert(FEED, {"feed_id": payload["id"], "patient_key": payload["facility"],
-                                 "payload": orjson.dumps(payload), "sent": False},
-                          ("feed_id",), replace=False))
+        out.append(Upsert(FEED, {"feed_id": message.id, "patient_key": message.facility,
+                                 "payload": message.model_dump_json().encode(),
+                                 "sent": False}, ("feed_id",), replace=False))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Mapping
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -34,9 +35,11 @@ def _admin(bootstrap: str, timeout: float) -> KafkaAdminClient:
                       f"({last}); is it running, and is --kafka / HUB_KAFKA_BOOTSTRAP right?")
 
 
-def ensure_topics(settings: Settings, timeout: float | None = None) -> None:
-    """Create the hub's topics if missing; existing topics are left as they are. Gives up
-    after ``timeout`` (default: the settings' ``broker_wait_seconds``) if Kafka is silent."""
+def ensure_topics(settings: Settings, timeout: float | None = None,
+                  more: Mapping[str, int] | None = None) -> None:
+    """Create the hub's topics if missing, and ``more`` (topic → partitions: an app's own);
+    existing topics are left as they are. Gives up after ``timeout`` (default: the
+    settings' ``broker_wait_seconds``) if Kafka is silent."""
     timeout = settings.broker_wait_seconds if timeout is None else timeout
     t = settings.topics
     wanted = {t.inbound: settings.events_partitions, t.events: settings.events_partitions,
@@ -44,7 +47,8 @@ def ensure_topics(settings: Settings, timeout: float | None = None) -> None:
               t.imaging: settings.events_partitions,
               t.recognition: settings.events_partitions,
               t.receipts: settings.events_partitions,
-              t.referral: settings.events_partitions}
+              t.referral: settings.events_partitions,
+              t.alerts: settings.events_partitions, **(more or {})}
     admin = _admin(settings.bootstrap, timeout)
     try:
         existing = set(admin.list_topics())

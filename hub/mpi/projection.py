@@ -18,7 +18,7 @@ from hub.engine.projection import Change, Event, Upsert
 from hub.envelope import HUB_SOURCE
 from hub.identity import identity_secret
 from hub.mpi.demographics import extract, to_row
-from hub.mpi.ledger import decided_of, person_records, review_of
+from hub.mpi.ledger import MPI_SYSTEM, decided_of, person_records, review_of
 from hub.record.rules import time_order
 
 RECORDS, PERSONS, LINKS, DECIDED, REVIEWS = (
@@ -79,6 +79,8 @@ class MpiProjection:
                     out += _person(e)
                 elif rtype == "Task":
                     task = orjson.loads(e.data)
+                    if not _is_review(task):
+                        continue  # the hub's other Tasks (remote monitoring's escalations)
                     seq = int(task["meta"]["versionId"])
                     out.append(Upsert(REVIEWS, {"review_id": task["id"], "seq": seq,
                                                 "status": review_of(task).status,
@@ -114,3 +116,8 @@ def _person(e: Event) -> list[Change]:
         out.append(Upsert(DECIDED, {"record_key": record, "order_key": order_key},
                           ("record_key",), guard="order_key"))
     return out
+
+
+def _is_review(task: dict) -> bool:
+    return any(c.get("system") == MPI_SYSTEM
+               for c in (task.get("code") or {}).get("coding") or ())

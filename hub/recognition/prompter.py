@@ -21,6 +21,12 @@ from datetime import datetime, timedelta
 import orjson
 import sqlalchemy as sa
 
+from adapters.apps.feeds import (
+    PriorResult,
+    PromptItem,
+    RecognitionPrompt,
+    RecognitionWithdrawal,
+)
 from hub import clock
 from hub.engine.writer import dialect_insert
 from hub.envelope import now_rfc3339
@@ -109,12 +115,13 @@ class Prompter:
                 conn.execute(dialect_insert(conn, p).on_conflict_do_nothing(
                     index_elements=["request_id"]), [state])
                 if hits:
-                    self._emit(conn, "prompt", o["request_id"], o["facility"], {
-                        "type": PROMPT_TYPE, "request": f"ServiceRequest/{o['request_id']}",
-                        "patient": o["patient_key"], "ordered": ordered, "mark":
-                        self.catalogue.mark, "items": [
-                            {"item": i, "name": self.catalogue.items[i].name, "results": r}
-                            for i, r in hits.items()]})
+                    self._emit(conn, o["facility"], RecognitionPrompt(
+                        type=PROMPT_TYPE, id=f"rec-prompt-{o['request_id']}",
+                        request=f"ServiceRequest/{o['request_id']}",
+                        patient=o["patient_key"], ordered=ordered, mark=self.catalogue.mark,
+                        items=[PromptItem(item=i, name=self.catalogue.items[i].name,
+                                          results=[PriorResult(**x) for x in r])
+                               for i, r in hits.items()]))
                     raised += 1
         return raised
 
@@ -135,17 +142,19 @@ class Prompter:
             with self.store.begin() as conn:
                 conn.execute(sa.update(p).where(p.c.request_id == o["request_id"])
                              .values(status="withdrawn", checked_at=now_rfc3339()))
-                self._emit(conn, "withdrawn", o["request_id"], o["facility"], {
-                    "type": WITHDRAWN_TYPE, "request": f"ServiceRequest/{o['request_id']}",
-                    "patient": o["patient_key"], "items": sorted(lost),
-                    "why": "the prior results this prompt relied on no longer qualify "
-                           "(EQA pass lapsed on their date, or the result changed)"})
+                self._emit(conn, o["facility"], RecognitionWithdrawal(
+                    type=WITHDRAWN_TYPE, id=f"rec-withdrawn-{o['request_id']}",
+                    request=f"ServiceRequest/{o['request_id']}", patient=o["patient_key"],
+                    items=sorted(lost),
+                    why="the prior results this prompt relied on no longer qualify "
+                        "(EQA pass lapsed on their date, or the result changed)"))
             withdrawn += 1
         return withdrawn
 
     @staticmethod
-    def _emit(conn, kind: str, request_id: str, facility: str, payload: dict) -> None:
-        payload["id"] = f"rec-{kind}-{request_id}"
+    def _emit(conn, facility: str, message: RecognitionPrompt | RecognitionWithdrawal) -> None:
+        # Fields the check did not give stay out of the message rather than arrive as null.
+        payload = message.model_dump_json(exclude_unset=True).encode()
         conn.execute(dialect_insert(conn, recognition_outbox).on_conflict_do_nothing(
-            index_elements=["feed_id"]), [{"feed_id": payload["id"], "patient_key": facility,
-                                           "payload": orjson.dumps(payload), "sent": False}])
+            index_elements=["feed_id"]), [{"feed_id": message.id, "patient_key": facility,
+                                           "payload": payload, "sent": False}])

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-import orjson
-
+from adapters.apps.feeds import ReferralStep, ReferralStepTaken
 from hub.engine.outbox import OutboxRelay
 from hub.log.producer import Publisher
 from hub.referral import read, rules
@@ -42,17 +41,16 @@ def messages(store: Store, registry: Mapping[str, FacilityRecord], policy: rules
             continue
         step, decided = before[-1], ref.history[-1]
         due = policy.due(ref.received, req.priority)
-        payload = {"type": FEED_TYPE, "id": row.feed_id, "referral": f"ServiceRequest/{req.id}",
-                   "patient": f"Patient/{req.patient_key}", "sender": req.sender,
-                   "direction": req.direction, "service": req.service,
-                   "priority": req.priority, "receivers": list(may),
-                   "step": {"to": step.to, "by": step.actor, "clinician": step.clinician,
-                            "reason": step.reason, "at": step.at, "task": step.task},
-                   "applied": decided["applied"], "refused": decided["refused"],
-                   "state": ref.state, "holder": ref.holder,
-                   "due": rules.stamp(due) if due else None,
-                   "source_event": step.event}
-        out.append((req.patient_key.encode(), orjson.dumps(payload), row.feed_id))
+        message = ReferralStep(
+            type=FEED_TYPE, id=row.feed_id, referral=f"ServiceRequest/{req.id}",
+            patient=f"Patient/{req.patient_key}", sender=req.sender, direction=req.direction,
+            service=req.service, priority=req.priority, receivers=list(may),
+            step=ReferralStepTaken(to=step.to, by=step.actor, clinician=step.clinician,
+                                   reason=step.reason, at=step.at, task=step.task),
+            applied=decided["applied"], refused=decided["refused"], state=ref.state,
+            holder=ref.holder, due=rules.stamp(due) if due else None,
+            source_event=step.event)
+        out.append((req.patient_key.encode(), message.model_dump_json().encode(), row.feed_id))
     return out
 
 

@@ -28,7 +28,7 @@ WITHDRAWN = {"revoked", "entered-in-error"}
 
 class ReferralProjection:
     name = "referral"
-    version = 1
+    version = 2  # 2: the family-doctor team a down-referral names
 
     def tables(self, metadata: sa.MetaData, suffix: str = "") -> dict[str, sa.Table]:
         s = suffix
@@ -42,6 +42,7 @@ class ReferralProjection:
             sa.Column("service", sa.String(64), nullable=False),
             sa.Column("priority", sa.String(10), nullable=False),
             sa.Column("performer", sa.String(64)),
+            sa.Column("team", sa.String(64)),
             sa.Column("tier", sa.String(40)),
             sa.Column("closes", text),
             sa.Column("reason", sa.Text),
@@ -87,7 +88,8 @@ def _request(e: Event, res: dict, sender: str) -> list[Change]:
     return [Upsert(REQUESTS, {
         "referral_id": req.id, "patient_key": req.patient_key, "sender": sender,
         "direction": req.direction, "service": req.service, "priority": req.priority,
-        "performer": req.performer, "tier": req.tier, "closes": req.closes,
+        "performer": req.performer, "team": req.team, "tier": req.tier,
+        "closes": req.closes,
         "reason": req.reason, "evidence": orjson.dumps(list(req.evidence)).decode(),
         "order_key": okey}, ("referral_id",), guard="order_key"),
         _step(e, req.id, rules.Step(0, e.id, sender, to, e.time, e.key,

@@ -37,7 +37,8 @@ class Folded:
         q, r = self.request, self.referral
         return {"id": q.id, "patient": f"Patient/{q.patient_key}", "sender": q.sender,
                 "direction": q.direction, "service": q.service, "priority": q.priority,
-                "tier": q.tier, "receivers": list(self.receivers), "closes": q.closes,
+                "tier": q.tier, "receivers": list(self.receivers), "team": q.team,
+                "closes": q.closes,
                 "reason": q.reason, "state": r.state, "holder": r.holder,
                 "clinician": r.clinician, "received": r.received, "accepted": r.accepted_at,
                 "arrived": r.arrived_at, "closed": r.closed_at,
@@ -56,7 +57,7 @@ def referral_policy(settings: Settings) -> rules.Policy:
 def request_of_row(row) -> rules.Request:
     return rules.Request(row.referral_id, row.patient_key, row.sender, row.direction,
                          row.service, row.priority, row.performer, row.tier, row.closes,
-                         row.reason, tuple(orjson.loads(row.evidence)))
+                         row.reason, tuple(orjson.loads(row.evidence)), row.team)
 
 
 def requests_and_steps(store: Store, where: Iterable[sa.ColumnElement[bool]] = (),

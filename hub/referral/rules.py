@@ -12,7 +12,8 @@ side. The state is a fold of those steps in log order:
 A step that the state machine does not allow (wrong state, wrong party, a rejection without a
 reason, anything after a final state) is kept in the history as refused and changes nothing,
 so of two clinicians accepting at once the first in the log wins and the second is refused.
-Who receives a referral: the facility the request names (``performer``); else, for a
+Who receives a referral: the facility the request names (``performer``; a down-referral may
+also name the family-doctor team, a ``CareTeam``, that takes the patient on); else, for a
 down-referral, the facility that sent the up-referral it closes, or, if that facility does not
 receive the service (a village clinic and rehabilitation), its group's facilities that do at
 the nearest tier above it; else the facilities the registry lists as receiving referrals for
@@ -89,6 +90,7 @@ class Request:
     closes: str | None = None  # the up-referral a down-referral closes (hub id)
     reason: str | None = None
     evidence: tuple[str, ...] = ()
+    team: str | None = None  # the family-doctor team it goes to (``performer`` CareTeam)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +157,13 @@ def request_of(sr: dict[str, Any], sender: str, patient_key: str) -> Request:
                    for r in sr.get("basedOn") or ()), None)
     direction = next((_code(cat, DIRECTION_SYSTEM) for cat in sr.get("category") or ()
                       if _code(cat, DIRECTION_SYSTEM)), None) or ("down" if closes else "up")
-    performer = next((reference_id(p, "Organization") for p in sr.get("performer") or ()),
-                     None)
+    performer = next((found for p in sr.get("performer") or ()
+                      if (found := reference_id(p, "Organization"))), None)
+    # A down-referral may name the family-doctor team that takes the patient on; the
+    # facility receiving it is still the Organization named beside it (the team's), else
+    # the one the routing below picks (for a down-referral: where the patient came from).
+    team = next((found for p in sr.get("performer") or ()
+                 if (found := reference_id(p, "CareTeam"))), None)
     priority = sr.get("priority") or "routine"
     reason = next((_text(c) for c in sr.get("reasonCode") or () if _text(c)), None)
     evidence = tuple(ref for r in sr.get("supportingInfo") or ()
@@ -168,7 +175,7 @@ def request_of(sr: dict[str, Any], sender: str, patient_key: str) -> Request:
         priority=priority if priority in RANK else "routine",
         performer=performer,
         tier=_code(sr.get("performerType"), TIER_SYSTEM), closes=closes, reason=reason,
-        evidence=evidence)
+        evidence=evidence, team=team)
 
 
 def _evidence_ref(reference: str | None, sender: str) -> str | None:

@@ -25,6 +25,8 @@ from hub.envelope import FACILITY_ID
 from hub.errors import ConfigError
 from hub.facilities import App, Facility, FacilityDirectory
 from hub.fhir import unstorable_text
+from hub.registry import care as care_file
+from hub.registry.care import CareRegistry
 from hub.registry.model import FacilityRecord, Qualification, SigningKey
 from hub.schemas import schema_file
 from hub.signing import HUB_OWNER, load_public_key
@@ -42,6 +44,7 @@ class Consortium:
     facilities: list[Facility] = field(default_factory=list)
     apps: list[App] = field(default_factory=list)
     origin: str = ""
+    care: CareRegistry = field(default_factory=CareRegistry)  # teams, residents, devices
 
     def directory(self, hub: FacilityRecord | None = None) -> FacilityDirectory:
         return FacilityDirectory(self.facilities, self.name, self.apps, hub)
@@ -62,7 +65,7 @@ class Consortium:
             facilities[ids.index(facility.id)] = facility
         else:
             facilities.append(facility)
-        check_references(Consortium(self.name, facilities, self.apps, self.origin))
+        check_references(Consortium(self.name, facilities, self.apps, self.origin, self.care))
         self.facilities = facilities
 
 
@@ -126,6 +129,8 @@ def check_references(c: Consortium) -> None:
     unknown = {x for a in c.apps for x in a.facilities} - known - {ALL}
     if unknown:
         raise ConfigError(f"{c.origin}: apps name unknown facilities: {sorted(unknown)}")
+    if found := care_file.problems(c.care, known):
+        raise ConfigError(f"{c.origin}: {found[0]}")
 
 
 def parse_consortium(doc: Any, origin: str) -> Consortium:
@@ -149,7 +154,8 @@ def parse_consortium(doc: Any, origin: str) -> Consortium:
             raise ConfigError(f"{origin}: facility {item['id']}: {exc}") from exc
     apps = [App(a["id"], a["name"], a["token"], frozenset(a["projections"]),
                 frozenset(a["facilities"])) for a in doc.get("apps", [])]
-    c = Consortium(doc.get("consortium", "consortium"), facilities, apps, origin)
+    c = Consortium(doc.get("consortium", "consortium"), facilities, apps, origin,
+                   care_file.parse(doc))
     check_references(c)
     return c
 
@@ -201,7 +207,8 @@ def _shift_day(day: date, months: int) -> date:
 
 
 def shift_dates(doc: dict, months: int) -> dict:
-    """The consortium document with every EQA day and key time moved by ``months``."""
+    """The consortium document with every EQA day, key time and signing day of a resident
+    moved by ``months``."""
     if not months:
         return doc
     for item in doc.get("facilities") or ():
@@ -213,6 +220,9 @@ def shift_dates(doc: dict, months: int) -> dict:
                 if key.get(k):
                     t = _time(key[k])
                     key[k] = _iso(datetime.combine(_shift_day(t.date(), months), t.timetz()))
+    for team in doc.get("teams") or ():
+        for resident in team.get("residents") or ():
+            resident["signed"] = _shift_day(_day(resident["signed"]), months).isoformat()
     return doc
 
 
@@ -252,6 +262,7 @@ def to_document(c: Consortium) -> dict:
         out["apps"] = [{"id": a.id, "name": a.name, "token": a.token,
                         "projections": sorted(a.projections),
                         "facilities": sorted(a.facilities)} for a in c.apps]
+    out.update(care_file.to_document(c.care))
     return out
 
 

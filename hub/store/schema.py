@@ -182,3 +182,36 @@ resource_patients = sa.Table(
     sa.Column("id", sa.String(200), primary_key=True),  # hub-wide id: <facility>.<local id>
     sa.Column("patient_key", sa.String(200), nullable=False),
 )
+
+# What this hub last published for each family-doctor team, signed resident and device of
+# the consortium file (``hub.registry.care_sync``): a restart publishes only what changed,
+# and an entry that left the file is published once as inactive.
+care_sync = sa.Table(
+    "hub_care_sync",
+    metadata,
+    sa.Column("sync_id", sa.String(200), primary_key=True),  # e.g. Device/bp-c1-01
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("published", sa.String(40), nullable=False),
+)
+
+# The remote-monitoring monitor's place in the readings it has judged (mon_reading.seq), so
+# a restart judges only what is new (``hub.monitoring.service``).
+monitor_cursor = sa.Table(
+    "hub_monitor_cursor",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+# Readings the device intake has accepted (event ids derived from the reading): the same
+# reading sent again is a duplicate, whatever the journal has caught up with. Written after
+# the durable moment, so a crash before it only lets the resend through (same event id:
+# consumers drop it), never marks a reading as kept that was not.
+device_readings = sa.Table(
+    "hub_device_readings",
+    metadata,
+    sa.Column("event_id", sa.String(200), primary_key=True),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("accepted_at", sa.String(40), nullable=False),
+)

@@ -63,8 +63,9 @@ def test_every_route_checks_a_scope_or_a_facility():
     app = create_app(None)  # type: ignore[arg-type]  # routes only; nothing is served
     unchecked = []
     for route in app.routes:
-        if not isinstance(route, APIRoute) or route.path.startswith(("/docs", "/redoc")):
-            continue  # the API docs' pages and assets: public, no data
+        if not isinstance(route, APIRoute) or route.path.startswith(
+                ("/docs", "/redoc", "/asyncapi")):
+            continue  # the API and AsyncAPI docs, their pages and assets: public, no data
         calls = {d.call for d in route.dependant.dependencies}
         projections = {getattr(c, "projection", None) for c in calls} - {None}
         for method in route.methods:

@@ -17,6 +17,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
+import yaml
 
 from tests.support.hub_server import running_hub
 
@@ -81,6 +82,25 @@ async def test_docs_pages_and_every_asset_they_name_come_from_the_hub(make_setti
             # the default CDN pages are gone, and the API's own answers are unchanged
             assert (await c.get("/docs/oauth2-redirect")).status_code == 404
             assert (await c.get("/openapi.json")).json()["info"]["title"] == "HIE hub"
+
+
+async def test_asyncapi_document_is_served_beside_the_docs_with_this_hubs_topics(
+        make_settings):
+    settings = make_settings()
+    async with running_hub(settings) as (_, base), \
+            httpx.AsyncClient(base_url=base, timeout=30) as c:
+        r = await c.get("/asyncapi")
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        doc = r.json()
+        assert doc["asyncapi"].startswith("3.") and doc["info"]["title"] == "HIE hub event log"
+        addresses = {ch["address"] for ch in doc["channels"].values()}
+        # this hub's topic names (the test's own), not the stock ones
+        assert set(settings.topics.model_dump().values()) <= addresses
+        assert "hie.lab.v1" not in addresses
+        y = await c.get("/asyncapi.yaml")
+        assert y.headers["content-type"].startswith("application/yaml")
+        assert yaml.safe_load(y.text) == doc
+        assert "LabChange" in doc["components"]["schemas"]
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:

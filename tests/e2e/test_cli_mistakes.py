@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.e2e]
 DICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CLEAN_ENV = ("HUB_KAFKA_BOOTSTRAP", "HUB_DATABASE_URL", "HUB_FACILITIES_FILE", "HUB_TOKEN",
              "HUB_URL", "HUB_SIGNING_KEY_FILE", "HUB_IDENTITY_SECRET_FILE",
-             "HUB_BROKER_WAIT_SECONDS", "HUB_API_PORT", "HUB_API_HOST")
+             "HUB_BROKER_WAIT_SECONDS", "HUB_API_PORT", "HUB_API_HOST",
+             "HUB_MONITORING_MQTT_URL")
 
 
 class Place:
@@ -152,6 +153,8 @@ def test_commands_that_need_kafka_give_up_on_a_silent_broker(place):
          "--port", str(free_port())],
         ["hl7-import", hl7, "--facility", "township-1", "--kafka", dead],
         ["dicom-scan", pacs, "--facility", "township-1", "--kafka", dead],
+        ["app", "notifier", "--facility", "township-1", "--kafka", dead],
+        ["devices", "--mqtt", "mqtt://127.0.0.1:1883", "--kafka", dead],
     ):
         started = time.monotonic()
         line = check(place, args, "no Kafka broker answered")
@@ -262,10 +265,14 @@ def test_registry_edits_that_are_refused_change_nothing(place):
     (["hl7-import", "{inputs}/lab.hl7", "--facility", "township-1", "--key-file",
       "missing.pem"], "cannot read the Ed25519 private key"),
     (["mllp", "--facility", "nowhere"], "no facility 'nowhere'"),
+    (["app", "notifier", "--facility", "nowhere"], "no facility 'nowhere'"),
     (["dicom-scan", "missing", "--facility", "township-1"], "is not a folder"),
     (["dicom-scan", "{inputs}/pacs", "--facility", "township-1", "--endpoint", "pacs"],
      "is not an http(s) URL"),
     (["dicom-scan", "{inputs}/pacs", "--facility", "nowhere"], "no facility 'nowhere'"),
+    (["serve", "--mqtt", "http://127.0.0.1:1883"], "expected mqtt://HOST:PORT"),
+    (["devices", "--mqtt", "mqtt://"], "expected mqtt://HOST:PORT"),
+    (["demo", "--mqtt", "mqtt://127.0.0.1:port"], "MQTT address 'mqtt://127.0.0.1:port'"),
 ])
 def test_bad_values(place, args, expected):
     check(place, [a.format(inputs=place.inputs) for a in args], expected)

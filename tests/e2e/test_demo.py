@@ -98,6 +98,8 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
 
     county = httpx.AsyncClient(base_url=base, headers=auth("demo-secret-county-1"), timeout=30)
     city = httpx.AsyncClient(base_url=base, headers=auth("demo-secret-city-1"), timeout=30)
+    team = httpx.AsyncClient(base_url=base, headers=auth("demo-secret-community-1"),
+                             timeout=30)
     seen: dict[str, object] = {}
     try:
         async def every_view_has_data() -> bool:
@@ -112,6 +114,7 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
                 "index": lambda: city.get(f"/mpi/records/{patient}"),
                 "sdk": lambda: city.get("/fhir/Patient/village-1.sdk-1"),
                 "referrals": lambda: city.get("/referrals/statistics"),
+                "alerts": lambda: team.get("/monitoring/worklist"),
             }
             for name, call in checks.items():
                 if name in seen:
@@ -130,6 +133,7 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
     finally:
         await county.aclose()
         await city.aclose()
+        await team.aclose()
     demo.cancel()  # Ctrl-C: stops publishing, drains, prints the summary
     await asyncio.wait_for(demo, 90)
 
@@ -164,6 +168,11 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
     assert re.search(r"journal [\d,]+ = earlier runs 0 \+ this run: facilities [\d,]+ \+ "
                      r"hub's own [\d,]+", flat), flat
     assert re.search(r"referrals: [\d,]+ up, [\d,]+ down; ", flat), flat
+    # The family-doctor team's worklist, and the summary's count of open alerts.
+    assert {a["kind"] for a in seen["alerts"]["alerts"]} <= {
+        "critical-reading", "uncontrolled-bp", "uncontrolled-glucose", "missing-readings"}
+    found = re.search(r"remote monitoring: ([\d,]+) home readings; alerts ([\d,]+) open", flat)
+    assert found and int(found[1].replace(",", "")) > 0 and int(found[2].replace(",", "")) > 0
     assert (data / STATE_FILE).exists()
 
     db = settings.db_url

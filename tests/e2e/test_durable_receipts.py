@@ -139,3 +139,25 @@ async def test_mllp_rides_out_a_broker_restart(make_settings, tmp_path):
                 return str(reply.segment("MSA")[1]) == "AA"
 
             await eventually(accepted_again, 60)
+
+
+async def test_a_stopping_listener_answers_the_message_it_has_taken(make_settings):
+    """The listener is stopped while a message waits for its receipt (no hub journals yet):
+    it takes no new connection but still answers that message (here AE, once the wait for
+    the receipt runs out) instead of hanging up on the LIS."""
+    settings = make_settings(ack_timeout_s=2.0)
+    async with Hub(settings, start_broker=False) as alone, \
+            mllp_listener(settings, alone) as server:
+        pending = asyncio.create_task(
+            asyncio.to_thread(send_all, server.port, [oru(control="LATE").encode()]))
+        await eventually(lambda: _busy(server), 10)
+        await server.stop()
+        reply, = await pending
+        assert str(reply.segment("MSA")[1]) == "AE"
+        assert str(reply.segment("MSA")[2]) == "LATE"
+        with pytest.raises(OSError):
+            await asyncio.to_thread(send_all, server.port, [oru().encode()])
+
+
+async def _busy(server) -> bool:
+    return server._busy > 0

@@ -6,10 +6,11 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.apps.feeds import LabChange
 from hub.engine.projection import Event
 from hub.engine.writer import write
 from hub.envelope import new_event
-from hub.lab.projection import RESULTS, LabProjection
+from hub.lab.projection import FEED, RESULTS, LabProjection
 from hub.lab.rules import flag_of, lab_result
 from hub.lab.units import ANALYTES, normalise
 from tests.support.events import envelope
@@ -80,6 +81,21 @@ def test_newest_version_wins_whatever_the_order_and_batching(order, cuts):
         row = conn.execute(sa.select(tables[RESULTS])).mappings().one()
     assert row["status"] == "entered-in-error" and not row["visible"]
     store.dispose()
+
+
+def test_feed_messages_are_valid_lab_changes():
+    """The lab feed is written as a plain dict on the hot path; the apps' model must read it."""
+    delete = envelope({"resourceType": "Observation", "id": "o1",
+                       "subject": {"reference": "Patient/p1"}}, action="delete")
+    events = [_version(1, "final"), _version(2, "entered-in-error"),
+              Event.from_envelope(delete, "t", 0, 3)]
+    feed = [c.row["payload"] for c in LabProjection().apply(events)
+            if getattr(c, "table", None) == FEED]
+    messages = [LabChange.model_validate_json(p) for p in feed]
+    assert [(m.status, m.visible, m.patient) for m in messages] == [
+        ("final", True, "township-1.p1"), ("entered-in-error", False, "township-1.p1"),
+        ("deleted", False, "township-1.p1")]
+    assert messages[0].value_norm == 1.0 and messages[0].analyte == "glucose"
 
 
 def test_non_lab_observations_are_not_lab_results():

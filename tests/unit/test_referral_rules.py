@@ -91,6 +91,28 @@ def test_request_of_a_service_request():
     assert not rules.is_referral({**sr, "category": []})
 
 
+
+def test_a_down_referral_may_go_to_a_family_doctor_team():
+    sr_up = {"resourceType": "ServiceRequest", "id": "up-1", "status": "active",
+             "intent": "order", "priority": "urgent",
+             "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "3457005"}]}],
+             "code": {"coding": [{"system": rules.SERVICE_SYSTEM, "code": "cardiology"}]},
+             "subject": {"reference": "Patient/home-01"}}
+    up = rules.request_of(sr_up, "community-1", "community-1.home-01")
+    assert up.team is None
+    to_team = {**sr_up, "id": "back-1", "basedOn": [{"reference": f"ServiceRequest/{up.id}"}],
+               "code": {"coding": [{"system": rules.SERVICE_SYSTEM, "code": "rehabilitation"}]},
+               "performer": [{"reference": "CareTeam/team-c1"},
+                             {"reference": "Organization/community-1"}]}
+    down = rules.request_of(to_team, "city-1", "community-1.home-01")
+    assert (down.direction, down.team, down.performer) == ("down", "team-c1", "community-1")
+    assert rules.receivers(down, REGISTRY) == ("community-1",)
+    # The team alone: the patient goes back where the up-referral came from, the team's own.
+    alone = rules.request_of({**to_team, "performer": [{"reference": "CareTeam/team-c1"}]},
+                             "city-1", "community-1.home-01")
+    assert (alone.team, alone.performer) == ("team-c1", None)
+    assert rules.receivers(alone, REGISTRY) == ("community-1",)
+
 def test_the_whole_loop_and_who_may_do_what():
     ref = fold(steps(("county-1", "accepted"), ("county-1", "in-progress"),
                      ("county-1", "completed")))

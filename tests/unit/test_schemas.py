@@ -8,8 +8,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 
-from hub.config import Settings
+from adapters.apps import contract
+from adapters.apps.notifier import NOTIFICATIONS
+from hub.config import Settings, Topics
 from hub.engine.receipts import Receipt, parse_receipt
 from hub.envelope import new_event
 from hub.registry.consortium_file import load_directory
@@ -43,11 +47,55 @@ def test_schema_refuses_what_the_code_refuses(header, value):
         jsonschema.validate(doc, ENVELOPE)
 
 
-def test_asyncapi_names_the_configured_topics():
+def test_generated_contract_files_are_the_ones_in_schemas():
+    """The feeds' schemas and the AsyncAPI document come from the models: `hub app schemas`
+    writes them, and a file edited by hand (or a model changed without it) fails here."""
+    generated = contract.generated()
+    assert {"asyncapi.yaml", "lab-feed.schema.json", "imaging-feed.schema.json",
+            "recognition-prompt.schema.json", "referral-feed.schema.json",
+            "alerts-feed.schema.json"} <= set(generated)
+    for name, text in generated.items():
+        assert (SCHEMAS / name).read_text() == text, f"{name}: run `hub app schemas`"
+    assert contract.stale(SCHEMAS) == []
+
+
+def test_asyncapi_names_every_configured_topic_and_the_example_app():
     doc = yaml.safe_load((SCHEMAS / "asyncapi.yaml").read_text())
     addresses = {c["address"] for c in doc["channels"].values()}
     t = Settings().topics
-    assert addresses == set(t.model_dump().values())  # every topic the hub uses, no other
+    # every topic the hub uses, and the example app's own; no other
+    assert addresses == set(t.model_dump().values()) | {NOTIFICATIONS}
+    receive = {doc["channels"][o["channel"]["$ref"].rsplit("/", 1)[1]]["address"]
+               for o in doc["operations"].values() if o["action"] == "receive"}
+    assert receive == {t.inbound, t.lab, t.imaging, t.referral}  # the hub's and the app's
+
+
+def test_asyncapi_follows_the_settings_topic_names():
+    renamed = contract.default_settings().model_copy(update={"topics": Topics(lab="x.lab")})
+    doc = contract.asyncapi_document(renamed)
+    assert "x.lab" in {c["address"] for c in doc["channels"].values()}
+    assert "hie.lab.v1" not in {c["address"] for c in doc["channels"].values()}
+
+
+@pytest.mark.parametrize("message, schema_file", [
+    ({"type": "hie.lab.result.v1", "id": "lab-e1", "resource": "Observation/township-1.o1",
+      "patient": "township-1.p1", "version": "v", "source_event": "e1", "status": "final",
+      "visible": True, "flag": "HH"}, "lab-feed.schema.json"),
+    ({"type": "hie.recognition.withdrawn.v1", "id": "rec-withdrawn-x",
+      "request": "ServiceRequest/township-1.sr1", "patient": "township-1.p1",
+      "items": ["GLU"], "why": "lapsed"}, "recognition-prompt.schema.json"),
+])
+def test_models_and_schema_files_agree_on_what_is_valid(message, schema_file):
+    schema = json.loads((SCHEMAS / schema_file).read_text())
+    jsonschema.validate(message, schema)
+    shape = next(c.shape for c in contract.FEED_CONTRACTS if c.file == schema_file)
+    TypeAdapter(shape).validate_python(message)
+    for broken in ({**message, "type": "hie.other.v1"}, {**message, "id": 7},
+                   {k: v for k, v in message.items() if k != "patient"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, schema)
+        with pytest.raises(PydanticValidationError):
+            TypeAdapter(shape).validate_python(broken)
 
 
 def test_consortium_schema_accepts_the_bundled_demo_and_refuses_bad_tiers(tmp_path):
