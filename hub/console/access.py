@@ -48,6 +48,7 @@ PAGES = (
     Page("/console/recognition", "Recognition", "recognition"),
     Page("/console/reading", "Reading", "imaging"),
     Page("/console/referrals", "Referral", "referral"),
+    Page("/console/monitoring", "Monitoring", "monitoring"),
     Page("/console/registry", "Registry", None),
 )
 

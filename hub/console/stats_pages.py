@@ -21,6 +21,7 @@ from hub.console.access import is_operator
 from hub.console.session import Session
 from hub.console.web import chart, context, for_page, render, secured
 from hub.imaging import read as img
+from hub.monitoring import read as monitoring_read
 from hub.recognition.decisions import REASONS
 from hub.referral import read as ref_read
 
@@ -32,6 +33,7 @@ TURNAROUND_DAYS = 30
 Recognition = Annotated[Session, Depends(for_page("/console/recognition"))]
 Reading = Annotated[Session, Depends(for_page("/console/reading"))]
 Referral = Annotated[Session, Depends(for_page("/console/referrals"))]
+Monitoring = Annotated[Session, Depends(for_page("/console/monitoring"))]
 
 
 def _tiers(request: Request) -> dict[str, str]:
@@ -134,3 +136,30 @@ async def referrals(request: Request, session: Referral, month: Month = None) ->
                     closed_by_down_referral=[r["closed_by_down_referral"] for r in rows])]
     return render(request, session, "referrals.html", rows=rows, charts=charts,
                   month=month or "")
+
+
+@router.get("/monitoring")
+async def monitoring(request: Request, session: Monitoring, team: Name = None) -> Response:
+    ctx = context(request)
+    sla = ctx.settings.monitoring.sla_hours
+    teams = await run_in_threadpool(monitoring_read.alerts_by_team, ctx.store, sla)
+    who = session.principal
+    # A team's list names its patients: the team's own facility (as in the API's worklist)
+    # or an operator.
+    if who.kind == "facility":
+        listable = await run_in_threadpool(monitoring_read.teams_of, ctx.store, who.id)
+    else:
+        listable = sorted({t.id for t in ctx.care.teams} | {t["team"] for t in teams}
+                          ) if is_operator(who) else []
+    alerts = None
+    if team and team in listable:
+        alerts = await run_in_threadpool(lambda: monitoring_read.worklist(
+            ctx.store, sla, teams=[team]))
+        await run_in_threadpool(audit, ctx, who, "search-type",
+                                f"console/monitoring?team={team}",
+                                {a["patient_key"] for a in alerts})
+    charts = [chart("bar", [t["team"] for t in teams], "Open and acknowledged alerts per team",
+                    stacked=True, open=[t["open"] for t in teams],
+                    acknowledged=[t["acknowledged"] for t in teams])]
+    return render(request, session, "monitoring.html", teams=teams, listable=listable,
+                  team=team or "", alerts=alerts, charts=charts, sla_hours=sla)

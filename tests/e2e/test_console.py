@@ -78,6 +78,19 @@ async def test_login_sessions_who_sees_what_and_audit(make_settings):
             assert other.status_code == 403
             bad_time = await t1.get("/console/deadletters", params={"since": "yesterday"})
             assert bad_time.status_code == 400 and "is not a time" in bad_time.text
+            # a team's alerts name patients: its own facility's team only, audited
+            other_team = await t1.get("/console/monitoring", params={"team": "team-c1"})
+            assert "The list names patients" in other_team.text
+            assert "community-1.home-" not in other_team.text
+
+            async def alerts_listed() -> bool:  # the monitoring service opens them
+                own = await t1.get("/console/monitoring", params={"team": "team-t1"})
+                return "Alerts of team-t1" in own.text and "township-1.home-01" in own.text
+
+            await eventually(alerts_listed)
+            assert ("township-1", "console/monitoring?team=team-t1") in {
+                (r.agent_id, r.what) for r in trail(running.store, ["township-1.home-01"],
+                                                     500, 0)[1]}
 
         async with httpx.AsyncClient(base_url=base) as ops:
             await login(ops, OPS)

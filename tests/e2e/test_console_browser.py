@@ -190,6 +190,13 @@ async def run_pages(w: Watched, base: str) -> None:
     await page.wait_for_url("**month=2026-01**")
     await w.check("referrals")
 
+    # Monitoring: a family-doctor team's alerts.
+    await page.get_by_role("link", name="Monitoring").click()
+    await page.get_by_label("Alerts of team").select_option("team-c1")
+    await page.get_by_role("button", name="Show").click()
+    await page.wait_for_selector("caption:has-text('Alerts of team-c1')")
+    await w.check("monitoring")
+
     # Registry: a facility's history.
     await page.get_by_role("link", name="Registry").click()
     await page.get_by_role("link", name="county-1", exact=True).click()

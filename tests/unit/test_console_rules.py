@@ -29,7 +29,7 @@ def test_operators_see_every_page_and_everyone_s_traffic():
     assert is_operator(ops)
     assert traffic_facilities(ops) is None
     assert titles(ops) == ["Overview", "Dead letters", "Event lookup", "Recognition",
-                           "Reading", "Referral", "Registry"]
+                           "Reading", "Referral", "Monitoring", "Registry"]
 
 
 def test_a_facility_sees_its_own_traffic_and_the_pages_its_token_reads():
