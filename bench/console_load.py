@@ -27,7 +27,7 @@ from hub.log.broker import free_port
 
 PAGES = ("/console", "/console/deadletters", "/console/events?q=Observation/x",
          "/console/recognition", "/console/reading", "/console/referrals",
-         "/console/registry")
+         "/console/monitoring", "/console/registry")
 OPERATORS = "demo-app-token-consortium-ops"
 
 
