@@ -86,6 +86,18 @@ async def focus_order(page, presses: int) -> list[str]:
     return seen
 
 
+async def show_one(w: Watched, page_name: str, label: str, choice: str, caption: str
+                   ) -> None:
+    """From the navigation to ``page_name``, choose ``choice`` in the list ``label``, and
+    see the table captioned ``caption``."""
+    page = w.page
+    await page.get_by_role("link", name=page_name).click()
+    await page.get_by_label(label).select_option(choice)
+    await page.get_by_role("button", name="Show").click()
+    await page.wait_for_selector(f"caption:has-text('{caption}')")
+    await w.check(page_name.lower())
+
+
 async def seed(base: str) -> None:
     """A patient, an observation and a refused body, from township-1."""
     async with httpx.AsyncClient(base_url=base, headers=auth(T1)) as c:
@@ -177,11 +189,7 @@ async def run_pages(w: Watched, base: str) -> None:
     await w.check("recognition")
 
     # Reading: choose a centre's worklist.
-    await page.get_by_role("link", name="Reading").click()
-    await page.get_by_label("Worklist of").select_option("county-1")
-    await page.get_by_role("button", name="Show").click()
-    await page.wait_for_selector("caption:has-text('Worklist of county-1')")
-    await w.check("reading")
+    await show_one(w, "Reading", "Worklist of", "county-1", "Worklist of county-1")
 
     # Referral: a month filter.
     await page.get_by_role("link", name="Referral").click()
@@ -191,11 +199,7 @@ async def run_pages(w: Watched, base: str) -> None:
     await w.check("referrals")
 
     # Monitoring: a family-doctor team's alerts.
-    await page.get_by_role("link", name="Monitoring").click()
-    await page.get_by_label("Alerts of team").select_option("team-c1")
-    await page.get_by_role("button", name="Show").click()
-    await page.wait_for_selector("caption:has-text('Alerts of team-c1')")
-    await w.check("monitoring")
+    await show_one(w, "Monitoring", "Alerts of team", "team-c1", "Alerts of team-c1")
 
     # Registry: a facility's history.
     await page.get_by_role("link", name="Registry").click()
