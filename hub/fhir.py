@@ -27,6 +27,7 @@ ACCEPTED_TYPES = (
     "Patient", "Observation", "DiagnosticReport", "ImagingStudy", "ServiceRequest",
     "Specimen", "Organization", "Practitioner", "PractitionerRole", "Encounter", "Condition",
     "Medication", "MedicationRequest", "MedicationStatement", "Device", "Endpoint", "Task",
+    "Consent",
 )
 
 

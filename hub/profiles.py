@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from hub.consent.rules import provision_issues
+
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 OBSERVATION_STATUS = {
     "registered", "preliminary", "final", "amended", "corrected", "cancelled",
@@ -54,7 +56,14 @@ def _patient(r: dict) -> Found:
     yield from _required(r, "Patient", "identifier")
 
 
+def _consent(r: dict) -> Found:
+    # A consent about nobody would bind nobody; one the hub cannot honour is refused.
+    yield from _required(r, "Consent", "patient")
+    yield from provision_issues(r)
+
+
 RULES: dict[str, Callable[[dict], Found]] = {
+    "Consent": _consent,
     "Observation": _observation,
     "DiagnosticReport": _report,
     "ImagingStudy": _imaging,

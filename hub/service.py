@@ -140,6 +140,8 @@ class Hub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+        if self._api_context is not None and self._api_context.exports is not None:
+            await asyncio.to_thread(self._api_context.exports.close)  # before the store goes
         if self.acks is not None:
             await self.acks.stop()
         if self.receipts is not None:

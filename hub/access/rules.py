@@ -57,6 +57,22 @@ def readable_facilities(p: Principal) -> frozenset[str] | None:
 
 
 DEADLETTERS = "deadletters"
+EXPORT = "export"  # bulk export of identified records
+RESEARCH = "research"  # bulk export, de-identified only
+
+
+def may_export(p: Principal, deidentified: bool) -> bool:
+    """Bulk export is named explicitly (``*`` does not include it: it is every record at
+    once). A member facility exports its own patients; an app needs ``export``, or
+    ``research`` for a de-identified export."""
+    if p.kind == "facility":
+        return True
+    return EXPORT in p.projections or (deidentified and RESEARCH in p.projections)
+
+
+def export_facilities(p: Principal) -> frozenset[str] | None:
+    """Whose records an export of ``p`` holds: a facility's own; an app's readable ones."""
+    return frozenset({p.id}) if p.kind == "facility" else readable_facilities(p)
 
 
 def dead_letter_facilities(p: Principal) -> frozenset[str] | None:
@@ -133,7 +149,7 @@ def audit_event(r: AuditRecord) -> dict:
         entity.append({"what": {"reference": r.what}})
     else:
         entity.append({"query": _b64(r.what), "description": r.what})
-    return {
+    out = {
         "resourceType": "AuditEvent",
         "id": r.id,
         "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110",
@@ -149,6 +165,11 @@ def audit_event(r: AuditRecord) -> dict:
         "source": {"observer": {"display": "hie-hub"}},
         "entity": entity,
     }
+    # A refusal by a patient's consent names the consent in the record's ``what``.
+    consent = r.what.rpartition(" [consent ")[2] if " [consent " in r.what else ""
+    if r.outcome == "4" and consent.endswith("]"):
+        out["outcomeDesc"] = f"refused: a consent rule applied ({consent[:-1]})"
+    return out
 
 
 def _b64(text: str) -> str:

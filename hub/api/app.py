@@ -18,6 +18,7 @@ from hub.access import audit_store
 from hub.access.rules import Principal, may_read_metrics, refused_credential
 from hub.api import (
     deadletters,
+    export,
     gateway,
     imaging,
     lab,
@@ -164,6 +165,7 @@ def create_app(ctx: HubContext) -> FastAPI:
 
     app.include_router(gateway.router)
     app.include_router(lab.router)
+    app.include_router(export.router)  # before read's /fhir/{type}/{id}, which $export fits
     app.include_router(read.router)
     app.include_router(mpi.router)
     app.include_router(imaging.router)

@@ -15,7 +15,10 @@ _PARAM_TYPES = {"patient": "reference", "subject": "reference", "_id": "token",
                 "code": "token", "category": "token", "date": "date", "_sort": "string",
                 "_count": "number", "_offset": "number"}
 _WRITE = ("create", "update", "delete")
-
+_BULK = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
+_EXPORT_DOC = ("FHIR Bulk Data, asynchronous (Prefer: respond-async); _type, _since, "
+               "_outputFormat=application/fhir+ndjson, and _deidentify=true for the "
+               "de-identified variant; a patient's Consent is honoured")
 
 def _params(names: set[str]) -> list[dict]:
     return [{"name": n, "type": _PARAM_TYPES[n]} for n in sorted(names)]
@@ -41,7 +44,9 @@ def _resource(rtype: str) -> dict:
     }
     if rtype == "Patient":
         out["operation"] = [{"name": "lab-summary",
-                             "definition": "urn:hie:OperationDefinition:lab-summary"}]
+                             "definition": "urn:hie:OperationDefinition:lab-summary"},
+                            {"name": "export", "definition": _BULK + "patient-export",
+                             "documentation": _EXPORT_DOC}]
     return out
 
 
@@ -65,5 +70,12 @@ def capability_statement() -> dict:
                              "match on identifier=system|value only.",
             "interaction": [{"code": "transaction"}, {"code": "batch"}],
             "resource": [_resource(t) for t in ACCEPTED_TYPES] + [audit],
+            # Group/{id}/$export names a group of facilities (a registry group or
+            # tier-<tier>); Group itself is not a resource this hub serves.
+            "operation": [{"name": "export", "definition": _BULK + "export",
+                           "documentation": _EXPORT_DOC},
+                          {"name": "export", "definition": _BULK + "group-export",
+                           "documentation": "Group/{id}/$export: id is a registry group or "
+                                            "tier-<tier>. " + _EXPORT_DOC}],
         }],
     }

@@ -38,6 +38,7 @@ class HubContext:
     gate: RequestGate = field(default_factory=RequestGate)  # closed by a graceful stop
     care: CareRegistry = field(default_factory=CareRegistry)  # teams, residents, devices
     devices: DeviceIntake | None = None  # home readings (POST /devices/{id}/readings)
+    exports: Any = None  # the ExportRunner, made on the first $export (hub.api.export)
     # This process's projection runners (hub.service.Hub.runner_states), for the console.
     runners: Callable[[], list[dict[str, Any]]] | None = None
 

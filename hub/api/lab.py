@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from fastapi import APIRouter
 from starlette.datastructures import QueryParams
 
 from hub.access.rules import may_read_patient, readable_facilities
+from hub.api.consent_check import refused_by_consent
 from hub.api.deps import ContextDep, HubContext, LabReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
@@ -51,16 +53,18 @@ def imaging_reports(params: QueryParams) -> bool:
 
 
 def lab_search(ctx: HubContext, rtype: str, params: QueryParams, keys: list[str] | None,
-               count: int, offset: int, facilities: frozenset[str] | None
-               ) -> tuple[int, list[tuple[dict, str]]]:
+               count: int, offset: int, facilities: frozenset[str] | None,
+               excluded: Collection[str] = ()) -> tuple[int, list[tuple[dict, str]]]:
     if rtype == "DiagnosticReport":
         categories = set(params.getlist("category"))
         if imaging_reports(params):
-            return imaging_read.search_reports(ctx.store, keys, count, offset, facilities)
+            return imaging_read.search_reports(ctx.store, keys, count, offset, facilities,
+                                               excluded)
         if not categories <= REPORT_CATEGORIES:
             raise SearchError("category: DiagnosticReport search supports category=LAB "
                               "(laboratory) or category=imaging (imaging and ECG reports)")
-        total, rows = lab_read.search_reports(ctx.store, keys, count, offset, facilities)
+        total, rows = lab_read.search_reports(ctx.store, keys, count, offset, facilities,
+                                              excluded)
         return total, [(present_row(r), r["patient_key"]) for r in rows]
     if not set(params.getlist("category")) <= LAB_CATEGORIES:
         raise SearchError("category: Observation search here supports category=laboratory")
@@ -70,7 +74,7 @@ def lab_search(ctx: HubContext, rtype: str, params: QueryParams, keys: list[str]
     if sort not in ("date", "-date"):
         raise SearchError("_sort: date or -date")
     total, rows = lab_read.search_results(ctx.store, keys, codes, dates, sort == "-date",
-                                          count, offset, facilities)
+                                          count, offset, facilities, excluded)
     return total, [(_annotated(r), r["patient_key"]) for r in rows]
 
 
@@ -83,6 +87,8 @@ def lab_summary(pid: str, ctx: ContextDep, reader: LabReaderDep) -> FhirResponse
         audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read patients of "
                          f"{key.partition('.')[0]}")
+    if refused := refused_by_consent(ctx, reader, key, "read", f"Patient/{key}/$lab-summary"):
+        return refused
     keys = linked_records(ctx.store, key)
     analytes = lab_read.summary(ctx.store, keys, readable_facilities(reader))
     audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", set(keys))

@@ -18,6 +18,7 @@ from hub.access.rules import (
     may_read_projection,
     readable_facilities,
 )
+from hub.api.consent_check import consent_excluded, refused_by_consent
 from hub.api.deps import ContextDep, ReaderDep, SharedRecordReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.lab import imaging_reports, lab_search
@@ -100,6 +101,8 @@ def read(rtype: str, rid: str, ctx: ContextDep, reader: SharedRecordReaderDep
                          f"{found.patient_key.partition('.')[0]}")
     if found.deleted:
         return error(410, f"{rtype}/{rid} was deleted", "deleted")
+    if refused := refused_by_consent(ctx, reader, found.patient_key, "read", f"{rtype}/{rid}"):
+        return refused
     audit(ctx, reader, "read", f"{rtype}/{rid}", {found.patient_key})
     return FhirResponse(found.resource)
 
@@ -144,18 +147,23 @@ def search_type(
         audit(ctx, reader, "search-type", what, {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read patients of "
                          f"{key.partition('.')[0]}")
+    if key is not None and (refused := refused_by_consent(ctx, reader, key, "search-type",
+                                                          what)):
+        return refused
     # The patient's records at every member facility, as the patient index links them:
     # after a merge the survivor's searches include the merged records, after an unlink not.
     keys = linked_records(ctx.store, key) if key is not None else None
+    # Without a patient, the records whose consent keeps this reader out are left out.
+    excluded = consent_excluded(ctx, reader) if key is None else {}
     if lab:
         try:
             total, page = lab_search(ctx, rtype, params, keys, count, offset,
-                                     readable_facilities(reader))
+                                     readable_facilities(reader), excluded)
         except SearchError as exc:
             return error(400, str(exc), "value")
     else:
         total, page = search(ctx.store, rtype, keys, id_, count, offset,
-                             readable_facilities(reader))
+                             readable_facilities(reader), excluded)
     audit(ctx, reader, "search-type", what, {k for _, k in page})
     base_url = str(request.base_url).rstrip("/")
     return FhirResponse({

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
+from hub.api.consent_check import refused_by_consent
 from hub.api.deps import ContextDep, HubContext, ReferralReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
@@ -156,6 +157,8 @@ def package(referral_id: str, request: Request, ctx: ContextDep, reader: Referra
         audit(ctx, reader, "read", what, {key}, "4")
         return forbidden(f"the package of {referral_id} is for {found.request.sender} and "
                          f"for the facility that accepted it (it is {ref.state})")
+    if refused := refused_by_consent(ctx, reader, key, "read", what):
+        return refused
     allowed = readable_facilities(reader)
     keys = [k for k in linked_records(ctx.store, key)
             if allowed is None or k.partition(".")[0] in allowed]

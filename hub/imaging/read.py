@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 import orjson
@@ -141,7 +141,8 @@ def history(store: Store, patient_keys: Sequence[str]) -> list[dict]:
 
 
 def search_reports(store: Store, patient_keys: Sequence[str] | None, count: int, offset: int,
-                   facilities: frozenset[str] | None = None) -> tuple[int, list]:
+                   facilities: frozenset[str] | None = None, excluded: Collection[str] = ()
+                   ) -> tuple[int, list]:
     """Current imaging/ECG reports on these patients' studies (wherever they were read),
     newest first: (total, page of (resource with hub ids, patient key))."""
     from hub.envelope import SOURCE_PREFIX
@@ -153,6 +154,8 @@ def search_reports(store: Store, patient_keys: Sequence[str] | None, count: int,
         where.append(s.c.patient_key.in_(list(patient_keys)))
     if facilities is not None:
         where.append(s.c.facility.in_(sorted(facilities)))
+    if excluded:  # records a patient's consent keeps the reader out of
+        where.append(s.c.patient_key.not_in(sorted(excluded)))
     joined = s.join(r, r.c.study_id == s.c.study_id)
     with store.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)

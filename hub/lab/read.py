@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -71,8 +71,10 @@ def parse_codes(param: str) -> list[str]:
 
 
 def _where(patient_keys: Sequence[str] | None, codes: Sequence[str], dates: Sequence[DateBound],
-           facilities: frozenset[str] | None) -> list:
+           facilities: frozenset[str] | None, excluded: Collection[str] = ()) -> list:
     where = [RES.c.visible.is_(True)]
+    if excluded:  # records a patient's consent keeps the reader out of
+        where.append(RES.c.patient_key.not_in(sorted(excluded)))
     if patient_keys is not None:
         where.append(RES.c.patient_key.in_(list(patient_keys)))
     if codes:
@@ -89,8 +91,9 @@ def _where(patient_keys: Sequence[str] | None, codes: Sequence[str], dates: Sequ
 
 def search_results(store: Store, patient_keys: Sequence[str] | None, codes: Sequence[str],
                    dates: Sequence[DateBound], newest_first: bool, count: int, offset: int,
-                   facilities: frozenset[str] | None = None) -> tuple[int, list]:
-    where = _where(patient_keys, codes, dates, facilities)
+                   facilities: frozenset[str] | None = None, excluded: Collection[str] = ()
+                   ) -> tuple[int, list]:
+    where = _where(patient_keys, codes, dates, facilities, excluded)
     order = (RES.c.effective.desc(), RES.c.id) if newest_first else (RES.c.effective, RES.c.id)
     with store.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(RES).where(*where)
@@ -101,8 +104,11 @@ def search_results(store: Store, patient_keys: Sequence[str] | None, codes: Sequ
 
 
 def search_reports(store: Store, patient_keys: Sequence[str] | None, count: int, offset: int,
-                   facilities: frozenset[str] | None = None) -> tuple[int, list]:
+                   facilities: frozenset[str] | None = None, excluded: Collection[str] = ()
+                   ) -> tuple[int, list]:
     where = [REP.c.visible.is_(True)]
+    if excluded:
+        where.append(REP.c.patient_key.not_in(sorted(excluded)))
     if patient_keys is not None:
         where.append(REP.c.patient_key.in_(list(patient_keys)))
     if facilities is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from hub.envelope import SOURCE_PREFIX
 from hub.ingest.conditions import Condition, Resolution
 from hub.record.projection import SharedRecordProjection
-from hub.record.rules import NO_VERSION, ORDER_TIME_AT, order_time, present
+from hub.record.rules import NO_VERSION, ORDER_TIME_AT, order_time, present, present_json
 from hub.store.db import Store
 
 _table = SharedRecordProjection().tables(sa.MetaData())["record_resources"]
@@ -32,6 +32,13 @@ def present_row(row) -> dict:
     return present(row.body, facility, f"{SOURCE_PREFIX}{facility}", order_time(row.order_key))
 
 
+def present_row_json(row) -> bytes:
+    """:func:`present_row` as JSON bytes (the bulk export writes them as they are)."""
+    facility = row.id.partition(".")[0]
+    return present_json(row.body, facility, f"{SOURCE_PREFIX}{facility}",
+                        order_time(row.order_key))
+
+
 def get_resource(store: Store, resource_type: str, rid: str) -> Found | None:
     with store.connect() as conn:
         row = conn.execute(sa.select(*_shown, _table.c.patient_key).where(
@@ -50,11 +57,11 @@ def current_patient_key(store: Store, resource_type: str, rid: str) -> str | Non
 
 
 def search(store: Store, resource_type: str, patient_keys: Sequence[str] | None,
-           rid: str | None, count: int, offset: int, facilities: frozenset[str] | None = None
-           ) -> tuple[int, list[tuple[dict, str]]]:
+           rid: str | None, count: int, offset: int, facilities: frozenset[str] | None = None,
+           excluded: Collection[str] = ()) -> tuple[int, list[tuple[dict, str]]]:
     """(total, page of (resource, patient key)) of live resources of a type, newest first,
-    optionally for some patients (one person's facility records) and only for patients of
-    ``facilities``."""
+    optionally for some patients (one person's facility records), only for patients of
+    ``facilities`` and never for the ``excluded`` records (a consent keeps the reader out)."""
     where = [_table.c.resource_type == resource_type, _table.c.body.is_not(None)]
     if patient_keys is not None:
         where.append(_table.c.patient_key.in_(list(patient_keys)))
@@ -64,6 +71,8 @@ def search(store: Store, resource_type: str, patient_keys: Sequence[str] | None,
         where.append(sa.or_(sa.false(), *(
             sa.or_(_table.c.patient_key == f, _table.c.patient_key.startswith(f"{f}."))
             for f in sorted(facilities))))
+    if excluded:
+        where.append(_table.c.patient_key.not_in(sorted(excluded)))
     with store.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(_table).where(*where)
                              ).scalar_one()

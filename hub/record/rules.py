@@ -32,10 +32,17 @@ def present(body: bytes | str, facility_id: str, source: str, last_updated: str
     from facility ``township-1`` becomes ``Patient/township-1.p-1``, so a reader can follow
     references across facilities; ``meta.source`` is set and ``meta.lastUpdated`` filled in
     where the sender left it out. Nothing else changes: numbers keep their spelling
-    (``hub.exactjson``). The rewrite runs on orjson's canonical output (no whitespace, no
-    escaped slashes), where a ``"reference":"`` sequence can only be a reference element,
-    never text inside a string.
+    (``hub.exactjson``).
     """
+    return loads_faithful(present_json(body, facility_id, source, last_updated))
+
+
+def present_json(body: bytes | str, facility_id: str, source: str, last_updated: str
+                 ) -> bytes:
+    """:func:`present` as JSON bytes, for a writer that needs no dict (the bulk export).
+    The rewrite runs on orjson's canonical output (no whitespace, no escaped slashes),
+    where a ``"reference":"`` sequence can only be a reference element, never text inside a
+    string."""
     raw = body.encode() if isinstance(body, str) else body
     res = loads_faithful(raw)
     if isinstance(res.get("id"), str):
@@ -44,9 +51,9 @@ def present(body: bytes | str, facility_id: str, source: str, last_updated: str
     meta.setdefault("lastUpdated", last_updated)
     meta["source"] = source  # provenance in the record: who published it
     prefix = facility_id.encode() + b"."
-    return loads_faithful(_REFERENCE.sub(
+    return _REFERENCE.sub(
         lambda m: b'"reference":"' + m[1] + b"/" + prefix + m[2] + m[3] + b'"',
-        orjson.dumps(res)))
+        orjson.dumps(res))
 
 
 def utc_instant(value: str) -> str:

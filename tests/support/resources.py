@@ -26,3 +26,26 @@ def bundle(kind: str, *resources: dict) -> dict:
     return {"resourceType": "Bundle", "type": kind, "entry": [
         {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
         for r in resources]}
+
+
+def consent(provision: dict, cid: str = "c1", pid: str = "p1", status: str = "active") -> dict:
+    """A patient's privacy Consent (opt-out) with ``provision``."""
+    return {"resourceType": "Consent", "id": cid, "status": status,
+            "scope": {"coding": [{"system":
+                                  "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{pid}"},
+            "policyRule": {"coding": [{"system":
+                                       "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                       "code": "OPTOUT"}]},
+            "provision": provision}
+
+
+def consent_actor(system: str | None, value: str) -> dict:
+    """A consent actor: ``Organization/<value>`` (system None) or an identifier."""
+    ref = {"reference": f"Organization/{value}"} if system is None else {
+        "identifier": {"system": system, "value": value}}
+    return {"role": {"coding": [{"system":
+                                 "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                 "code": "IRCP"}]}, "reference": ref}

@@ -1,0 +1,48 @@
+"""Consent at the read API's edge: who the reader is as a consent names it, and the 403
+OperationOutcome (audited) when a patient's consent keeps it out."""
+
+from __future__ import annotations
+
+from hub import clock
+from hub.access.rules import Principal
+from hub.api.deps import HubContext
+from hub.api.guard import audit
+from hub.api.outcome import FhirResponse, error
+from hub.consent import read as consent_read
+from hub.consent.rules import OPERATIONS, TREATMENT, ConsentRule, Reader
+
+CONSENT_MARK = " [consent "  # in an audit record's ``what``: the consent that refused it
+
+
+def consent_reader(ctx: HubContext, p: Principal, purpose: str | None = None) -> Reader:
+    """A member facility reads for treatment, an app for the consortium's operations,
+    unless the caller names another purpose (a de-identified export: research)."""
+    facility = ctx.directory.get(p.id) if p.kind == "facility" else None
+    return Reader(p.kind, p.id, purpose or (TREATMENT if p.kind == "facility" else OPERATIONS),
+                  facility.tier if facility else None, facility.group if facility else None)
+
+
+def refused_by_consent(ctx: HubContext, p: Principal, patient_key: str, interaction: str,
+                       what: str, purpose: str | None = None) -> FhirResponse | None:
+    """None when no consent keeps ``p`` out of ``patient_key``'s record; else the 403, with
+    the refusal audited (outcome 4, naming the consent)."""
+    rule = consent_read.refusal(ctx.store, consent_reader(ctx, p, purpose), patient_key,
+                                clock.now())
+    if rule is None:
+        return None
+    audit(ctx, p, interaction, f"{what}{CONSENT_MARK}Consent/{rule.consent_id}]",
+          {patient_key}, "4")
+    return consent_refused(rule)
+
+
+def consent_refused(rule: ConsentRule) -> FhirResponse:
+    return error(403, f"a consent rule applied: the patient's Consent/{rule.consent_id} does "
+                 "not permit sharing this record with you for this purpose", "forbidden")
+
+
+def consent_excluded(ctx: HubContext, p: Principal, purpose: str | None = None
+                     ) -> dict[str, str]:
+    """The patient records a search without a patient, or an export, leaves out for ``p``,
+    each with the hub id of the consent that keeps it out."""
+    return consent_read.refused_records(ctx.store, consent_reader(ctx, p, purpose),
+                                        clock.now())
