@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,7 +165,8 @@ class Hub:
             self._api_context = HubContext(self.settings, self.store, self.directory,
                                            self.publisher, self.checks, self.deadletters,
                                            self.mpi, self.readiness, self.acks,
-                                           care=self.care, devices=self.intake)
+                                           care=self.care, devices=self.intake,
+                                           runners=self.runner_states)
         return self._api_context
 
     def start_api(self) -> asyncio.Task:
@@ -233,6 +235,18 @@ class Hub:
                 continue
             self.components[name] = "stopped" if self._stopping.is_set() else "done"
             return result
+
+    def runner_states(self) -> list[dict[str, Any]]:
+        """Each projection runner of this process as the console shows it: applied, lag,
+        seconds since its last commit, and the state of its supervised task."""
+        wall = time.time()  # the clock of RunnerStats.last_commit
+        return [{"name": r.projection.name, "applied": r.stats.applied, "lag": r.stats.lag,
+                 "caught_up": r.stats.caught_up, "deadlettered": r.stats.deadlettered,
+                 "idle_seconds": round(wall - r.stats.last_commit, 1)
+                 if r.stats.last_commit else None,
+                 "component": self.components.get(f"projection:{r.projection.name}",
+                                                  "running")}
+                for r in self.runners]
 
     async def readiness(self) -> dict[str, Any]:
         """What /ready reports: broker and store reachable, every component running."""

@@ -33,6 +33,7 @@ from hub.api.deps import HubContext, ScopeError, bearer_token, get_reader
 from hub.api.docs import install_asyncapi, install_docs
 from hub.api.gate import GateMiddleware, RequestGate
 from hub.api.outcome import FhirResponse, error, unavailable
+from hub.console import install_console
 from hub.envelope import now_rfc3339
 from hub.errors import AuthError, BrokerError, HubError, StoreError
 from hub.fhir import Issue
@@ -173,5 +174,6 @@ def create_app(ctx: HubContext) -> FastAPI:
     app.include_router(monitoring.router)
     install_docs(app)
     install_asyncapi(app)
+    install_console(app)
     app.include_router(deadletters.router)
     return app

@@ -39,6 +39,8 @@ class HubContext:
     care: CareRegistry = field(default_factory=CareRegistry)  # teams, residents, devices
     devices: DeviceIntake | None = None  # home readings (POST /devices/{id}/readings)
     exports: Any = None  # the ExportRunner, made on the first $export (hub.api.export)
+    # This process's projection runners (hub.service.Hub.runner_states), for the console.
+    runners: Callable[[], list[dict[str, Any]]] | None = None
 
 
 async def get_context(request: Request) -> HubContext:  # async: no threadpool hop

@@ -106,7 +106,7 @@ async def decide(
     return FhirResponse(prepared.resource, status_code=201)
 
 
-def _stats_rows(ctx, facility: str | None, month: str | None) -> list[dict]:
+def stats_rows(ctx, facility: str | None, month: str | None) -> list[dict]:
     import sqlalchemy as sa
 
     from hub.recognition.projection import REASONS, STATS
@@ -144,7 +144,7 @@ def statistics(ctx: ContextDep, reader: RecognitionReaderDep, facility: str | No
                ) -> FhirResponse:
     """Items recognised, recognition rate, non-recognition reasons and yuan saved, per
     ordering facility, month (Asia/Shanghai) and item."""
-    rows = _stats_rows(ctx, facility, month)
+    rows = stats_rows(ctx, facility, month)
     total_saved = sum(r["saved_yuan"] for r in rows)
     return FhirResponse({"rows": rows, "recognised": sum(r["recognised"] for r in rows),
                          "retested": sum(r["retested"] for r in rows),
@@ -156,6 +156,13 @@ def statistics_csv(ctx: ContextDep, reader: RecognitionReaderDep, facility: str 
                    month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None
                    ) -> Response:
     """The same as CSV (UTF-8 with BOM, so spreadsheet programs show Chinese correctly)."""
+    return Response(stats_csv(stats_rows(ctx, facility, month)),
+                    media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": "attachment; filename=recognition.csv"})
+
+
+def stats_csv(rows: list[dict]) -> str:
+    """Statistics rows as CSV text, with the BOM spreadsheet programs look for."""
     import csv
     import io
 
@@ -165,13 +172,12 @@ def statistics_csv(ctx: ContextDep, reader: RecognitionReaderDep, facility: str 
     w = csv.writer(buf)
     w.writerow(["facility", "month", "item", "recognised", "retested", "not_counted",
                 "recognition_rate", "saved_yuan", *CODES])
-    for r in _stats_rows(ctx, facility, month):
+    for r in rows:
         w.writerow([r["facility"], r["month"], r["item"], r["recognised"], r["retested"],
                     r["not_counted"], "" if r["recognition_rate"] is None
                     else r["recognition_rate"], f"{r['saved_yuan']:.2f}",
                     *(r["reasons"].get(c, 0) for c in CODES)])
-    return Response("\ufeff" + buf.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": "attachment; filename=recognition.csv"})
+    return "\ufeff" + buf.getvalue()
 
 
 @functools.cache

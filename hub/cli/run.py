@@ -20,7 +20,7 @@ from hub.cli.common import (
 )
 
 BENCH_PARTS = ("ingest", "rebuild", "latency", "put", "ack", "lab", "mllp", "recognition",
-               "mpi", "devices", "export")
+               "mpi", "devices", "export", "console")
 MqttOpt = Annotated[str | None, typer.Option(
     "--mqtt", envvar="HUB_MONITORING_MQTT_URL",
     help="mqtt://HOST:PORT of the broker home meters publish to: run the MQTT device "
@@ -175,6 +175,8 @@ def bench(
     events: Annotated[int, typer.Option(help="Events per measurement.", min=1)] = 20000,
     only: Annotated[str | None, typer.Option(
         help=f"One of: {', '.join(BENCH_PARTS)}.")] = None,
+    minutes: Annotated[float, typer.Option(
+        help="How long the demo runs while console page loads are measured.", min=0.1)] = 10,
 ) -> None:
     """Measure the hub's performance figures, each beside a baseline measured in the same
     run."""
@@ -182,7 +184,7 @@ def bench(
 
     if only is not None and only not in BENCH_PARTS:
         fail(f"--only {only!r} is not a measurement; one of: {', '.join(BENCH_PARTS)}")
-    run_all(console, events, only)
+    run_all(console, events, only, minutes)
 
 
 def register(app: typer.Typer) -> None:

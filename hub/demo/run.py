@@ -962,6 +962,8 @@ def _print_start(console: Console, settings: Settings, sim: ConsortiumSimulator,
         f"{settings.bootstrap}")
     say(f"  store: {settings.db_url}")
     say(f"  FHIR API: {base}/fhir   docs: {base}/docs")
+    say(f"  web console: {base}/console (log in with demo-app-token-consortium-ops, or a "
+        "facility's demo-secret-<id>)")
     say(f"  metrics: curl -H 'Authorization: Bearer demo-app-token-hub-monitor' "
         f"{base}/metrics")
     if key_file is not None:

@@ -86,9 +86,11 @@ def claim(store: Store, study_id: str) -> dict | None:
     return plain(found) if found else None
 
 
-def turnaround(store: Store, by: str, since: str | None = None) -> list[dict]:
+def turnaround(store: Store, by: str, since: str | None = None,
+               per_day: bool = True) -> list[dict]:
     """Acquisition -> first report, in minutes: p50 and p90 per ``by`` (centre, facility,
-    modality) and consortium day of acquisition."""
+    modality, or ``centre+modality``) and consortium day of acquisition (``day`` is "all"
+    without ``per_day``)."""
     s, f = T[STUDIES], T[FIRST]
     stmt = (sa.select(s.c.facility, s.c.modality, s.c.started, s.c.arrived,
                       f.c.reader_facility, f.c.issued)
@@ -101,8 +103,9 @@ def turnaround(store: Store, by: str, since: str | None = None) -> list[dict]:
             start = _instant(row["started"] or row["arrived"])
             minutes = (_instant(row["issued"]) - start).total_seconds() / 60
             key = {"centre": row["reader_facility"], "facility": row["facility"],
-                   "modality": row["modality"]}[by]
-            day = start.astimezone(CONSORTIUM_TZ).date().isoformat()
+                   "modality": row["modality"],
+                   "centre+modality": f"{row['reader_facility']} {row['modality']}"}[by]
+            day = start.astimezone(CONSORTIUM_TZ).date().isoformat() if per_day else "all"
             groups.setdefault((key, day), []).append(minutes)
     return [{by: k, "day": day, "reports": len(v),
              "p50_minutes": round(rules.percentile(v, 50) or 0, 1),

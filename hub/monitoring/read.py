@@ -133,3 +133,25 @@ def counts(store: Store) -> dict[str, int]:
         out["referred"] = conn.execute(sa.select(sa.func.count()).select_from(REFS)
                                        ).scalar() or 0
     return out
+
+
+def alerts_by_team(store: Store, sla_hours: float) -> list[dict[str, Any]]:
+    """Per team: its facility, open and acknowledged alerts, open ones past their SLA, and
+    escalated ones; no patient named (the web console's summary)."""
+    due_before = clock.rfc3339(clock.now() - timedelta(hours=sla_hours))
+    status = STATES.c.status
+    q = (sa.select(ALERTS.c.team_id, TEAMS.c.facility,
+                   sa.func.sum(sa.case((status == "open", 1), else_=0)),
+                   sa.func.sum(sa.case((status == "acknowledged", 1), else_=0)),
+                   sa.func.sum(sa.case((sa.and_(status == "open",
+                                                ALERTS.c.opened < due_before), 1), else_=0)),
+                   sa.func.count(ESC.c.alert_id))
+         .select_from(ALERTS.join(STATES, STATES.c.alert_id == ALERTS.c.alert_id)
+                      .outerjoin(ESC, ESC.c.alert_id == ALERTS.c.alert_id)
+                      .outerjoin(TEAMS, TEAMS.c.team_id == ALERTS.c.team_id))
+         .where(status.in_(("open", "acknowledged")))
+         .group_by(ALERTS.c.team_id, TEAMS.c.facility).order_by(ALERTS.c.team_id))
+    with store.connect() as conn:
+        return [{"team": t, "facility": f, "open": int(o or 0), "acknowledged": int(a or 0),
+                 "breached": int(b or 0), "escalated": int(e or 0)}
+                for t, f, o, a, b, e in conn.execute(q)]
