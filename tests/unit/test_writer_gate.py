@@ -11,10 +11,9 @@ def test_the_urgent_writer_goes_first_and_a_holder_may_reenter():
     release = threading.Event()
 
     def holder() -> None:
-        with gate.hold():
-            with gate.hold():  # the same thread again: no deadlock
-                holding.set()
-                release.wait(5)
+        with gate.hold(), gate.hold():  # the same thread again: no deadlock
+            holding.set()
+            release.wait(5)
 
     def writer(name: str, urgent: bool) -> None:
         with gate.hold(urgent):
