@@ -353,6 +353,10 @@ def up() -> int:
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         return unavailable(f"building the local images failed: {exc}")
     write_status(ready=True, reason="", images=images, docker=docker_bin(), label=LABEL)
+    # For an operator's shell: `. .venv/containers.env` before deploy/docker-compose.local.yml.
+    STATUS.with_suffix(".env").write_text("".join(
+        f"export HUB_{'' if role == 'hub' else role.upper() + '_'}IMAGE={tag}\n"
+        for role, tag in images.items()))
     say(f"Docker ready, images {', '.join(images.values())} ({time.monotonic() - started:.0f} s)")
     return 0
 
@@ -371,8 +375,8 @@ def down() -> int:
             with_reaped(pid)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-    if STATUS.exists():
-        STATUS.unlink()
+    for f in (STATUS, STATUS.with_suffix(".env")):
+        f.unlink(missing_ok=True)
     return 0
 
 
