@@ -32,6 +32,12 @@ FAMILIES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗"
 GIVEN = "秀英桂兰玉梅建华志强国庆明丽淑珍海燕红霞春生德福文杰宏伟子涵雨轩"
 PATIENTS_PER_BUNDLE = 10
 PROJECTION_REPLICAS = ["projections-1", "projections-2", "projections-3"]
+SERVICES = ["gateway-1", "gateway-2", *PROJECTION_REPLICAS, "kafka", "postgres"]
+JOURNAL_ROWS = "SELECT count(*) FROM hub_journal"
+
+
+def cpu_of(project: ComposeProject) -> dict[str, float]:
+    return {s: project.cpu_seconds(s) for s in SERVICES}
 
 
 def resident(n: int) -> dict:
@@ -192,11 +198,17 @@ async def test_a_projection_replica_killed_mid_stream_loses_and_doubles_nothing(
             await asyncio.sleep(3)  # warm-up
             steady_from, acked_before = time.monotonic(), sum(map(len, load.acked.values()))
             per_gateway_before = {g: len(a) for g, a in load.acked.items()}
+            cpu_before = await asyncio.to_thread(cpu_of, project)
+            journal_before = await asyncio.to_thread(watch.scalar, JOURNAL_ROWS)
             await asyncio.sleep(8)
             steady = time.monotonic() - steady_from
+            cpu = {s: c - cpu_before[s] for s, c in (await asyncio.to_thread(
+                cpu_of, project)).items()}
+            applied = await asyncio.to_thread(watch.scalar, JOURNAL_ROWS) - journal_before
             gateway_rates = {g: (len(a) - per_gateway_before[g]) / steady
                              for g, a in load.acked.items()}
-            acked_rate = (sum(map(len, load.acked.values())) - acked_before) / steady
+            acked = sum(map(len, load.acked.values())) - acked_before
+            acked_rate = acked / steady
 
             killed_at = time.monotonic()
             await asyncio.to_thread(project.docker, "kill", project.container(victim))
@@ -229,7 +241,7 @@ async def test_a_projection_replica_killed_mid_stream_loses_and_doubles_nothing(
 
         # Every acknowledged resource is in the shared record, and every Patient the log
         # holds has been decided, those acknowledged after the lease moved included.
-        acked = {rid.split("/")[1] for a in load.acked.values() for rid in a}
+        acked_ids = {rid.split("/")[1] for a in load.acked.values() for rid in a}
         with watch.store.connect() as conn:
             undecided = conn.execute(sa.text(
                 "SELECT count(*) FROM mpi_record r LEFT JOIN mpi_decided d "
@@ -240,7 +252,7 @@ async def test_a_projection_replica_killed_mid_stream_loses_and_doubles_nothing(
             ).scalar()
             counted = conn.execute(sa.text("SELECT sum(events) FROM activity_counts")).scalar()
         record = watch.column("SELECT id FROM record_resources")
-        assert acked <= record, f"{len(acked - record)} acknowledged resources missing"
+        assert acked_ids <= record, f"{len(acked_ids - record)} acknowledged resources missing"
         assert len(load.patients) > after_move, "no patient was acknowledged after the move"
         await until(lambda: watch.scalar("SELECT count(*) FROM mpi_decided") > decided_at_move
                     and not watch.scalar(
@@ -256,11 +268,25 @@ async def test_a_projection_replica_killed_mid_stream_loses_and_doubles_nothing(
                                     "hub", "rebuild", name)
         assert {t: table_digest(watch.store, t) for t in live} == live
 
-        replica_rate = await one_replica_rate(project, sum(log_end.values()))
+        event_bytes = watch.scalar("SELECT avg(octet_length(data)) FROM hub_journal")
+        db_bytes = watch.scalar("SELECT pg_database_size('hub')")
+        cpu_measure = await asyncio.to_thread(project.cpu_seconds, "projections-1")
+        replica_rate, replica_events = await one_replica_rate(project, sum(log_end.values()))
+        cpu_measure = await asyncio.to_thread(project.cpu_seconds, "projections-1") - cpu_measure
         broker_restart = await restart_the_broker(project, watch, load)
         watch.store.dispose()
 
-    print(f"\nscale-out figures: {len(acked)} resources acknowledged "
+    group_cpu = sum(cpu[s] for s in PROJECTION_REPLICAS)
+    print(f"\nsteady phase, {steady:.0f} s: {acked} resources acknowledged, {applied} events "
+          f"journaled; CPU-seconds used {({s: round(c, 1) for s, c in cpu.items()})}")
+    print("per CPU-second: gateways " + ", ".join(
+              f"{(len(load.acked[g]) - per_gateway_before[g]) / cpu[s]:.0f}"
+              for g, s in zip(load.gateways, SERVICES, strict=False))
+          + f" resources acknowledged; projection group {applied / group_cpu:.0f}, broker "
+          f"{applied / cpu['kafka']:.0f}, PostgreSQL {applied / cpu['postgres']:.0f} events")
+    print(f"sizes: {event_bytes:.0f} bytes per event on the log (payload), "
+          f"{db_bytes / journaled:.0f} bytes of PostgreSQL (every table, indexes) per event")
+    print(f"scale-out figures: {len(acked_ids)} resources acknowledged "
           f"({acked_rate:.0f}/s through both gateways, "
           f"{', '.join(f'{r:.0f}/s' for r in gateway_rates.values())} per gateway, "
           f"3 requests of {PATIENTS_PER_BUNDLE * 3} resources in flight each); answers "
@@ -269,11 +295,12 @@ async def test_a_projection_replica_killed_mid_stream_loses_and_doubles_nothing(
           f"rebalance pause); the lease moved after {moved_after:.1f} s; its restart "
           f"stalled partitions {rejoin_pause:.1f} s")
     print(f"one projection process (all 8 projections, PostgreSQL): {replica_rate:.0f} "
-          f"events/s catching up the log alone")
+          f"events/s catching up the log alone, {replica_events / cpu_measure:.0f} events "
+          f"per CPU-second of its container")
     print(f"broker container restarted: {broker_restart}")
 
 
-async def one_replica_rate(project: ComposeProject, events: int) -> float:
+async def one_replica_rate(project: ComposeProject, events: int) -> tuple[float, int]:
     """One projection process alone (no group: it reads every partition) catching up the
     whole log into an empty database: events per second, timed on its journal's rows."""
     admin = sa.create_engine(project.db_url("postgres"), isolation_level="AUTOCOMMIT")
@@ -302,7 +329,7 @@ async def one_replica_rate(project: ComposeProject, events: int) -> float:
     moving = [(t, n) for t, n in samples if n > 0]
     assert moving and moving[-1][1] >= events * 0.9, (events, samples[-3:])
     (t0, n0), (t1, n1) = moving[0], moving[-1]
-    return (n1 - n0) / max(t1 - t0, 0.2)
+    return (n1 - n0) / max(t1 - t0, 0.2), n1
 
 
 async def restart_the_broker(project: ComposeProject, watch: Watch, load: Load) -> str:

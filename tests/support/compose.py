@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 
@@ -60,6 +61,18 @@ class ComposeProject:
     def docker(self, *args: str) -> str:
         return subprocess.run(["docker", *args], capture_output=True, text=True, check=True,
                               timeout=120).stdout
+
+    def cpu_seconds(self, service: str) -> float:
+        """CPU time the service's container has used so far (its cgroup's account), so
+        rates can be given per CPU-second: on a shared machine wall-clock rates say more
+        about the neighbours than about the hub."""
+        cid = self.docker("inspect", "-f", "{{.Id}}", self.container(service)).strip()
+        v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+        if v1.exists():
+            return int(v1.read_text()) / 1e9
+        v2 = Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat")
+        usage = dict(line.split() for line in v2.read_text().splitlines())
+        return int(usage["usage_usec"]) / 1e6
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Until both gateways answer /ready with 200 (broker and store reachable)."""
