@@ -205,8 +205,8 @@ async def test_a_projection_replica_killed_mid_stream_loses_and_doubles_nothing(
             cpu = {s: c - cpu_before[s] for s, c in (await asyncio.to_thread(
                 cpu_of, project)).items()}
             applied = await asyncio.to_thread(watch.scalar, JOURNAL_ROWS) - journal_before
-            gateway_rates = {g: (len(a) - per_gateway_before[g]) / steady
-                             for g, a in load.acked.items()}
+            gateway_acked = {g: len(a) - per_gateway_before[g] for g, a in load.acked.items()}
+            gateway_rates = {g: n / steady for g, n in gateway_acked.items()}
             acked = sum(map(len, load.acked.values())) - acked_before
             acked_rate = acked / steady
 
@@ -280,7 +280,7 @@ async def test_a_projection_replica_killed_mid_stream_loses_and_doubles_nothing(
     print(f"\nsteady phase, {steady:.0f} s: {acked} resources acknowledged, {applied} events "
           f"journaled; CPU-seconds used {({s: round(c, 1) for s, c in cpu.items()})}")
     print("per CPU-second: gateways " + ", ".join(
-              f"{(len(load.acked[g]) - per_gateway_before[g]) / cpu[s]:.0f}"
+              f"{gateway_acked[g] / cpu[s]:.0f}"
               for g, s in zip(load.gateways, SERVICES, strict=False))
           + f" resources acknowledged; projection group {applied / group_cpu:.0f}, broker "
           f"{applied / cpu['kafka']:.0f}, PostgreSQL {applied / cpu['postgres']:.0f} events")
