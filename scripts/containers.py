@@ -152,8 +152,9 @@ def unavailable(reason: str) -> int:
 def install() -> str | None:
     """Install Debian's packages; None on success, else why not."""
     if os.geteuid() != 0:
-        return ("Docker is not installed and this is not root "
-                "(scripts/containers.py installs it as root)")
+        state = "not running" if Path("/usr/sbin/dockerd").exists() else "not installed"
+        return (f"Docker is {state} and this is not root "
+                "(scripts/containers.py installs and starts it as root)")
     if not shutil.which("apt-get") or not Path("/etc/debian_version").exists():
         return "Docker is not installed and this is not Debian (no apt-get to install docker.io)"
     missing = [p for p, tool in zip(DEBIAN_PACKAGES, ["/usr/sbin/dockerd", "/usr/sbin/debootstrap",
