@@ -328,6 +328,20 @@ def hub_image(base: str) -> str:
     return tag
 
 
+def prune(keep) -> None:
+    """Remove this script's images of earlier content (every source change makes a hub
+    image of ~460 MB) and, on a daemon it started, the untagged build stages they leave."""
+    listed = subprocess.run([docker_bin(), "images", "--format", "{{.Repository}}:{{.Tag}}",
+                             "--filter", "label=org.hie-hub.image=1"],
+                            capture_output=True, text=True, check=False).stdout.split()
+    stale = [tag for tag in listed if tag not in set(keep) and not tag.endswith(":<none>")]
+    if stale:
+        docker("rmi", *stale, check=False, quiet=True)
+    # The build stages carry no label; a daemon this script runs holds nobody else's images.
+    if read_status().get("dockerd_pid"):
+        docker("image", "prune", "-f", check=False, quiet=True)
+
+
 def remove_leftovers() -> None:
     ids = subprocess.run([docker_bin(), "ps", "-aq", "--filter", f"label={LABEL}"],
                          capture_output=True, text=True, check=False).stdout.split()
@@ -353,6 +367,7 @@ def up() -> int:
                   "hub": hub_image(base)}
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         return unavailable(f"building the local images failed: {exc}")
+    prune(images.values())
     write_status(ready=True, reason="", images=images, docker=docker_bin(), label=LABEL)
     # For an operator's shell: `. .venv/containers.env` before deploy/docker-compose.local.yml.
     STATUS.with_suffix(".env").write_text("".join(
