@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean containers containers-down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=python3.11)")'
@@ -21,10 +21,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/hub demo $(ARGS)
 
+# Docker for the container tests is set up first (or one line says why not) and the daemon
+# that set-up started is stopped afterwards, whatever pytest's outcome or a Ctrl-C.
 test: $(STAMP)
 	@scripts/ensure-chromium
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	@trap '$(BIN)/python scripts/containers.py down' EXIT; trap 'exit 130' INT TERM; \
+	  $(BIN)/python scripts/containers.py up && \
+	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# Docker, started and left running, with the local images (deploy/docker-compose.local.yml).
+containers: $(STAMP)
+	$(BIN)/python scripts/containers.py up
+
+containers-down:
+	$(BIN)/python scripts/containers.py down
 
 bench: $(STAMP)
 	$(BIN)/hub bench $(ARGS)

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         default=None, description="Hex secret for the keyed hashes of national IDs and "
         "health cards (master patient index, shared record); empty means identity-secret in "
         "data_dir, generated on first start. Replicas of one hub share it.")
+    replica_name: str = Field(
+        default="", description="This process's name in the lease tables (who makes the "
+        "patient index's decisions); empty means the host name. Replicas sharing the host's "
+        "network (containers) need one each.")
     recognition_catalogue: Path | None = Field(
         default=None, description="Mutual test recognition catalogue (YAML); empty means "
         "the example catalogue in schemas/recognition-catalogue.yaml.")

@@ -51,6 +51,7 @@ from hub.registry.care import CareRegistry
 from hub.registry.consortium_file import Consortium, read_consortium
 from hub.registry.sync import hub_record, mark_published, organization_event, pending
 from hub.signing import Signer, load_or_create_hub_key, use_hub_signer
+from hub.store import lease
 from hub.store.db import Store, open_store
 from hub.store.schema import recognition_outbox
 
@@ -72,6 +73,8 @@ class Hub:
 
     def __init__(self, settings: Settings, start_broker: bool | None = None) -> None:
         self.settings = settings
+        if settings.replica_name:
+            lease.name_this_replica(settings.replica_name)
         self.start_broker = settings.embedded if start_broker is None else start_broker
         self.broker: EmbeddedBroker | None = None
         self.store: Store | None = None

@@ -20,8 +20,9 @@ from hub.log.topics import ensure_topics
 from hub.signing import demo_signer, use_hub_signer
 from hub.store.db import open_store
 from tests.support.clocks import SEED, SEED_ENV, TestClock, chosen_clocks
+from tests.support.containers import postgres_container
 from tests.support.kafka import kafka_endpoint
-from tests.support.stores import drop_schema, postgres_schema_url
+from tests.support.stores import backend_store_url
 
 # Property tests judge rules, not speed: on a busy 2-core machine one example can take a
 # second (a first import, a GC pause), and a deadline would fail a correct rule.
@@ -62,8 +63,10 @@ def hub_signer():
 
 
 @pytest.fixture(scope="session")
-def kafka() -> tuple[str, bool]:
-    with kafka_endpoint() as endpoint:
+def kafka(request) -> tuple[str, bool]:
+    """The session's broker: the bundled one, or the kind a test is parametrised with
+    (the contract tests run on every kind, tests/contract/conftest.py)."""
+    with kafka_endpoint(getattr(request, "param", None)) as endpoint:
         yield endpoint
 
 
@@ -96,17 +99,17 @@ def make_settings(kafka, tmp_path: Path):
     return make
 
 
+@pytest.fixture(scope="session")
+def postgres_container_url() -> str:
+    """PostgreSQL in a container (its own port), once per session; skips where Docker is not."""
+    with postgres_container() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'hub.db'}"
-        return
-    found = postgres_schema_url()
-    if found is None:
-        pytest.skip("no PostgreSQL reachable at HUB_TEST_POSTGRES_URL / 127.0.0.1:5432 (db test)")
-    url, schema = found
-    yield url
-    drop_schema(schema)
+    with backend_store_url(request, request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 
 import sqlalchemy as sa
 
@@ -37,7 +35,7 @@ class OutboxRelay:
         self.topic = topic
         self.ce_type = ce_type
         self.lease = f"feed:{table.name}"
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{table.name}"
+        self.holder = lease.holder_name(table.name)
         self.sent = 0
         self._stop = asyncio.Event()
 

@@ -20,7 +20,10 @@ def dialect_insert(conn: Connection, table: sa.Table):
 def collapse(changes: Sequence[Change]) -> list[Change]:
     """Merge increments of the same row into one (a batch often counts many events against
     few rows); upserts pass through in order, since the driver applies executemany rows one
-    after another and the guard keeps the newest."""
+    after another and the guard keeps the newest. Increments come last, in key order:
+    replicas counting into the same rows then lock them in one order, where arrival order
+    made two PostgreSQL transactions wait on each other (a deadlock, seen with three
+    projection replicas); adding up does not depend on the order."""
     out: list[Change] = []
     merged: dict[tuple, Increment] = {}
     for ch in changes:
@@ -37,7 +40,7 @@ def collapse(changes: Sequence[Change]) -> list[Change]:
         for c, v in ch.latest.items():
             latest[c] = max(latest.get(c, v), v)
         merged[k] = Increment(ch.table, ch.keys, counts, latest)
-    return out + list(merged.values())
+    return out + [merged[k] for k in sorted(merged, key=repr)]
 
 
 def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Change]) -> None:

@@ -15,9 +15,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -76,7 +73,7 @@ class MpiService:
         self._stop = asyncio.Event()
         self.decided = 0
         self.leader = False
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.holder = lease.holder_name("mpi")
 
     def stop(self) -> None:
         self._stop.set()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -66,7 +64,7 @@ class Prompter:
         self.catalogue = catalogue
         self.registry = registry
         self.poll = poll_seconds
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:prompter"
+        self.holder = lease.holder_name("prompter")
         self._stop = asyncio.Event()
 
     def stop(self) -> None:

@@ -8,13 +8,31 @@ and another replica takes over once the lease has expired (the holder died or st
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import uuid
 
 import sqlalchemy as sa
 
 from hub.engine.writer import dialect_insert
 from hub.store.db import Store
 from hub.store.schema import leases
+
+_replica_name = ""
+
+
+def name_this_replica(name: str) -> None:
+    """The name holders in this process start with (``HUB_REPLICA_NAME``); empty: the host's."""
+    global _replica_name
+    _replica_name = name
+
+
+def holder_name(role: str) -> str:
+    """A holder name for one contender: the replica, the pid and a random part. The random
+    part keeps contenders apart where replicas share a host name and a pid (containers on
+    the host's network each run the hub as their pid 1), or live in one process (tests)."""
+    return f"{_replica_name or socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}:{role}"
 
 
 def acquire(store: Store, name: str, holder: str, ttl: float) -> bool:

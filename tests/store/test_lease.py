@@ -37,3 +37,16 @@ def test_contenders_never_both_win(store):
     for t in threads:
         t.join()
     assert len(wins) == 1
+
+
+def test_replicas_sharing_a_host_name_and_pid_are_still_told_apart(store):
+    # Containers on the host's network: one host name, and the hub is pid 1 in each.
+    lease.name_this_replica("projections-2")
+    try:
+        first, second = lease.holder_name("mpi"), lease.holder_name("mpi")
+    finally:
+        lease.name_this_replica("")
+    assert first.startswith("projections-2:") and second.startswith("projections-2:")
+    assert lease.acquire(store, "mpi-writer", first, ttl=30)
+    assert not lease.acquire(store, "mpi-writer", second, ttl=30)
+    assert lease.holder_of(store, "mpi-writer") == first

@@ -21,3 +21,12 @@ def test_increments_add_up_and_keep_the_latest(pairs):
     for k in {k for k, _ in pairs}:
         assert out[k].counts["n"] == sum(1 for kk, _ in pairs if kk == k)
         assert out[k].latest["last"] == f"{max(g for kk, g in pairs if kk == k):03d}"
+
+
+@given(rows, st.randoms(use_true_random=False))
+def test_increments_come_in_one_order_whatever_the_arrival(pairs, random):
+    # Two replicas' batches counting into the same rows lock them in the same order.
+    changes = [Increment("t", {"k": k}, {"n": 1}, {"last": f"{g:03d}"}) for k, g in pairs]
+    shuffled = list(changes)
+    random.shuffle(shuffled)
+    assert [c.keys for c in collapse(changes)] == [c.keys for c in collapse(shuffled)]
