@@ -79,9 +79,19 @@ async def test_rebuild_command_shows_progress_and_keeps_content(make_settings, t
     assert hub("project", "--until-caught-up", env=env).returncode == 0
     done = hub("rebuild", "shared_record", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    # 80 facility events, and the registry the hub published on start (18 members + itself)
-    assert "rebuilt shared_record from 99 journal events" in done.stdout
-    assert "99/99" in done.stdout  # the progress bar's count
+    # 80 facility events, and the registry the hub published on start: 18 members, itself,
+    # and the family-doctor teams, signed residents and home meters.
+    store = open_store(db)
+    try:
+        with store.connect() as conn:
+            journaled = conn.execute(sa.text("SELECT COUNT(*) FROM hub_journal")).scalar_one()
+            facilities = conn.execute(sa.text(
+                "SELECT COUNT(*) FROM hub_journal WHERE source != 'urn:hie:hub'")).scalar_one()
+    finally:
+        store.dispose()
+    assert facilities == 80 and journaled > 80
+    assert f"rebuilt shared_record from {journaled} journal events" in done.stdout
+    assert f"{journaled}/{journaled}" in done.stdout  # the progress bar's count
     bad = hub("rebuild", "journal", env=env)
     assert bad.returncode != 0 and "rebuildable" in (bad.stdout + bad.stderr)
 

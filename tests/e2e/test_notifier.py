@@ -31,10 +31,17 @@ class Console:
     def __init__(self, stream) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
+        self._matched: set[int] = set()
         threading.Thread(target=lambda: [self.lines.put(x) for x in stream],
                          daemon=True).start()
 
     async def line_with(self, text: str, timeout: float = 60.0) -> str:
+        # Lines come in any order: one read while waiting for another may be the one asked
+        # for now.
+        for n, line in enumerate(self.seen):
+            if text in line and n not in self._matched:
+                self._matched.add(n)
+                return line
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
@@ -44,6 +51,7 @@ class Console:
                 continue
             self.seen.append(line)
             if text in line:
+                self._matched.add(len(self.seen) - 1)
                 return line
         raise AssertionError(f"no line with {text!r}; printed: {self.seen}")
 
