@@ -148,6 +148,9 @@ async def test_meters_to_alerts_to_referral(make_settings, hub_clock):
         assert r.status_code == 201, r.text
         referral = r.json()
         assert referral["to"] == "city-1"
+        # 201 means journaled; the shared record applies it a moment later.
+        await eventually(lambda: _served(city, referral["service_request"]), 30)
+        await eventually(lambda: _served(city, referral["task"]), 30)
         sr = (await city.get(f"/fhir/{referral['service_request']}")).json()
         assert sr["category"][0]["coding"][0] == {"system": "http://snomed.info/sct",
                                                   "code": "3457005",
@@ -279,3 +282,7 @@ async def _true(value: bool) -> bool:
 
 async def _false_then(value: bool) -> bool:
     return not value
+
+
+async def _served(client: httpx.AsyncClient, ref: str) -> bool:
+    return (await client.get(f"/fhir/{ref}")).status_code == 200
