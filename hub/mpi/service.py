@@ -134,17 +134,9 @@ class MpiService:
             if person is not None:
                 self.index.add(from_row(row), person)
 
-    def _pending(self, limit: int = 500) -> list[dict]:
-        r, d = self.t[RECORDS], self.t[DECIDED]
-        stmt = (sa.select(r).select_from(r.outerjoin(d, r.c.record_key == d.c.record_key))
-                .where(sa.or_(d.c.order_key.is_(None), d.c.order_key < r.c.order_key))
-                .order_by(r.c.order_key).limit(limit))
-        with self.store.connect() as conn:
-            return [plain(m) for m in conn.execute(stmt).mappings()]
-
     async def match_pending(self) -> int:
         """Decide every record that is new or changed since its last decision."""
-        rows = await asyncio.to_thread(self._pending)
+        rows = await asyncio.to_thread(pending, self.store)
         if not rows:
             return 0
         async with self._lock:
@@ -273,6 +265,18 @@ class MpiService:
         person = self.ledger.person_of.get(record)
         return {"record": record, "person": person,
                 "records": sorted(self.ledger.records_with(record))}
+
+
+def pending(store: Store, limit: int = 500) -> list[dict]:
+    """Records new or changed since their last decision: no decision yet, or one that names
+    an older version than the record's current one (both keys in version order)."""
+    t = _tables()
+    r, d = t[RECORDS], t[DECIDED]
+    stmt = (sa.select(r).select_from(r.outerjoin(d, r.c.record_key == d.c.record_key))
+            .where(sa.or_(d.c.order_key.is_(None), d.c.order_key < r.c.order_key))
+            .order_by(r.c.order_key).limit(limit))
+    with store.connect() as conn:
+        return [plain(m) for m in conn.execute(stmt).mappings()]
 
 
 def linked_records(store: Store, record_key: str) -> list[str]:
