@@ -3,6 +3,9 @@ OperationOutcome (audited) when a patient's consent keeps it out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
 from hub import clock
 from hub.access.rules import Principal
 from hub.api.deps import HubContext
@@ -46,3 +49,19 @@ def consent_excluded(ctx: HubContext, p: Principal, purpose: str | None = None
     each with the hub id of the consent that keeps it out."""
     return consent_read.refused_records(ctx.store, consent_reader(ctx, p, purpose),
                                         clock.now())
+
+
+T = TypeVar("T")
+
+
+def consented(ctx: HubContext, p: Principal, items: Iterable[T],
+              patients_of: Callable[[T], Iterable[str | None]],
+              purpose: str | None = None) -> list[T]:
+    """``items`` (a worklist's studies, a team's alerts, one person's linked records ...)
+    without those about a patient record a consent keeps ``p`` out of. A list leaves them
+    out silently, as a search without a patient does: the reader did not ask for that
+    patient, so there is no refusal to answer or audit."""
+    excluded = consent_excluded(ctx, p, purpose)
+    if not excluded:
+        return list(items)
+    return [i for i in items if not any(k in excluded for k in patients_of(i) if k)]

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
-from hub.api.consent_check import refused_by_consent
+from hub.api.consent_check import consented, refused_by_consent
 from hub.api.deps import ContextDep, HubContext, ReferralReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
@@ -160,8 +160,10 @@ def package(referral_id: str, request: Request, ctx: ContextDep, reader: Referra
     if refused := refused_by_consent(ctx, reader, key, "read", what):
         return refused
     allowed = readable_facilities(reader)
-    keys = [k for k in linked_records(ctx.store, key)
-            if allowed is None or k.partition(".")[0] in allowed]
+    # Without the linked records elsewhere that a consent keeps the reader out of.
+    keys = consented(ctx, reader, [k for k in linked_records(ctx.store, key)
+                                   if allowed is None or k.partition(".")[0] in allowed],
+                     lambda k: (k,))
     body = pkg.assemble(ctx.store, _registry(ctx), catalogue_of(ctx), found, keys,
                         clock.today())
     audit(ctx, reader, "read", what, set(keys))
