@@ -13,17 +13,20 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from hub import clock
+from hub.consent.rules import APP_SYSTEM
 from hub.demo.population import gb11643_check
 from hub.mpi.service import linked_records
 from tests.e2e.test_imaging import study
 from tests.e2e.test_patient_index import resident
 from tests.e2e.test_recognition import glucose
+from tests.support.console import login
 from tests.support.hub_server import auth, eventually, put_resource, running_hub, status_of
 from tests.support.resources import consent, consent_actor, observation, patient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 TOWNSHIP, COMMUNITY = "demo-secret-township-1", "demo-secret-community-1"
 COUNTY, CITY = "demo-secret-county-1", "demo-secret-city-1"
+OPS = "demo-app-token-consortium-ops"  # the console's operators: every page, every patient
 BODY = "33040219710615123"
 NATIONAL_ID = BODY + gb11643_check(BODY)
 
@@ -88,6 +91,10 @@ async def test_imaging_worklist_claim_and_history_honour_consent(make_settings, 
         await eventually(listed)
         history = await county.get("/imaging/history", params={"patient": "township-1.p2"})
         assert history.status_code == 200 and history.json()["studies"]
+        async with httpx.AsyncClient(base_url=base) as console:
+            await login(console, COUNTY)
+            page = await console.get("/console/reading", params={"centre": "county-1"})
+            assert "township-1.s9" in page.text and "township-1.p2" in page.text
 
         await opt_out(base, TOWNSHIP, "township-1", "p2", keeps_out("county-1"))
         assert not await listed()
@@ -96,6 +103,11 @@ async def test_imaging_worklist_claim_and_history_honour_consent(make_settings, 
         assert refused_by_consent(claim), claim.text
         history = await county.get("/imaging/history", params={"patient": "township-1.p2"})
         assert refused_by_consent(history), history.text
+        async with httpx.AsyncClient(base_url=base) as console:
+            await login(console, COUNTY)
+            page = await console.get("/console/reading", params={"centre": "county-1"})
+            assert page.status_code == 200 and "township-1.s9" not in page.text
+            assert "township-1.p2" not in page.text
         # Another facility the consent does not name still reads the history.
         assert (await city.get("/imaging/history",
                                params={"patient": "township-1.p2"})).status_code == 200
@@ -227,14 +239,26 @@ async def test_monitoring_honours_consent(make_settings):
         await eventually(reached_city)
         alert = (await escalated(city))[0]
         assert (await city.get(f"/monitoring/patients/{home3}")).status_code == 200
+        async with httpx.AsyncClient(base_url=base) as console:
+            await login(console, OPS)
+            page = await console.get("/console/monitoring", params={"team": "team-c1"})
+            assert home3 in page.text
 
-        await opt_out(base, COMMUNITY, "community-1", "home-03", keeps_out("city-1"))
+        # Kept out: the city hospital, and the consortium's operators.
+        deny = keeps_out("city-1")
+        deny["actor"].append(consent_actor(APP_SYSTEM, "consortium-ops"))
+        await opt_out(base, COMMUNITY, "community-1", "home-03", deny)
         assert await escalated(city) == []
         refused = await city.get(f"/monitoring/patients/{home3}")
         assert refused_by_consent(refused), refused.text
         acted = await city.post(f"/monitoring/alerts/{alert['id']}/acknowledge",
                                 json={"by": "赵医生"})
         assert refused_by_consent(acted), acted.text
+        async with httpx.AsyncClient(base_url=base) as console:
+            await login(console, OPS)
+            page = await console.get("/console/monitoring", params={"team": "team-c1"})
+            assert page.status_code == 200 and "Alerts of team-c1" in page.text
+            assert home3 not in page.text
         # The team's facility holds the record: its worklist and reads are whole.
         r = await team.get("/monitoring/worklist")
         assert home3 in {a["patient_key"] for a in r.json()["alerts"]}
