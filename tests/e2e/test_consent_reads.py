@@ -6,20 +6,24 @@ and a list leaves the patient out (without naming them in its own audit record).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from hub import clock
 from hub.consent.rules import APP_SYSTEM
 from hub.demo.population import gb11643_check
 from hub.mpi.service import linked_records
+from hub.store.schema import recognition_prompts
 from tests.e2e.test_imaging import study
 from tests.e2e.test_patient_index import resident
 from tests.e2e.test_recognition import glucose
 from tests.support.console import login
+from tests.support.events import read_json_topic
 from tests.support.hub_server import auth, eventually, put_resource, running_hub, status_of
 from tests.support.resources import consent, consent_actor, observation, patient
 
@@ -165,7 +169,6 @@ async def test_patient_index_honours_consent(make_settings):
                                                     national_id=NATIONAL_ID))
 
         async def indexed(key: str, expected: set[str]) -> bool:
-            import asyncio
             return set(await asyncio.to_thread(linked_records, store, key)) == expected
 
         await eventually(lambda: indexed("township-1.p2", {"township-1.p2"}))
@@ -272,3 +275,57 @@ async def test_monitoring_honours_consent(make_settings):
         await escalated(city)
         assert len(named(await trail(base, COMMUNITY, home3, "city-1"),
                          "monitoring/worklist")) == count
+
+
+async def test_recognition_of_a_readers_own_patient_leaves_out_withheld_records(
+        make_settings, hub_clock):
+    """The county holds its own record of a resident the index links with the township's;
+    the resident keeps the county out of the township's record. The county's check of its
+    own record, and the prompt the prompter sends when it orders, no longer offer the
+    township's result (an open prompt relying on it is withdrawn)."""
+    on = hub_clock.on
+    settings = make_settings(mpi_poll_seconds=0.1)
+    async with running_hub(settings) as (hub, base), \
+            httpx.AsyncClient(base_url=base, headers=auth(COUNTY)) as county:
+        await put_resource(base, TOWNSHIP, resident("p1", "张伟", "1971-06-15",
+                                                    national_id=NATIONAL_ID))
+        await put_resource(base, COUNTY, resident("p7", "张伟", "1971-06-15",
+                                                  national_id=NATIONAL_ID))
+        await put_resource(base, TOWNSHIP, glucose("g1", on(-4, "08:00:00")))
+
+        async def recognisable() -> list[str]:
+            r = await county.post("/recognition/$check", json={
+                "patient": "county-1.p7", "items": ["GLU"], "time": on(-1, "09:00:00")})
+            assert r.status_code == 200, r.text
+            return [x["result"] for x in r.json()["items"][0]["recognisable"]]
+
+        async def on_file() -> bool:
+            return await recognisable() == ["township-1.g1"]
+
+        await eventually(on_file)
+
+        def prompt_of(request_id: str) -> str | None:
+            with hub.store.connect() as conn:
+                return conn.execute(sa.select(recognition_prompts.c.status).where(
+                    recognition_prompts.c.request_id == request_id)).scalar()
+
+        async def prompted(request_id: str, status: str) -> bool:
+            return await asyncio.to_thread(prompt_of, request_id) == status
+
+        def order(oid: str) -> dict:
+            return {"resourceType": "ServiceRequest", "id": oid, "status": "active",
+                    "intent": "order", "authoredOn": on(-1, "09:00:00"),
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "15074-8"}]},
+                    "subject": {"reference": "Patient/p7"}}
+
+        await put_resource(base, COUNTY, order("o1"))
+        await eventually(lambda: prompted("county-1.o1", "open"))
+
+        await opt_out(base, TOWNSHIP, "township-1", "p1", keeps_out("county-1"))
+        assert await recognisable() == []
+        await put_resource(base, COUNTY, order("o2"))
+        await eventually(lambda: prompted("county-1.o2", "none"))
+        await eventually(lambda: prompted("county-1.o1", "withdrawn"))
+        msgs = await read_json_topic(settings, settings.topics.recognition, 2)
+        assert [m["type"] for m in msgs] == ["hie.recognition.prompt.v1",
+                                            "hie.recognition.withdrawn.v1"]
