@@ -51,16 +51,25 @@ def consent_excluded(ctx: HubContext, p: Principal, purpose: str | None = None
                                         clock.now())
 
 
+def withheld_links(ctx: HubContext, p: Principal, patient_key: str, purpose: str | None = None
+                   ) -> dict[str, str]:
+    """The records of the resident ``patient_key`` belongs to that a read of that patient
+    leaves out for ``p``: with a reader's own record, those of the same resident elsewhere
+    that a consent keeps it from."""
+    return consent_read.refused_links(ctx.store, consent_reader(ctx, p, purpose), patient_key,
+                                      clock.now())
+
+
 T = TypeVar("T")
 
 
 def consented(ctx: HubContext, p: Principal, items: Iterable[T],
               patients_of: Callable[[T], Iterable[str | None]],
               purpose: str | None = None) -> list[T]:
-    """``items`` (a worklist's studies, a team's alerts, one person's linked records ...)
-    without those about a patient record a consent keeps ``p`` out of. A list leaves them
-    out silently, as a search without a patient does: the reader did not ask for that
-    patient, so there is no refusal to answer or audit."""
+    """``items`` (a worklist's studies, a team's alerts, the index's reviews ...) without
+    those about a patient record a consent keeps ``p`` out of. A list leaves them out
+    silently, as a search without a patient does: the reader did not ask for that patient,
+    so there is no refusal to answer or audit."""
     excluded = consent_excluded(ctx, p, purpose)
     if not excluded:
         return list(items)

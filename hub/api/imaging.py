@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Query
 
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
-from hub.api.consent_check import consented, refused_by_consent
+from hub.api.consent_check import consented, refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, HubContext, ImagingReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
@@ -156,9 +156,9 @@ def history(ctx: ContextDep, reader: ImagingReaderDep,
     allowed = readable_facilities(reader)
     # The reader's own record of the resident, without the linked records elsewhere that a
     # consent keeps it out of.
-    keys = consented(ctx, reader, [k for k in linked_records(ctx.store, key)
-                                   if allowed is None or k.partition(".")[0] in allowed],
-                     lambda k: (k,))
+    withheld = withheld_links(ctx, reader, key)
+    keys = [k for k in linked_records(ctx.store, key)
+            if (allowed is None or k.partition(".")[0] in allowed) and k not in withheld]
     studies = img.history(ctx.store, keys)
     audit(ctx, reader, "search-type", what, set(keys))
     return FhirResponse({"patient": f"Patient/{key}", "studies": studies})

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Body, Query
 
 from hub.access.rules import Principal
-from hub.api.consent_check import consented, refused_by_consent
+from hub.api.consent_check import consented, refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, HubContext, MpiReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
@@ -119,6 +119,7 @@ def person_of(record_key: str, ctx: ContextDep, reader: MpiReaderDep) -> FhirRes
     if refused := refused_by_consent(ctx, reader, record_key, "read", what):
         return refused
     # The reader's own record stays; where else the resident is known, a consent may hide.
-    records = consented(ctx, reader, linked_records(ctx.store, record_key), lambda k: (k,))
+    withheld = withheld_links(ctx, reader, record_key)
+    records = [k for k in linked_records(ctx.store, record_key) if k not in withheld]
     audit(ctx, reader, "read", what, set(records))
     return FhirResponse({"record": record_key, "records": records})

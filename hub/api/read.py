@@ -18,7 +18,7 @@ from hub.access.rules import (
     may_read_projection,
     readable_facilities,
 )
-from hub.api.consent_check import consent_excluded, consented, refused_by_consent
+from hub.api.consent_check import consent_excluded, refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, ReaderDep, SharedRecordReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.lab import imaging_reports, lab_search
@@ -82,8 +82,9 @@ def audit_trail(
         return refused
     # The resident's trail at every facility the patient index links, that the reader may see
     # and no consent keeps it out of.
-    keys = [k for k in linked_records(ctx.store, key) if may_read_patient(reader, k)]
-    keys = consented(ctx, reader, keys, lambda k: (k,))
+    withheld = withheld_links(ctx, reader, key)
+    keys = [k for k in linked_records(ctx.store, key)
+            if may_read_patient(reader, k) and k not in withheld]
     total, records = audit_store.trail(ctx.store, keys, count, offset)
     audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", set(keys))
     base_url = str(request.base_url).rstrip("/")
@@ -161,7 +162,8 @@ def search_type(
     keys = linked_records(ctx.store, key) if key is not None else None
     # The records whose consent keeps this reader out are left out: without a patient,
     # anyone's; with one, the linked records elsewhere of a resident the reader holds too.
-    excluded = consent_excluded(ctx, reader)
+    excluded = consent_excluded(ctx, reader) if key is None else withheld_links(ctx, reader,
+                                                                                  key)
     if lab:
         try:
             total, page = lab_search(ctx, rtype, params, keys, count, offset,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from hub import clock
 from hub.access.rules import may_read_patient, readable_facilities
-from hub.api.consent_check import consent_excluded, refused_by_consent
+from hub.api.consent_check import refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, RecognitionReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
@@ -53,7 +53,7 @@ def recognition_check(
     registry = {f.id: f.record for f in ctx.directory}
     keys, verdicts = run_check(ctx.store, registry, catalogue_of(ctx), key, items,
                                ordered_at.astimezone(CONSORTIUM_TZ).date(),
-                               readable_facilities(reader), consent_excluded(ctx, reader))
+                               readable_facilities(reader), withheld_links(ctx, reader, key))
     audit(ctx, reader, "operation", what, set(keys))
     return FhirResponse({
         "patient": f"Patient/{key}", "ordering_facility": facility or reader.id,

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
-from hub.api.consent_check import consented, refused_by_consent
+from hub.api.consent_check import refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, HubContext, ReferralReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
@@ -161,9 +161,9 @@ def package(referral_id: str, request: Request, ctx: ContextDep, reader: Referra
         return refused
     allowed = readable_facilities(reader)
     # Without the linked records elsewhere that a consent keeps the reader out of.
-    keys = consented(ctx, reader, [k for k in linked_records(ctx.store, key)
-                                   if allowed is None or k.partition(".")[0] in allowed],
-                     lambda k: (k,))
+    withheld = withheld_links(ctx, reader, key)
+    keys = [k for k in linked_records(ctx.store, key)
+            if (allowed is None or k.partition(".")[0] in allowed) and k not in withheld]
     body = pkg.assemble(ctx.store, _registry(ctx), catalogue_of(ctx), found, keys,
                         clock.today())
     audit(ctx, reader, "read", what, set(keys))

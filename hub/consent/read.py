@@ -42,6 +42,20 @@ def refusal(store: Store, reader: Reader, patient_key: str, at: datetime
     return refusing(consents_of(store, linked_records(store, patient_key)), reader, owner, at)
 
 
+def refused_links(store: Store, reader: Reader, patient_key: str, at: datetime
+                  ) -> dict[str, str]:
+    """The records of the resident ``patient_key`` belongs to (itself and those the index
+    links with it) that ``reader`` is kept out of, with the consent that keeps it out: what
+    a read of one patient leaves out. Only that resident's consents are read."""
+    keys = linked_records(store, patient_key)
+    rules = consents_of(store, keys)
+    out: dict[str, str] = {}
+    for k in keys:
+        if "." in k and (rule := refusing(rules, reader, k.partition(".")[0], at)):
+            out[k] = rule.consent_id
+    return out
+
+
 def refused_records(store: Store, reader: Reader, at: datetime) -> dict[str, str]:
     """Every patient record ``reader`` is kept out of, across the consortium, with the
     consent that keeps it out: what a search without a patient or an export leaves out.

@@ -26,7 +26,7 @@ from adapters.apps.feeds import (
     RecognitionWithdrawal,
 )
 from hub import clock
-from hub.consent.read import refused_records
+from hub.consent.read import refused_links
 from hub.consent.rules import TREATMENT, Reader
 from hub.engine.writer import dialect_insert
 from hub.envelope import now_rfc3339
@@ -97,7 +97,8 @@ class Prompter:
                         record.group if record else None)
         _, verdicts = run_check(self.store, registry, self.catalogue, patient_key, items,
                                 datetime.fromisoformat(ordered).date(),
-                                excluded=refused_records(self.store, reader, clock.now()))
+                                excluded=refused_links(self.store, reader, patient_key,
+                                                       clock.now()))
         return {v.item: v.recognisable for v in verdicts}
 
     def _new_orders(self) -> int:
