@@ -151,12 +151,12 @@ def history(ctx: ContextDep, reader: ImagingReaderDep,
         return error(403, f"{reader.kind} {reader.id} may not read patients of "
                      f"{key.partition('.')[0]}", "forbidden")
     what = f"imaging/history?patient={key}"
-    if refused := refused_by_consent(ctx, reader, key, "search-type", what):
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "search-type", what, withheld=withheld):
         return refused
     allowed = readable_facilities(reader)
     # The reader's own record of the resident, without the linked records elsewhere that a
     # consent keeps it out of.
-    withheld = withheld_links(ctx, reader, key)
     keys = [k for k in linked_records(ctx.store, key)
             if (allowed is None or k.partition(".")[0] in allowed) and k not in withheld]
     studies = img.history(ctx.store, keys)

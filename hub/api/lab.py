@@ -87,10 +87,11 @@ def lab_summary(pid: str, ctx: ContextDep, reader: LabReaderDep) -> FhirResponse
         audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read patients of "
                          f"{key.partition('.')[0]}")
-    if refused := refused_by_consent(ctx, reader, key, "read", f"Patient/{key}/$lab-summary"):
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "read", f"Patient/{key}/$lab-summary",
+                                     withheld=withheld):
         return refused
     # Without the linked records elsewhere that a consent keeps the reader out of.
-    withheld = withheld_links(ctx, reader, key)
     keys = [k for k in linked_records(ctx.store, key) if k not in withheld]
     analytes = lab_read.summary(ctx.store, keys, readable_facilities(reader))
     audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", set(keys))

@@ -116,10 +116,10 @@ def person_of(record_key: str, ctx: ContextDep, reader: MpiReaderDep) -> FhirRes
     if (refused := _refuse(reader)) is not None:
         return refused
     what = f"mpi/records/{record_key}"
-    if refused := refused_by_consent(ctx, reader, record_key, "read", what):
+    withheld = withheld_links(ctx, reader, record_key)
+    if refused := refused_by_consent(ctx, reader, record_key, "read", what, withheld=withheld):
         return refused
     # The reader's own record stays; where else the resident is known, a consent may hide.
-    withheld = withheld_links(ctx, reader, record_key)
     records = [k for k in linked_records(ctx.store, record_key) if k not in withheld]
     audit(ctx, reader, "read", what, set(records))
     return FhirResponse({"record": record_key, "records": records})

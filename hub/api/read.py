@@ -77,12 +77,12 @@ def audit_trail(
         audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read the audit trail of {key}")
     # Who read a patient, and what, is the patient's data too.
+    withheld = withheld_links(ctx, reader, key)
     if refused := refused_by_consent(ctx, reader, key, "search-type",
-                                     f"AuditEvent?patient={key}"):
+                                     f"AuditEvent?patient={key}", withheld=withheld):
         return refused
     # The resident's trail at every facility the patient index links, that the reader may see
     # and no consent keeps it out of.
-    withheld = withheld_links(ctx, reader, key)
     keys = [k for k in linked_records(ctx.store, key)
             if may_read_patient(reader, k) and k not in withheld]
     total, records = audit_store.trail(ctx.store, keys, count, offset)
@@ -154,16 +154,16 @@ def search_type(
         audit(ctx, reader, "search-type", what, {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read patients of "
                          f"{key.partition('.')[0]}")
-    if key is not None and (refused := refused_by_consent(ctx, reader, key, "search-type",
-                                                          what)):
-        return refused
-    # The patient's records at every member facility, as the patient index links them:
-    # after a merge the survivor's searches include the merged records, after an unlink not.
-    keys = linked_records(ctx.store, key) if key is not None else None
     # The records whose consent keeps this reader out are left out: without a patient,
     # anyone's; with one, the linked records elsewhere of a resident the reader holds too.
     excluded = consent_excluded(ctx, reader) if key is None else withheld_links(ctx, reader,
                                                                                   key)
+    if key is not None and (refused := refused_by_consent(ctx, reader, key, "search-type",
+                                                          what, withheld=excluded)):
+        return refused
+    # The patient's records at every member facility, as the patient index links them:
+    # after a merge the survivor's searches include the merged records, after an unlink not.
+    keys = linked_records(ctx.store, key) if key is not None else None
     if lab:
         try:
             total, page = lab_search(ctx, rtype, params, keys, count, offset,

@@ -41,7 +41,8 @@ def recognition_check(
     if not items:
         return error(400, "items: name at least one catalogue item code", "required")
     what = f"recognition/$check?patient={key}"
-    if refused := refused_by_consent(ctx, reader, key, "operation", what):
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "operation", what, withheld=withheld):
         return refused
     try:
         ordered_at = datetime.fromisoformat(time.replace("Z", "+00:00")) if time else \
@@ -53,7 +54,7 @@ def recognition_check(
     registry = {f.id: f.record for f in ctx.directory}
     keys, verdicts = run_check(ctx.store, registry, catalogue_of(ctx), key, items,
                                ordered_at.astimezone(CONSORTIUM_TZ).date(),
-                               readable_facilities(reader), withheld_links(ctx, reader, key))
+                               readable_facilities(reader), withheld)
     audit(ctx, reader, "operation", what, set(keys))
     return FhirResponse({
         "patient": f"Patient/{key}", "ordering_facility": facility or reader.id,

@@ -157,11 +157,11 @@ def package(referral_id: str, request: Request, ctx: ContextDep, reader: Referra
         audit(ctx, reader, "read", what, {key}, "4")
         return forbidden(f"the package of {referral_id} is for {found.request.sender} and "
                          f"for the facility that accepted it (it is {ref.state})")
-    if refused := refused_by_consent(ctx, reader, key, "read", what):
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "read", what, withheld=withheld):
         return refused
     allowed = readable_facilities(reader)
     # Without the linked records elsewhere that a consent keeps the reader out of.
-    withheld = withheld_links(ctx, reader, key)
     keys = [k for k in linked_records(ctx.store, key)
             if (allowed is None or k.partition(".")[0] in allowed) and k not in withheld]
     body = pkg.assemble(ctx.store, _registry(ctx), catalogue_of(ctx), found, keys,
