@@ -99,8 +99,9 @@ async def reading(request: Request, session: Reading, centre: Name = None) -> Re
     registry = {f.id: f.record for f in ctx.directory}
     centres = _centres(request)
     summary, studies = [], None
+    lists = await run_in_threadpool(img.worklists, ctx.store, registry, centres)
     for c in centres:
-        items = await run_in_threadpool(img.worklist, ctx.store, registry, c)
+        items = lists[c]
         summary.append({"centre": c, "waiting": len(items),
                         "breached": sum(i["breached"] for i in items),
                         "claimed": sum(i["claim"] is not None for i in items)})
