@@ -84,6 +84,9 @@ def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Pat
     port = free_port()
     env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": settings.bootstrap,
            "HUB_VALIDATION_WORKERS": str(workers),
+           # The gateway's own work: with no journal in this process (--no-projections) a
+           # 2xx that waited for the journal's commit would never come.
+           "HUB_ACK_AFTER": "broker",
            "HUB_DATABASE_URL": f"sqlite:///{workdir / 'gw.db'}", "HUB_DATA_DIR": str(workdir)}
     server = subprocess.Popen(
         [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--no-ingest",
