@@ -18,6 +18,10 @@
 7. Web console page loads (``--only console``) with ``hub demo`` running for ``--minutes``
    (10 by default): p50 and p95 over every page, and the slowest page's p95, beside a bare
    FastAPI + Jinja2 page. Target: p95 < 300 ms.
+8. Signature costs (``--only signatures``, ``bench/signatures.py``): µs per event of
+   Ed25519 per event (``cryptography``, PyNaCl when installed) and of one manifest signature
+   per 100 events, beside fhir.resources validation per resource; and whether verifying on
+   two threads is faster than on one (does the library release the GIL?).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from bench.lab_hl7 import lab_rates, mllp_round_trips, oru_messages
 from bench.mpi_quality import main as mpi_quality
 from bench.put_rate import bare_puts, gateway_puts, wait_healthy
 from bench.recognition import measure
+from bench.signatures import signature_costs
 from bench.workload import envelopes, fill_journal, population
 from hub.aio import run_loop
 from hub.config import Settings, Topics, load_settings
@@ -409,6 +414,17 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
         items = (population(n) if only not in ("mpi", "mllp", "recognition", "put", "ack",
                                                 "devices", "export",
                                                 "console") else [])
+        if only in (None, "signatures"):
+            console.print("measuring signature costs ...")
+            costs, speedups = signature_costs(envelopes(items[:2000]),
+                                              [r for _, r in items[:2000]])
+            for name, cost, validation in costs:
+                table.add_row(f"signature: {name}", f"{cost:,.1f} µs/ev",
+                              f"{validation:,.1f} µs/res (fhir.resources validation)",
+                              f"{cost / validation:.2f}x", "- (reference)", "")
+            for lib, speedup in speedups.items():
+                table.add_row(f"signature: {lib} verify on 2 threads vs 1", f"{speedup:.2f}x",
+                              "2.00x if it released the GIL", "-", "- (reference)", "")
         with EmbeddedBroker(free_port()) as broker:
             settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
                                      batch_max_records=2000)
