@@ -2,7 +2,8 @@
 
 1. Ingest throughput, through the gateway (Bundles of 100) and through hie.inbound.v1 -> the
    ingest stage, vs bare fhir.resources validation of the same resources in one process.
-   Target: >= 0.7x.
+   Target: >= 0.7x inline, >= 0.9x with validation worker processes. Inline, also per CPU
+   second of the measured process.
 2. Shared-record rebuild from the journal vs a bare loop (parse JSON, upsert the latest
    version per resource with executemany in 1,000-row transactions). Target: >= 0.6x.
 3. Publish -> queryable latency at 500 events/s, p50 and p99 (target p99 < 100 ms), beside
@@ -438,7 +439,8 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                                                 "console") else [])
         if only in (None, "signatures"):
             console.print("measuring signature costs ...")
-            costs, speedups = signature_costs(envelopes(items[:2000]),
+            costs, speedups = signature_costs(envelopes(items[:2000], batch=1),
+                                              envelopes(items[:2000]),
                                               [r for _, r in items[:2000]])
             for name, cost, validation in costs:
                 table.add_row(f"signature: {name}", f"{cost:,.1f} µs/ev",
@@ -467,11 +469,12 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                 pool = max(2, os.cpu_count() or 2)
                 for workers in (0, pool):
                     how = "inline" if workers == 0 else f"{workers} validation workers"
+                    goal = 0.9 if workers else 0.7  # issue 17's targets
                     console.print(f"measuring bare validation and the gateway ({how}) ...")
                     base, base_cpu = bare_validation_rate(items)
                     gw, gw_cpu = gateway_rate(settings, items, workdir, workers)
                     row(f"ingest: gateway, Bundles of 100 ({how})", gw, base, "res/s",
-                        ">= 0.7x", gw / base >= 0.7)
+                        f">= {goal}x", gw / base >= goal)
                     if not workers:  # the workers' CPU is in other processes
                         cpu_row(f"  the same per CPU second ({how})", gw_cpu, base_cpu,
                                 "res/CPU-s")
@@ -479,7 +482,7 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                     base, base_cpu = bare_validation_rate(items)
                     ib, ib_cpu = run_loop(inbound_rate(settings, items, workers))
                     row(f"ingest: hie.inbound.v1 -> stage ({how})", ib, base, "ev/s",
-                        ">= 0.7x", ib / base >= 0.7)
+                        f">= {goal}x", ib / base >= goal)
                     if not workers:
                         cpu_row(f"  the same per CPU second ({how})", ib_cpu, base_cpu,
                                 "ev/CPU-s")
