@@ -71,7 +71,7 @@ def signature_costs(single: list[Envelope], batched: list[Envelope], resources: 
             for e in single]  # unsigned copies of the same events
     n = len(envs)
     validation = _per_event(lambda: [get_fhir_model_class(r["resourceType"]).model_validate(r)
-                                     for r in resources], len(resources), repeat=1)
+                                     for r in resources], len(resources))
     signer = demo_signer("village-1")
     key = demo_private_key("village-1")
     public = key.public_key()
