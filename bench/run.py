@@ -2,7 +2,8 @@
 
 1. Ingest throughput, through the gateway (Bundles of 100) and through hie.inbound.v1 -> the
    ingest stage, vs bare fhir.resources validation of the same resources in one process.
-   Target: >= 0.7x.
+   Target: >= 0.7x inline, >= 0.9x with validation worker processes. Inline, also per CPU
+   second of the measured process.
 2. Shared-record rebuild from the journal vs a bare loop (parse JSON, upsert the latest
    version per resource with executemany in 1,000-row transactions). Target: >= 0.6x.
 3. Publish -> queryable latency at 500 events/s, p50 and p99 (target p99 < 100 ms), beside
@@ -18,6 +19,10 @@
 7. Web console page loads (``--only console``) with ``hub demo`` running for ``--minutes``
    (10 by default): p50 and p95 over every page, and the slowest page's p95, beside a bare
    FastAPI + Jinja2 page. Target: p95 < 300 ms.
+8. Signature costs (``--only signatures``, ``bench/signatures.py``): µs per event of
+   Ed25519 per event (``cryptography``, PyNaCl when installed) and of one manifest signature
+   per 100 events, beside fhir.resources validation per resource; and whether verifying on
+   two threads is faster than on one (does the library release the GIL?).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from bench.lab_hl7 import lab_rates, mllp_round_trips, oru_messages
 from bench.mpi_quality import main as mpi_quality
 from bench.put_rate import bare_puts, gateway_puts, wait_healthy
 from bench.recognition import measure
+from bench.signatures import signature_costs
 from bench.workload import envelopes, fill_journal, population
 from hub.aio import run_loop
 from hub.config import Settings, Topics, load_settings
@@ -70,20 +76,34 @@ from hub.store.db import open_store
 from hub.store.schema import journal
 
 
-def bare_validation_rate(items: list[tuple[str, dict]]) -> float:
-    started = time.perf_counter()
+def bare_validation_rate(items: list[tuple[str, dict]]) -> tuple[float, float]:
+    """(resources per wall-clock second, per CPU second of this process)."""
+    started, cpu = time.perf_counter(), time.process_time()
     for _, res in items:
         get_fhir_model_class(res["resourceType"]).model_validate(res)
-    return len(items) / (time.perf_counter() - started)
+    return (len(items) / (time.perf_counter() - started),
+            len(items) / (time.process_time() - cpu))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- 1. ingest ----------------------------------------------------------------------------
 
 def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Path,
-                 workers: int = 0) -> float:
+                 workers: int = 0) -> tuple[float, float]:
+    """(resources accepted per wall-clock second, per CPU second of the gateway's process:
+    the figure other programs on a shared machine cannot move; worker processes'
+    CPU is not in it)."""
     port = free_port()
     env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": settings.bootstrap,
            "HUB_VALIDATION_WORKERS": str(workers),
+           # The gateway's own work: with no journal in this process (--no-projections) a
+           # 2xx that waited for the journal's commit would never come.
+           "HUB_ACK_AFTER": "broker",
            "HUB_DATABASE_URL": f"sqlite:///{workdir / 'gw.db'}", "HUB_DATA_DIR": str(workdir)}
     server = subprocess.Popen(
         [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--no-ingest",
@@ -130,21 +150,24 @@ def gateway_rate(settings: Settings, items: list[tuple[str, dict]], workdir: Pat
             conn.close()
 
         threads = [threading.Thread(target=worker) for _ in range(4)]
+        cpu = _cpu_seconds(server.pid)
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(server.pid) - cpu
         assert accepted == len(items), f"gateway accepted {accepted} of {len(items)}"
-        return accepted / elapsed
+        return accepted / elapsed, accepted / cpu
     finally:
         server.terminate()
         server.wait(20)
 
 
 async def inbound_rate(settings: Settings, items: list[tuple[str, dict]], workers: int = 0
-                       ) -> float:
+                       ) -> tuple[float, float]:
+    """(events let in per wall-clock second, per CPU second of this process)."""
     envs = envelopes(items)
     settings = settings.model_copy(update={"validation_workers": workers, "topics": Topics(
         inbound=f"in{workers}.inbound", events=f"in{workers}.events",
@@ -160,13 +183,15 @@ async def inbound_rate(settings: Settings, items: list[tuple[str, dict]], worker
             await checks.check_inbound([(e.headers(), e.key.encode(), e.data, None)
                                         for e in envs[:workers]])
         stage = IngestStage(settings, directory, pub, store, checks)
+        cpu = time.process_time()
         stats = await stage.run(until_caught_up=True)
+        cpu = time.process_time() - cpu
     finally:
         await pub.stop()
         checks.close()
         store.dispose()
     assert stats.accepted == len(items), stats
-    return stats.accepted / (stats.last_batch_at - stats.first_batch_at)
+    return stats.accepted / (stats.last_batch_at - stats.first_batch_at), stats.accepted / cpu
 
 
 # --- 2. rebuild ---------------------------------------------------------------------------
@@ -402,11 +427,29 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                       f"{hub / base:.2f}x" if base else "-", target,
                       "[green]yes[/green]" if ok else "[red]NO[/red]")
 
+    def cpu_row(name: str, hub: float, base: float, unit: str) -> None:
+        """Rates per CPU second of the measured process: less moved by what else runs on a
+        shared machine than wall-clock rates, though not immune (caches, SMT siblings)."""
+        table.add_row(name, f"{hub:,.0f} {unit}", f"{base:,.0f} {unit}", f"{hub / base:.2f}x",
+                      "- (reference)", "")
+
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
         items = (population(n) if only not in ("mpi", "mllp", "recognition", "put", "ack",
                                                 "devices", "export",
                                                 "console") else [])
+        if only in (None, "signatures"):
+            console.print("measuring signature costs ...")
+            costs, speedups = signature_costs(envelopes(items[:2000], batch=1),
+                                              envelopes(items[:2000]),
+                                              [r for _, r in items[:2000]])
+            for name, cost, validation in costs:
+                table.add_row(f"signature: {name}", f"{cost:,.1f} µs/ev",
+                              f"{validation:,.1f} µs/res (fhir.resources validation)",
+                              f"{cost / validation:.2f}x", "- (reference)", "")
+            for lib, speedup in speedups.items():
+                table.add_row(f"signature: {lib} verify on 2 threads vs 1", f"{speedup:.2f}x",
+                              "2.00x if it released the GIL", "-", "- (reference)", "")
         with EmbeddedBroker(free_port()) as broker:
             settings = load_settings(kafka_bootstrap=broker.bootstrap, data_dir=workdir,
                                      batch_max_records=2000)
@@ -427,16 +470,23 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                 pool = max(2, os.cpu_count() or 2)
                 for workers in (0, pool):
                     how = "inline" if workers == 0 else f"{workers} validation workers"
+                    goal = 0.9 if workers else 0.7  # issue 17's targets
                     console.print(f"measuring bare validation and the gateway ({how}) ...")
-                    base = bare_validation_rate(items)
-                    gw = gateway_rate(settings, items, workdir, workers)
+                    base, base_cpu = bare_validation_rate(items)
+                    gw, gw_cpu = gateway_rate(settings, items, workdir, workers)
                     row(f"ingest: gateway, Bundles of 100 ({how})", gw, base, "res/s",
-                        ">= 0.7x", gw / base >= 0.7)
+                        f">= {goal}x", gw / base >= goal)
+                    if not workers:  # the workers' CPU is in other processes
+                        cpu_row(f"  the same per CPU second ({how})", gw_cpu, base_cpu,
+                                "res/CPU-s")
                     console.print(f"measuring the inbound ingest stage ({how}) ...")
-                    base = bare_validation_rate(items)
-                    ib = run_loop(inbound_rate(settings, items, workers))
+                    base, base_cpu = bare_validation_rate(items)
+                    ib, ib_cpu = run_loop(inbound_rate(settings, items, workers))
                     row(f"ingest: hie.inbound.v1 -> stage ({how})", ib, base, "ev/s",
-                        ">= 0.7x", ib / base >= 0.7)
+                        f">= {goal}x", ib / base >= goal)
+                    if not workers:
+                        cpu_row(f"  the same per CPU second ({how})", ib_cpu, base_cpu,
+                                "ev/CPU-s")
             if only in (None, "latency"):
                 console.print("measuring latency at 500 events/s ...")
                 count = min(n, 5000)

@@ -21,17 +21,28 @@ def population(n: int) -> list[tuple[str, dict]]:
     return [sim.next_event() for _ in range(n)]
 
 
-def envelopes(items: list[tuple[str, dict]]) -> list[Envelope]:
-    """Envelopes as each facility's own system signs them for ``hie.inbound.v1``."""
+def envelopes(items: list[tuple[str, dict]], batch: int = 100) -> list[Envelope]:
+    """Envelopes as each facility's own system signs them for ``hie.inbound.v1``: the SDK's
+    ``publish_many``, one manifest signature per ``batch`` events of a facility (1: each
+    event signed on its own, as ``publish`` and older SDKs do)."""
     directory = load_directory(None)
     use_hub_signer(demo_signer("hub"))
     use_identity_secret(b"bench-identity-secret-0123456789")
     signers = {f.id: demo_signer(f.id) for f in directory}
-    out = []
+    out: list[Envelope] = []
     for fid, res in items:
-        p = prepare_upsert(directory.get(fid), res)
+        p = prepare_upsert(directory.get(fid), res, sign=False)
         assert p.envelope is not None, p.issues
-        out.append(signers[fid].sign(p.envelope))
+        out.append(p.envelope)
+    pending: dict[str, list[int]] = {}
+    for i, (fid, _) in enumerate(items):
+        pending.setdefault(fid, []).append(i)
+    for fid, at in pending.items():
+        for start in range(0, len(at), batch):
+            chunk = at[start:start + batch]
+            for i, env in zip(chunk, signers[fid].sign_batch([out[i] for i in chunk]),
+                              strict=True):
+                out[i] = env
     return out
 
 

@@ -18,7 +18,7 @@ from hub.access.rules import ALL, Principal
 from hub.envelope import Addressed
 from hub.errors import AuthError
 from hub.registry.model import TIERS, FacilityRecord
-from hub.signing import HUB_OWNER, key_owner, load_public_key, parse_signature, signature_valid
+from hub.signing import HUB_OWNER, Verifier, key_owner, load_public_key, parse_signature
 
 __all__ = ["TIERS", "App", "Facility", "FacilityDirectory"]
 
@@ -88,6 +88,8 @@ class FacilityDirectory:
         records = [f.record for f in facilities] + ([hub] if hub else [])
         self._keys = {k.kid: (r, k, load_public_key(k.public_key))
                       for r in records for k in r.keys}
+        # Manifest signatures already checked; new keys, a new memory.
+        self._verifier = Verifier()
 
     def refresh(self, other: FacilityDirectory) -> None:
         """Take ``other``'s contents, so every holder of this object sees the change."""
@@ -149,7 +151,8 @@ class FacilityDirectory:
         if member is not None and not member.record.active:
             raise AuthError(f"facility {facility_id!r} has left the consortium",
                             reason="inactive-facility")
-        kid, sig = parse_signature(env.signature)  # type: ignore[attr-defined]
+        signature = parse_signature(env.signature)  # type: ignore[attr-defined]
+        kid = signature.kid
         owner = key_owner(kid)
         if owner != facility_id and not (allow_hub and owner == HUB_OWNER):
             raise AuthError(f"signed with {owner!r}'s key {kid!r} but ce_source names "
@@ -159,7 +162,7 @@ class FacilityDirectory:
         if entry is None:
             raise AuthError(f"key {kid!r} is not in the registry", reason="unknown-key")
         _, key, public = entry
-        if not signature_valid(public, env, sig):
+        if not self._verifier.valid(public, env, signature):
             raise AuthError(f"bad signature on event {env.id} with key {kid!r}",  # type: ignore[attr-defined]
                             reason="bad-signature")
         real_now = clock.now()

@@ -1,5 +1,5 @@
 """Facility SDK: publish signed FHIR events straight to the hub's inbound Kafka topic."""
 
-from adapters.sdk.publisher import FacilityPublisher, build_envelope
+from adapters.sdk.publisher import FacilityPublisher, build_envelope, build_envelopes
 
-__all__ = ["FacilityPublisher", "build_envelope"]
+__all__ = ["FacilityPublisher", "build_envelope", "build_envelopes"]

@@ -58,13 +58,24 @@ def build_envelope(signer: Signer, resource: dict[str, Any], action: str = "upse
     """An envelope for ``resource`` (which must carry its facility-local ``id``), signed by
     ``signer``; from the key's owner unless ``facility_id`` says otherwise (tests of the
     hub's refusals use that)."""
-    facility_id = facility_id or key_owner(signer.kid)
+    return signer.sign(_unsigned(facility_id or key_owner(signer.kid), resource, action))
+
+
+def build_envelopes(signer: Signer, resources: Iterable[dict[str, Any]],
+                    action: str = "upsert") -> list[Envelope]:
+    """Envelopes for ``resources``, signed under one manifest (``hub.signing``): one
+    Ed25519 signature for the lot, not one per event, and each event still verifies on its
+    own. What ``publish_many`` sends."""
+    facility_id = key_owner(signer.kid)
+    return signer.sign_batch([_unsigned(facility_id, r, action) for r in resources])
+
+
+def _unsigned(facility_id: str, resource: dict[str, Any], action: str) -> Envelope:
     if not resource.get("id") or not resource.get("resourceType"):
         raise ValueError("the resource needs resourceType and id")
     data = b"" if action == "delete" else orjson.dumps(resource)
-    env = new_event(facility_id, resource["resourceType"], resource["id"],
-                    patient_key(facility_id, resource), data, action=action)
-    return signer.sign(env)
+    return new_event(facility_id, resource["resourceType"], resource["id"],
+                     patient_key(facility_id, resource), data, action=action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +171,9 @@ class FacilityPublisher:
 
     def publish_many(self, resources: Iterable[dict[str, Any]], action: str = "upsert"
                      ) -> list[str]:
-        """Queue several events in one outbox transaction (all or none); their event ids."""
-        envs = [build_envelope(self._signer, r, action) for r in resources]
+        """Queue several events in one outbox transaction (all or none), signed under one
+        manifest; their event ids."""
+        envs = build_envelopes(self._signer, resources, action)
         if self._outbox is None:
             for env in envs:
                 self._send_direct(env.key.encode(), env.data, env.headers())

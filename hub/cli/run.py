@@ -20,7 +20,7 @@ from hub.cli.common import (
 )
 
 BENCH_PARTS = ("ingest", "rebuild", "latency", "put", "ack", "lab", "mllp", "recognition",
-               "mpi", "devices", "export", "console")
+               "mpi", "devices", "export", "console", "signatures")
 MqttOpt = Annotated[str | None, typer.Option(
     "--mqtt", envvar="HUB_MONITORING_MQTT_URL",
     help="mqtt://HOST:PORT of the broker home meters publish to: run the MQTT device "

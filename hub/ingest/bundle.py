@@ -27,6 +27,7 @@ from hub.facilities import Facility
 from hub.fhir import NUL_ESCAPE, Issue, parse_json
 from hub.ingest.conditions import Resolution, if_match_version, parse_criteria
 from hub.ingest.prepare import Prepared, local_id, prepare_upsert
+from hub.signing import hub_signer
 
 ACCEPTED_TYPES = ("transaction", "batch", "collection")
 _ENTRY_NEEDS_REQUEST = ("transaction", "batch")
@@ -225,7 +226,7 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = 
             continue
         p = prepare_upsert(facility, entry["resource"], url_id=rid, raw=raw, members=members,
                            exact=exact_entries[i]["resource"] if exact_entries else None,
-                           references=references)
+                           references=references, sign=False)
         if p.ok and p.resource is not None and plan.all_or_nothing:
             # A transaction names each resource once (its entries happen at one moment); a
             # batch may carry several versions of one, applied in version order.
@@ -236,7 +237,20 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = 
                                           "resource", "duplicate")])
             placed.setdefault(where, i)
         plan.entries.append(p)
+    _sign(plan)
     return plan
+
+
+def _sign(plan: BundlePlan) -> None:
+    """One hub signature over the manifest of the Bundle's envelopes, not one per entry
+    (``hub.signing``): each envelope still verifies on its own."""
+    at = [i for i, p in enumerate(plan.entries) if p.envelope is not None]
+    if not at or (plan.all_or_nothing and not all(p.ok for p in plan.entries)):
+        return  # nothing to append (a refused transaction appends none of its entries)
+    signed = hub_signer().sign_batch([plan.entries[i].envelope for i in at])  # type: ignore[misc]
+    for i, env in zip(at, signed, strict=True):
+        p = plan.entries[i]
+        plan.entries[i] = Prepared(env, p.issues, p.resource, p.kept)
 
 
 @dataclass

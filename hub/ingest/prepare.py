@@ -72,9 +72,11 @@ def prepare_upsert(
     members: Container[str] = (),
     exact: Any = None,
     references: Mapping[str, str] | None = None,
+    sign: bool = True,
 ) -> Prepared:
     """Validate ``resource`` from ``facility`` and wrap it in an upsert envelope signed by
-    the hub (which authenticated the facility).
+    the hub (which authenticated the facility); ``sign=False`` leaves the signing to the
+    caller, which signs a whole Bundle's envelopes under one manifest.
 
     ``url_id`` is the id a PUT names (it must match the body's); ``assign_id`` lets a POST
     without an id get a fresh one, as a FHIR server does on create. ``raw`` is the JSON the
@@ -116,7 +118,7 @@ def prepare_upsert(
     # resource, where it would outrank the sender's own version order (hub.record.rules).
     key = patient_key(facility.id, res, members)
     env = new_event(facility.id, res["resourceType"], res["id"], key, orjson.dumps(res))
-    return Prepared(hub_signer().sign(env), [], res)
+    return Prepared(hub_signer().sign(env) if sign else env, [], res)
 
 
 def rewrite_references(value: Any, references: Mapping[str, str]) -> Any:

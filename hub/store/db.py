@@ -127,6 +127,14 @@ class Store:
             # Indexes added to tables that existed before them (create_all skips those).
             for index in journal.indexes:
                 index.create(conn, checkfirst=True)
+            if self.dialect == "postgresql" and conn.execute(sa.text(
+                    "SELECT data_type FROM information_schema.columns WHERE table_schema = "
+                    "current_schema() AND table_name = 'hub_journal' AND column_name = "
+                    "'signature'")).scalar() == "character varying":
+                # A journal made before batch signatures held them in varchar(200); to text
+                # is a catalogue change in PostgreSQL, no rewrite of the rows.
+                conn.execute(sa.text(
+                    "ALTER TABLE hub_journal ALTER COLUMN signature TYPE text"))
 
     def dispose(self) -> None:
         self.engine.dispose()

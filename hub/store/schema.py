@@ -70,7 +70,8 @@ journal = sa.Table(
     sa.Column("subject", sa.String(200), nullable=False),
     sa.Column("time", sa.String(40), nullable=False),
     sa.Column("key", sa.String(200), nullable=False),
-    sa.Column("signature", sa.String(200)),
+    # Text: a batch member's signature carries its manifest path (~440 characters at 100).
+    sa.Column("signature", sa.Text),
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("topic", sa.String(249), nullable=False),
     sa.Column("topic_id", sa.String(64), nullable=False),

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from adapters.sdk import FacilityPublisher, build_envelope
+from adapters.sdk import FacilityPublisher, build_envelope, build_envelopes
 from hub import clock
 from hub.deadletters.read import get_dead_letter, list_dead_letters
-from hub.envelope import Envelope
+from hub.envelope import Envelope, new_event
 from hub.facilities import Facility
 from hub.ingest.checks import EdgeChecks
 from hub.ingest.stage import IngestStage
@@ -165,3 +165,52 @@ async def test_a_redelivered_record_is_not_a_replay(make_settings, store):
     assert {get_dead_letter(store, r.id).original for r in kept} == {forged.data, b"not json"}
     # the topic, being the feed, carries both deliveries
     assert len(await read_deadletters(settings, 10)) == 4
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["inline", "worker-processes"])
+async def test_a_signed_batch_loses_only_its_tampered_member(make_settings, tmp_path, workers):
+    """One manifest signature for a batch: the stage lets in every member that matches its
+    digest, refuses the one that was altered on the way, refuses a batch another facility
+    signed and a member sent again as another record; what it lets in verifies alone."""
+    settings = make_settings(validation_workers=workers)
+    village = demo_signer(VILLAGE)
+    sdk = FacilityPublisher(settings.bootstrap, village, topic=settings.topics.inbound)
+    clean = sdk.publish_many([patient(f"p{i}", f"MRN{i}") for i in range(3)])
+    batch = build_envelopes(village, [patient("p3", "MRN3"), observation("o1", pid="p3"),
+                                      observation("o2", pid="p3", value=7.2)])
+    tampered = dataclasses.replace(batch[1], data=batch[1].data.replace(b"6.1", b"9.9"))
+    # village-2 signs a manifest of events that claim to come from village-1
+    impostor = demo_signer("village-2").sign_batch([new_event(
+        VILLAGE, "Patient", pid, f"{VILLAGE}.{pid}", orjson.dumps(patient(pid)))
+        for pid in ("p7", "p8")])
+    forged = build_envelopes(Signer("village-1#1", demo_private_key("village-2")),
+                             [patient("p9"), patient("p10")])
+    for env in (batch[0], tampered, batch[2], *forged,
+                impostor[0],
+                batch[2]):  # batch[2] again, as another record: a replay
+        sdk.publish_raw(env.key.encode(), env.data, env.headers())
+    sdk.flush()
+    sdk.close()
+
+    pub = await Publisher(settings).start()
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        directory = load_directory(None)
+        checks = EdgeChecks(settings, directory)
+        stage = IngestStage(settings, directory, pub, store, checks)
+        stats = await asyncio.wait_for(stage.run(until_caught_up=True), 90)
+        kept = sorted((r.reason, r.event_id) for r in list_dead_letters(store))
+    finally:
+        await pub.stop()
+        checks.close()
+        store.dispose()
+    assert (stats.accepted, stats.rejected) == (5, 5)
+    assert kept == sorted([("bad-signature", tampered.id), ("bad-signature", forged[0].id),
+                           ("bad-signature", forged[1].id), ("source-mismatch", impostor[0].id),
+                           ("replayed", batch[2].id)])
+    accepted = await events_in(settings)
+    assert sorted(e.id for e in accepted) == sorted([*clean, batch[0].id, batch[2].id])
+    assert all(e.signature.startswith("ed25519-batch;kid=village-1#1;n=3;")
+               for e in accepted)
+    for e in accepted:  # each, later, on its own: nothing of its batch remembered
+        assert load_directory(None).verify(e) == "village-1#1"

@@ -110,9 +110,11 @@ async def test_registry_changes_are_events_and_take_effect_live(make_settings, t
                                               tmp_path / "keys" / "clinic-a-2.pem",
                                               topic=settings.topics.inbound)
         new.publish(patient("p3"))
+        new.publish_many([patient("p4", "MRN4"), patient("p5", "MRN5")])  # one manifest
         new.flush()
         new.close()
         await eventually(lambda: has_patient("p3"))
+        await eventually(lambda: has_patient("p5"))
         assert not await has_patient("p2")
         dead = await read_deadletters(settings, 10)
         assert any(d["reason"].startswith("key-retired") for d in dead)
@@ -137,11 +139,13 @@ async def test_registry_changes_are_events_and_take_effect_live(make_settings, t
         assert await asyncio.to_thread(read.current, store) == now
 
         # The archive still verifies after the rotation, p1 (signed with the retired key)
-        # included; a tampered row does not.
+        # and the members of p4 and p5's manifest included; a tampered row does not, and
+        # its manifest's other member still does.
         n, failures, _ = await asyncio.to_thread(verify_journal, store)
-        assert n >= 6 and not failures
+        assert n >= 8 and not failures
         with store.begin() as conn:
-            conn.execute(sa.text("UPDATE hub_journal SET data = :d WHERE subject = "
-                                 "'Patient/p1'"), {"d": orjson.dumps(patient("p1", "MRN9"))})
+            for pid in ("p1", "p4"):
+                conn.execute(sa.text("UPDATE hub_journal SET data = :d WHERE subject = "
+                                     f"'Patient/{pid}'"), {"d": orjson.dumps(patient(pid, "MRN9"))})
         n, failures, examples = await asyncio.to_thread(verify_journal, store)
-        assert failures == {"bad-signature": 1}, examples
+        assert failures == {"bad-signature": 2}, examples

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from hub.engine.writer import dialect_insert
+from hub.envelope import new_event
 from hub.ingest.replay import replays
+from hub.signing import demo_signer
 from hub.store.schema import journal
 
 
@@ -34,3 +38,22 @@ def test_redelivery_copy_loss_and_replay_are_told_apart(store):
     # e3's claim moved: reading that record again is a re-delivery, an older copy a replay.
     assert replays(store, [("e3", "new", 1, 2)], ["sig-3"]).replays == set()
     assert replays(store, [("e3", "new", 1, 9)], ["sig-3"]).replays == {0}
+
+
+def test_the_journal_keeps_a_batch_members_signature_whole(store):
+    """A member of a signed batch carries its Merkle path (~440 characters at 100 events):
+    the journal must keep it whole for `hub verify` to check the event alone later; a
+    PostgreSQL journal made before batch signatures (varchar(200)) is widened on start."""
+    if store.dialect == "postgresql":
+        with store.begin() as conn:
+            conn.execute(sa.text(
+                "ALTER TABLE hub_journal ALTER COLUMN signature TYPE varchar(200)"))
+        store.create_hub_tables()
+    signed = demo_signer("village-1").sign_batch([new_event(
+        "village-1", "Patient", f"p{i}", f"village-1.p{i}", b"{}") for i in range(100)])
+    assert len(signed[37].signature) > 400
+    journal_row(store, "e-batch", signed[37].signature)
+    with store.connect() as conn:
+        kept = conn.execute(sa.select(journal.c.signature)
+                            .where(journal.c.event_id == "e-batch")).scalar_one()
+    assert kept == signed[37].signature

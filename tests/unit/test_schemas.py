@@ -32,12 +32,19 @@ def test_code_built_envelopes_match_the_schema():
     env = demo_signer("township-1").sign(
         new_event("township-1", "Observation", "obs-1", "township-1.p-1", b"{}"))
     jsonschema.validate(as_document(env), ENVELOPE)
+    # members of a signed batch (a manifest of 5: paths of 2 and 3 levels), and the hub's
+    for signer in (demo_signer("township-1"), demo_signer("hub")):
+        for member in signer.sign_batch([new_event(
+                "township-1", "Observation", f"obs-{i}", "township-1.p-1", b"{}")
+                for i in range(5)]):
+            jsonschema.validate(as_document(member), ENVELOPE)
 
 
 @pytest.mark.parametrize("header, value", [
     ("ce_specversion", "0.3"), ("ce_source", "hospital"), ("ce_type", "Observation"),
     ("ce_subject", "obs-1"), ("ce_signature", "rsa=abc"),
     ("ce_signature", "hmac-sha256=" + "0" * 64),
+    ("ce_signature", "ed25519-batch;kid=township-1#1;sig=" + "A" * 86),  # no place, no path
 ])
 def test_schema_refuses_what_the_code_refuses(header, value):
     doc = as_document(demo_signer("township-1").sign(
