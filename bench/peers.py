@@ -221,7 +221,7 @@ def run_peers(console: Console, n: int) -> Table:
                                                   workdir / "es-view.db")
             assert es_events == len(envs), (es_events, len(envs))
             same = record_rows(workdir / "es-view.db") == hub_rows
-        row("catch-up into the shared record (SQLite)", hub_rate, "`hub rebuild`", es_rate,
+        row("catch-up: stored events -> shared record", hub_rate, "`hub rebuild`", es_rate,
             "eventsourcing 9.5.6 Follower", why, same=same)
 
         # 2. live
@@ -247,13 +247,13 @@ def run_peers(console: Console, n: int) -> Table:
                 quix_rate = steady_rate(quix_marks)
                 same = record_rows(quix_db) == (live_rows or hub_rows)
         hub_label = "projection runner"
-        row("live projection, topic -> shared record, steady", hub_live_rate, hub_label,
-            quix_rate, "quixstreams 3.28.1 -> SQLite sink", why, why_hub, same=same)
+        row("live: topic -> shared record, steady", hub_live_rate, hub_label,
+            quix_rate, "quixstreams 3.28.1, SQLite sink", why, why_hub, same=same)
         ceil_marks, why = _child([*me, "ceiling", *common], console,
                                  "the aiokafka loop")
-        row("live projection vs the Kafka-side ceiling", hub_live_rate, hub_label,
+        row("live: vs the Kafka-side ceiling", hub_live_rate, hub_label,
             steady_rate(ceil_marks),
-            "aiokafka + orjson.loads, nothing stored", why, why_hub, target=0.5)
+            "aiokafka + orjson, stores nothing", why, why_hub, target=0.5)
         if live_rows is not None:
             # The runner's rows are the rebuild's: the same fold, live or replayed.
             assert live_rows == hub_rows, "the live projection and the rebuild disagree"

@@ -188,7 +188,7 @@ def bench(
             fail("--peers is a measurement of its own: leave out --only")
         from bench.peers import run_peers
 
-        console.print(run_peers(console, events), width=160)
+        console.print(run_peers(console, events))
         return
     from bench.run import run_all
 
