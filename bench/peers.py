@@ -15,8 +15,9 @@ validates FHIR or verifies signatures here: the ingest stage did both before the
 reached the topic or the journal, for the hub and the peers alike.
 
 Each live consumer runs in a fresh process of its own, one after the other, on the same
-topic. Steady rate: the events committed after a consumer's first commit, over the time
-from that commit to its last (the group join, the first fetch and imports do not count).
+topic, in two rounds, and keeps its better one. Steady rate: the events committed after a
+consumer's first commit, over the time from that commit to its last (the group join, the
+first fetch and imports do not count).
 
 The peers come with ``make bench-peers`` (or ``make bench ARGS=--peers``): eventsourcing from
 the ``bench`` extra; quixstreams, whose pins exclude the hub's pydantic, in an environment
@@ -56,6 +57,7 @@ from hub.record.projection import SharedRecordProjection
 from hub.store.db import open_store
 
 BATCH = 2000  # records a batch, as `hub bench` runs the hub (batch_max_records)
+ROUNDS = 2  # turns of the live consumers; each keeps its best (the machine is shared)
 
 
 def batch_size(n: int) -> int:
@@ -224,39 +226,50 @@ def run_peers(console: Console, n: int) -> Table:
         row("catch-up: stored events -> shared record", hub_rate, "`hub rebuild`", es_rate,
             "eventsourcing 9.5.6 Follower", why, same=same)
 
-        # 2. live
-        console.print("measuring the live projections: the hub, quixstreams, the aiokafka "
-                      "ceiling ...")
+        # 2. live: the consumers take turns, ROUNDS times; each keeps its best round.
+        console.print(f"measuring the live projections, {ROUNDS} rounds: the hub, "
+                      "quixstreams, the aiokafka ceiling ...")
         me = [sys.executable, "-m", "bench.peers"]
         common = [broker.bootstrap, settings.topics.events, str(len(envs)), str(batch)]
-        hub_marks, why_hub = _child([*me, "hub-live", *common, str(workdir / "hub-live.db"),
-                                     secret], console, "the hub's runner")
-        hub_live_rate = steady_rate(hub_marks)
-        live_rows = record_rows(workdir / "hub-live.db") if hub_marks else None
         python = quix_python()
-        quix_rate, same = None, None
-        if python is None:
-            why = f"quixstreams' environment is missing ({INSTALL_HINT}, or set {QUIX_ENV})"
-        else:
-            quix_db = workdir / "quix.db"
-            create_record_table(quix_db)
-            quix_marks, why = _child(
-                [str(python), str(Path(__file__).with_name("peer_quix.py")), *common,
-                 str(quix_db), secret], console, "quixstreams")
-            if quix_marks:
-                quix_rate = steady_rate(quix_marks)
-                same = record_rows(quix_db) == (live_rows or hub_rows)
-        hub_label = "projection runner"
-        row("live: topic -> shared record, steady", hub_live_rate, hub_label,
-            quix_rate, "quixstreams 3.28.1, SQLite sink", why, why_hub, same=same)
-        ceil_marks, why = _child([*me, "ceiling", *common], console,
-                                 "the aiokafka loop")
-        row("live: vs the Kafka-side ceiling", hub_live_rate, hub_label,
-            steady_rate(ceil_marks),
-            "aiokafka + orjson, stores nothing", why, why_hub, target=0.5)
-        if live_rows is not None:
+        argv: dict[str, list[str] | None] = {
+            "hub": [*me, "hub-live", *common, "{db}", secret],
+            "quix": None if python is None else [
+                str(python), str(Path(__file__).with_name("peer_quix.py")), *common, "{db}",
+                secret],
+            "ceiling": [*me, "ceiling", *common]}
+        why = {"quix": f"quixstreams' environment is missing ({INSTALL_HINT}, or set "
+                       f"{QUIX_ENV})"} if python is None else {}
+        best: dict[str, float] = {}
+        rows_of: dict[str, list[tuple]] = {}
+        names = {"hub": "the hub's runner", "quix": "quixstreams", "ceiling": "the aiokafka loop"}
+        for turn in range(ROUNDS):
+            for who, args in argv.items():
+                if args is None or who in why:
+                    continue
+                db = workdir / f"{who}-{turn}.db"
+                create_record_table(db)
+                marks, failed = _child([a.replace("{db}", str(db)) for a in args], console,
+                                       names[who])
+                if failed:
+                    why[who] = failed
+                    continue
+                rate = steady_rate(marks)
+                if rate is not None and rate > best.get(who, 0.0):
+                    best[who] = rate
+                if who != "ceiling":
+                    rows_of.setdefault(who, record_rows(db))
+        same = rows_of["quix"] == rows_of.get("hub", hub_rows) if "quix" in rows_of else None
+        label = "projection runner"
+        row("live: topic -> shared record, steady", best.get("hub"), label, best.get("quix"),
+            "quixstreams 3.28.1, SQLite sink", why.get("quix", ""), why.get("hub", ""),
+            same=same)
+        row("live: vs the Kafka-side ceiling", best.get("hub"), label, best.get("ceiling"),
+            "aiokafka + orjson, stores nothing", why.get("ceiling", ""), why.get("hub", ""),
+            target=0.5)
+        if "hub" in rows_of:
             # The runner's rows are the rebuild's: the same fold, live or replayed.
-            assert live_rows == hub_rows, "the live projection and the rebuild disagree"
+            assert rows_of["hub"] == hub_rows, "the live projection and the rebuild disagree"
     return table
 
 
