@@ -59,15 +59,16 @@ from hub.store.db import open_store
 BATCH = 2000  # records a batch, as `hub bench` runs the hub (batch_max_records)
 ROUNDS = 2  # turns of the live consumers; each keeps its best (the machine is shared)
 
-
-def batch_size(n: int) -> int:
-    """The hub bench's batch, smaller for a short run: a steady rate needs several commits."""
-    return min(BATCH, max(50, n // 10))
 QUIX_ENV = "HUB_BENCH_QUIX_PYTHON"
 INSTALL_HINT = "make bench-peers installs it"
 ROWS = "SELECT resource_type, id, patient_key, order_key, body FROM record_resources " \
        "ORDER BY resource_type, id"
 Marks = list[tuple[float, int]]  # (when a commit finished, events it held)
+
+
+def batch_size(n: int) -> int:
+    """The hub bench's batch, smaller for a short run: a steady rate needs several commits."""
+    return min(BATCH, max(50, n // 10))
 
 
 def steady_rate(marks: Sequence[Sequence[float]] | None) -> float | None:
@@ -165,6 +166,8 @@ def _child(argv: list[str], console: Console, what: str) -> tuple[Marks | None, 
 # --- the run -------------------------------------------------------------------------------
 
 def run_peers(console: Console, n: int) -> Table:
+    # Here, not at the top: the child processes import this module and need none of it
+    # (the workload brings fhir.resources along).
     from bench.workload import envelopes, fill_journal, population
 
     table = Table(title=f"hub bench --peers ({n:,} events; one machine, same run)",
@@ -213,11 +216,11 @@ def run_peers(console: Console, n: int) -> Table:
         hub_rate = done / (time.perf_counter() - started)
         store.dispose()
         hub_rows = record_rows(workdir / "journal.db")
-        es_rate, why, same = None, "", None
+        es_rate, es_why, same = None, "", None
         try:
             from bench import peer_es
         except ImportError as exc:
-            why = f"{exc.name} is not installed ({INSTALL_HINT})"
+            es_why = f"{exc.name} is not installed ({INSTALL_HINT})"
         else:
             peer_es.store_events(workdir / "es-events.db", envs)
             create_record_table(workdir / "es-view.db")
@@ -226,7 +229,7 @@ def run_peers(console: Console, n: int) -> Table:
             assert es_events == len(envs), (es_events, len(envs))
             same = record_rows(workdir / "es-view.db") == hub_rows
         row("catch-up: stored events -> shared record", hub_rate, "`hub rebuild`", es_rate,
-            "eventsourcing 9.5.6 Follower", why, same=same)
+            "eventsourcing 9.5.6 Follower", es_why, same=same)
 
         # 2. live: the consumers take turns, ROUNDS times; each keeps its best round.
         rounds = ROUNDS if n >= 10_000 else 1  # a short run is a smoke test
