@@ -220,8 +220,8 @@ def run_peers(console: Console, n: int) -> Table:
         try:
             from bench import peer_es
         except ImportError as exc:
-            es_why = f"{(exc.name or 'eventsourcing').split('.')[0]} is not installed "\
-                f"({INSTALL_HINT})"
+            missing = (exc.name or "eventsourcing").split(".")[0]
+            es_why = f"{missing} is not installed ({INSTALL_HINT})"
         else:
             peer_es.store_events(workdir / "es-events.db", envs)
             create_record_table(workdir / "es-view.db")
