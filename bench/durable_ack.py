@@ -11,8 +11,8 @@ with ``journal`` it is never positive (the answer waits for the row).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from bench.put_rate import _serve, offer, put_requests, wait_healthy
 from hub.config import Settings, Topics
 from hub.log.broker import free_port
 from hub.log.topics import ensure_topics
+from hub.projections import all_projections
 
 
 @dataclass
@@ -32,6 +33,7 @@ class AckRun:
     latencies_ms: list[float]
     statuses: dict[int, int]
     journal_lag_ms: list[float] = field(default_factory=list)  # answer -> row visible
+    layout: str = "one"
 
 
 def distinct(items: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
@@ -47,57 +49,82 @@ def distinct(items: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
 
 
 class JournalWatch:
-    """Reads new ``hub_journal`` rows every ``every`` seconds; when each was first seen."""
+    """Reads new ``hub_journal`` rows every ``every`` seconds; when each was first seen.
+
+    In a process of its own: in the load generator's process (50 client threads) the watch
+    thread waited its turn for the interpreter and reported rows late. ``perf_counter`` is
+    the system's monotonic clock, so its readings compare across processes."""
 
     def __init__(self, db_path: Path, every: float = 0.003) -> None:
-        self.engine = sa.create_engine(f"sqlite:///{db_path}")
+        self.db_path = db_path
         self.every = every
         self.seen: dict[tuple[str, str], float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._out = ctx.Queue()
+        self._proc = ctx.Process(target=_watch, args=(str(db_path), every, self._stop,
+                                                      self._out), daemon=True)
 
     def __enter__(self) -> JournalWatch:
-        self._thread.start()
+        self._proc.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
-        self.engine.dispose()
+        self.seen = self._out.get(timeout=60)
+        self._proc.join(10)
 
-    def _run(self) -> None:
-        last = 0
-        query = sa.text("SELECT seq, source, subject FROM hub_journal WHERE seq > :s "
-                        "ORDER BY seq")
-        with self.engine.connect() as conn:
-            while not self._stop.is_set():
-                try:
-                    rows = conn.execute(query, {"s": last}).all()
-                    conn.rollback()  # end the read transaction: see the next commits
-                except sa.exc.OperationalError:  # the table is not there yet
-                    rows = []
-                now = time.perf_counter()
-                for seq, source, subject in rows:
-                    self.seen.setdefault((source.rsplit(":", 1)[-1], subject), now)
-                    last = seq
-                time.sleep(self.every)
+
+def _watch(db_path: str, every: float, stop, out) -> None:
+    engine = sa.create_engine(f"sqlite:///{db_path}")
+    seen: dict[tuple[str, str], float] = {}
+    last = 0
+    query = sa.text("SELECT seq, source, subject FROM hub_journal WHERE seq > :s ORDER BY seq")
+    with engine.connect() as conn:
+        while not stop.is_set():
+            try:
+                rows = conn.execute(query, {"s": last}).all()
+                conn.rollback()  # end the read transaction: see the next commits
+            except sa.exc.OperationalError:  # the table is not there yet
+                rows = []
+            now = time.perf_counter()
+            for seq, source, subject in rows:
+                seen.setdefault((source.rsplit(":", 1)[-1], subject), now)
+                last = seq
+            time.sleep(every)
+    engine.dispose()
+    out.put(seen)
 
 
 def run_once(settings: Settings, items: list[tuple[str, dict]], workdir: Path, ack_after: str,
-             clients: int, rate: float) -> AckRun:
-    topics = Topics(inbound=f"ack-{ack_after}.inbound", events=f"ack-{ack_after}.events",
-                    deadletter=f"ack-{ack_after}.deadletter", lab=f"ack-{ack_after}.lab",
-                    imaging=f"ack-{ack_after}.imaging",
-                    recognition=f"ack-{ack_after}.recognition")
+             clients: int, rate: float, layout: str = "one") -> AckRun:
+    """``layout``: ``one`` is ``hub serve`` with everything in its process; ``split`` is the
+    documented deployment in three processes (``hub serve --no-projections``, ``hub project
+    journal``, ``hub project`` with the rest), each with its own interpreter."""
+    name = f"ack-{ack_after}-{layout}"
+    topics = Topics(inbound=f"{name}.inbound", events=f"{name}.events",
+                    deadletter=f"{name}.deadletter", lab=f"{name}.lab",
+                    imaging=f"{name}.imaging", recognition=f"{name}.recognition",
+                    referral=f"{name}.referral", alerts=f"{name}.alerts",
+                    receipts=f"{name}.receipts")
     ensure_topics(settings.model_copy(update={"topics": topics}))
-    db = workdir / f"ack-{ack_after}.db"
+    db = workdir / f"{name}.db"
     port = free_port()
     env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": settings.bootstrap,
            "HUB_DATABASE_URL": f"sqlite:///{db}", "HUB_DATA_DIR": str(workdir),
            "HUB_CONSUMER_GROUPS": "false", "HUB_ACK_AFTER": ack_after,
            **{f"HUB_TOPIC_{name.upper()}": value for name, value in topics.model_dump().items()}}
     requests = put_requests(items)
-    server = _serve(["-m", "hub.cli", "serve", "--port", str(port)], env)
+    if layout == "one":
+        server = _serve(["-m", "hub.cli", "serve", "--port", str(port)], env)
+        helpers = []
+    else:
+        server = _serve(["-m", "hub.cli", "serve", "--port", str(port), "--no-projections"],
+                        env)
+        wait_healthy(port, timeout=60)  # the store's tables exist before the others open it
+        rest = [n for n in all_projections() if n != "journal"]
+        helpers = [_serve(["-m", "hub.cli", "project", "journal"], env),
+                   _serve(["-m", "hub.cli", "project", *rest], env)]
     try:
         wait_healthy(port, timeout=60)
         offer(port, requests[:clients], clients, rate)  # warm-up, not measured
@@ -105,9 +132,11 @@ def run_once(settings: Settings, items: list[tuple[str, dict]], workdir: Path, a
             run = offer(port, requests[clients:], clients, rate)
             time.sleep(1.0)  # let the last rows show (broker mode)
     finally:
-        server.terminate()
-        server.wait(60)
-    out = AckRun(ack_after, run.rate, run.latencies_ms, run.statuses)
+        for proc in (server, *helpers):
+            proc.terminate()
+        for proc in (server, *helpers):
+            proc.wait(60)
+    out = AckRun(ack_after, run.rate, run.latencies_ms, run.statuses, layout=layout)
     for k, (fid, res) in enumerate(items[clients:]):
         answered = run.answered.get(k)
         seen = watch.seen.get((fid, f"{res['resourceType']}/{res['id']}"))
@@ -117,8 +146,9 @@ def run_once(settings: Settings, items: list[tuple[str, dict]], workdir: Path, a
 
 
 def ack_runs(settings: Settings, items: list[tuple[str, dict]], workdir: Path,
-             clients: int = 50, rate: float = 300.0) -> dict[str, AckRun]:
-    """The same load with each setting, ``broker`` first."""
+             clients: int = 50, rate: float = 300.0,
+             layouts: tuple[str, ...] = ("one", "split")) -> dict[tuple[str, str], AckRun]:
+    """The same load with each setting (``broker`` first) in each process layout."""
     items = distinct(items)
-    return {mode: run_once(settings, items, workdir, mode, clients, rate)
-            for mode in ("broker", "journal")}
+    return {(mode, layout): run_once(settings, items, workdir, mode, clients, rate, layout)
+            for layout in layouts for mode in ("broker", "journal")}

@@ -315,19 +315,20 @@ def ack_rows(console: Console, table: Table, settings: Settings, workdir: Path,
                   f"PUT/s for {seconds:g} s to the whole hub, ack_after=broker then journal ...")
     runs = ack_runs(settings, population(int(rate * seconds * 1.3) + clients), workdir,
                     clients, rate)
-    broker, journal = runs["broker"], runs["journal"]
-    for run in (broker, journal):
-        refused = sum(c for s, c in run.statuses.items() if not 200 <= s < 300)
-        table.add_row(f"PUT ack_after={run.ack_after}: sustained ({refused} non-2xx)",
-                      f"{run.rate:,.0f} req/s", "-", "-", f">= {0.95 * rate:g}/s",
-                      "[green]yes[/green]" if run.rate >= 0.95 * rate and not refused
-                      else "[red]NO[/red]")
-    latency_rows(f"PUT @{rate:g}/s, ack_after=journal", journal.latencies_ms,
-                 broker.latencies_ms, "ack_after=broker", 250)
-    lag = broker.journal_lag_ms
-    if lag:
-        latency_rows(f"journal lag @{rate:g}/s (2xx -> journal row, ack_after=broker)", lag,
-                     lag, "same", 200)
+    for layout, label in (("one", "one process"), ("split", "3 processes")):
+        broker, journal = runs[("broker", layout)], runs[("journal", layout)]
+        for run in (broker, journal):
+            refused = sum(c for s, c in run.statuses.items() if not 200 <= s < 300)
+            table.add_row(f"PUT ack_after={run.ack_after}, {label}: sustained ({refused} "
+                          "non-2xx)", f"{run.rate:,.0f} req/s", "-", "-", f">= {0.95 * rate:g}/s",
+                          "[green]yes[/green]" if run.rate >= 0.95 * rate and not refused
+                          else "[red]NO[/red]")
+        latency_rows(f"PUT @{rate:g}/s, ack_after=journal, {label}", journal.latencies_ms,
+                     broker.latencies_ms, "ack_after=broker", 250)
+        lag = broker.journal_lag_ms
+        if lag:
+            latency_rows(f"journal lag @{rate:g}/s (2xx -> journal row, ack_after=broker), "
+                         f"{label}", lag, lag, "same", 200)
 
 
 def export_rows(console: Console, table: Table, workdir: Path) -> None:

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
         "acknowledged the event (acks=all; durable on a replicated Apache Kafka log), "
         "'journal' once the SQL journal has committed it too (group commit). Empty: "
         "'journal' with the bundled broker, which keeps nothing on disk, else 'broker'.")
+    export_retention_hours: float = Field(
+        default=24.0, gt=0, description="How long the files of a finished bulk export "
+        "stay downloadable; after that they are deleted and the job answers 404.")
     ack_timeout_s: float = Field(
         default=5.0, gt=0, description="With ack_after=journal: how long a request waits, "
         "after the broker's acknowledgement, for the journal to commit its events; past it "

@@ -12,7 +12,8 @@ de-identified variant for research (``hub.export.deidentify``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from email.utils import format_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -61,6 +62,16 @@ def runner_of(ctx: HubContext) -> ExportRunner:
     if ctx.exports is None:
         ctx.exports = ExportRunner(ctx.store, ctx.settings.data_dir / "exports")
     return ctx.exports
+
+
+def _retention(ctx: HubContext) -> timedelta:
+    return timedelta(hours=ctx.settings.export_retention_hours)
+
+
+def _sweep(ctx: HubContext) -> None:
+    """Expired exports go before anyone can ask for them (no timer needed: nobody can
+    download an export without asking the hub first)."""
+    jobs.sweep(runner_of(ctx).root, clock.now(), _retention(ctx))
 
 
 def _group_facilities(ctx: HubContext, group: str) -> frozenset[str] | None:
@@ -119,6 +130,7 @@ def _kick_off(request: Request, ctx: HubContext, reader: Principal, patients_onl
                   f"{CONSENT_MARK}Consent/{consent}]", {key}, "4")
     spec = ExportSpec(types_of(asked, ACCEPTED_TYPES), patients_only, facilities,
                       frozenset(excluded), since, identity_secret() if deidentify else None)
+    _sweep(ctx)
     runner_of(ctx).submit(job, spec)
     location = f"{str(request.base_url).rstrip('/')}/export/jobs/{job.id}"
     return FhirResponse({"resourceType": "OperationOutcome", "issue": [
@@ -147,6 +159,7 @@ def export_group(group: str, request: Request, ctx: ContextDep, reader: Exporter
 
 
 def _job(ctx: HubContext, reader: Principal, job_id: str) -> jobs.Job | FhirResponse:
+    _sweep(ctx)
     job = jobs.load(runner_of(ctx).root, job_id)
     if job is None or (job.owner_kind, job.owner_id) != (reader.kind, reader.id):
         # Another reader's job is as unknown as a missing one: ids are not for probing.
@@ -180,7 +193,9 @@ def export_status(job_id: str, request: Request, ctx: ContextDep, reader: Export
                 "error": []}
     if job.deidentified:
         manifest["extension"] = {"urn:hie:deidentified": True}
-    return FhirResponse(manifest, media_type="application/json")
+    expires = job.expires(_retention(ctx))
+    headers = {"Expires": format_datetime(expires, usegmt=True)} if expires else {}
+    return FhirResponse(manifest, media_type="application/json", headers=headers)
 
 
 @router.delete("/export/jobs/{job_id}")

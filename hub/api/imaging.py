@@ -17,6 +17,7 @@ from fastapi import APIRouter, Body, Query
 
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
+from hub.api.consent_check import consented, refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, HubContext, ImagingReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
@@ -57,8 +58,9 @@ def worklist(ctx: ContextDep, reader: ImagingReaderDep,
     if service is not None and service not in SERVICES:
         return error(400, f"service must be one of {', '.join(SERVICES)}", "value")
     centre = centre or reader.id
-    items = img.worklist(ctx.store, _registry(ctx), centre,
-                         (service,) if service else SERVICES)
+    items = consented(ctx, reader, img.worklist(ctx.store, _registry(ctx), centre,
+                                                (service,) if service else SERVICES),
+                      lambda i: (i["patient_key"],))
     audit(ctx, reader, "search-type", f"imaging/worklist?centre={centre}",
           {i["patient_key"] for i in items})
     return FhirResponse({"centre": centre, "count": len(items), "studies": items})
@@ -83,6 +85,10 @@ async def claim(study_id: str, ctx: ContextDep, reader: ImagingReaderDep,
     if centre != reader.id:
         return error(403, f"{study_id} ({found['service']}) is read at {centre or 'no centre'}"
                      f", not at {reader.id}", "forbidden")
+    # Reading a study is reading the patient: a consent keeping this centre out refuses it.
+    if refused := await asyncio.to_thread(refused_by_consent, ctx, reader, found["patient_key"],
+                                          "operation", f"imaging/studies/{study_id}/claim"):
+        return refused
     lasting = minutes or ctx.settings.imaging_claim_minutes
     now = clock.now()
     task_id = f"claim-{uuid.uuid4().hex[:20]}"
@@ -144,9 +150,15 @@ def history(ctx: ContextDep, reader: ImagingReaderDep,
         audit(ctx, reader, "search-type", f"imaging/history?patient={key}", {key}, "4")
         return error(403, f"{reader.kind} {reader.id} may not read patients of "
                      f"{key.partition('.')[0]}", "forbidden")
+    what = f"imaging/history?patient={key}"
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "search-type", what, withheld=withheld):
+        return refused
     allowed = readable_facilities(reader)
+    # The reader's own record of the resident, without the linked records elsewhere that a
+    # consent keeps it out of.
     keys = [k for k in linked_records(ctx.store, key)
-            if allowed is None or k.partition(".")[0] in allowed]
+            if (allowed is None or k.partition(".")[0] in allowed) and k not in withheld]
     studies = img.history(ctx.store, keys)
-    audit(ctx, reader, "search-type", f"imaging/history?patient={key}", set(keys))
+    audit(ctx, reader, "search-type", what, set(keys))
     return FhirResponse({"patient": f"Patient/{key}", "studies": studies})

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from starlette.datastructures import QueryParams
 
 from hub.access.rules import may_read_patient, readable_facilities
-from hub.api.consent_check import refused_by_consent
+from hub.api.consent_check import refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, HubContext, LabReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
@@ -87,9 +87,12 @@ def lab_summary(pid: str, ctx: ContextDep, reader: LabReaderDep) -> FhirResponse
         audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read patients of "
                          f"{key.partition('.')[0]}")
-    if refused := refused_by_consent(ctx, reader, key, "read", f"Patient/{key}/$lab-summary"):
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "read", f"Patient/{key}/$lab-summary",
+                                     withheld=withheld):
         return refused
-    keys = linked_records(ctx.store, key)
+    # Without the linked records elsewhere that a consent keeps the reader out of.
+    keys = [k for k in linked_records(ctx.store, key) if k not in withheld]
     analytes = lab_read.summary(ctx.store, keys, readable_facilities(reader))
     audit(ctx, reader, "read", f"Patient/{key}/$lab-summary", set(keys))
     if not analytes and not keys:

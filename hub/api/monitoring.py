@@ -17,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 
 from hub.access.rules import Principal, may_read_patient
+from hub.api.consent_check import consented, refused_by_consent
 from hub.api.deps import ContextDep, FacilityDep, HubContext, MonitoringReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import RETRY_AFTER, FhirResponse, error, unavailable
@@ -98,6 +99,9 @@ def worklist(ctx: ContextDep, reader: MonitoringReaderDep,
         teams = [team] if team else own
         items = read.worklist(ctx.store, sla, teams=teams, statuses=wanted)
         scope = ",".join(teams)
+    # An escalated alert names a patient of another facility, whose consent may keep the
+    # specialist out; a team's own patients are its facility's records.
+    items = consented(ctx, reader, items, lambda i: (i["patient_key"],))
     audit(ctx, reader, "search-type", f"monitoring/worklist?{scope}",
           {i["patient_key"] for i in items})
     return FhirResponse({"facility": reader.id, "teams": scope, "count": len(items),
@@ -112,6 +116,8 @@ def patient(patient: str, ctx: ContextDep, reader: MonitoringReaderDep) -> FhirR
         audit(ctx, reader, "read", f"monitoring/patients/{key}", {key}, "4")
         return error(403, f"{reader.kind} {reader.id} may not read patients of "
                      f"{key.partition('.')[0]}", "forbidden")
+    if refused := refused_by_consent(ctx, reader, key, "read", f"monitoring/patients/{key}"):
+        return refused
     body = read.patient_status(ctx.store, key, thresholds(ctx.settings.monitoring),
                                ctx.settings.monitoring.sla_hours)
     audit(ctx, reader, "read", f"monitoring/patients/{key}", {key})
@@ -130,6 +136,10 @@ async def _alert_for(ctx: HubContext, who: Principal, alert_id: str, may: str
     if who.id not in allowed:
         return None, error(403, f"alert {alert_id} belongs to team {found['team']} of "
                            f"{found['team_facility']}", "forbidden")
+    # The answer is the alert with its readings: a consent keeping the caller out refuses it.
+    if refused := await asyncio.to_thread(refused_by_consent, ctx, who, found["patient_key"],
+                                          "update", f"monitoring/alerts/{alert_id}/{may}"):
+        return None, refused
     return found, None
 
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Body, Query
 
 from hub.access.rules import Principal
+from hub.api.consent_check import consented, refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, HubContext, MpiReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
@@ -59,7 +60,9 @@ def reviews(ctx: ContextDep, reader: MpiReaderDep,
     with ctx.store.connect() as conn:
         rows = conn.execute(sa.select(_REVIEWS.c.body).where(_REVIEWS.c.status == status)
                             .order_by(_REVIEWS.c.seq).limit(count)).scalars().all()
-    items = [_review_json(orjson.loads(b)) for b in rows]
+    # A review names both records: one a consent keeps the reader out of is not listed.
+    items = consented(ctx, reader, [_review_json(orjson.loads(b)) for b in rows],
+                      lambda i: (i["record"], i["candidate_record"]))
     audit(ctx, reader, "search-type", f"mpi/reviews?status={status}",
           {i["record"] for i in items} | {i["candidate_record"] for i in items})
     return FhirResponse({"reviews": items})
@@ -112,6 +115,11 @@ def person_of(record_key: str, ctx: ContextDep, reader: MpiReaderDep) -> FhirRes
     """The consortium person a facility record belongs to, and all its records."""
     if (refused := _refuse(reader)) is not None:
         return refused
-    records = linked_records(ctx.store, record_key)
-    audit(ctx, reader, "read", f"mpi/records/{record_key}", set(records))
+    what = f"mpi/records/{record_key}"
+    withheld = withheld_links(ctx, reader, record_key)
+    if refused := refused_by_consent(ctx, reader, record_key, "read", what, withheld=withheld):
+        return refused
+    # The reader's own record stays; where else the resident is known, a consent may hide.
+    records = [k for k in linked_records(ctx.store, record_key) if k not in withheld]
+    audit(ctx, reader, "read", what, set(records))
     return FhirResponse({"record": record_key, "records": records})

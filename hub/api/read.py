@@ -18,7 +18,7 @@ from hub.access.rules import (
     may_read_projection,
     readable_facilities,
 )
-from hub.api.consent_check import consent_excluded, refused_by_consent
+from hub.api.consent_check import consent_excluded, refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, ReaderDep, SharedRecordReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.lab import imaging_reports, lab_search
@@ -76,8 +76,15 @@ def audit_trail(
     if not (may_read_projection(reader, AUDIT_SCOPE) and may_read_patient(reader, key)):
         audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read the audit trail of {key}")
-    # The resident's trail at every facility the patient index links, that the reader may see.
-    keys = [k for k in linked_records(ctx.store, key) if may_read_patient(reader, k)]
+    # Who read a patient, and what, is the patient's data too.
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "search-type",
+                                     f"AuditEvent?patient={key}", withheld=withheld):
+        return refused
+    # The resident's trail at every facility the patient index links, that the reader may see
+    # and no consent keeps it out of.
+    keys = [k for k in linked_records(ctx.store, key)
+            if may_read_patient(reader, k) and k not in withheld]
     total, records = audit_store.trail(ctx.store, keys, count, offset)
     audit(ctx, reader, "search-type", f"AuditEvent?patient={key}", set(keys))
     base_url = str(request.base_url).rstrip("/")
@@ -147,14 +154,16 @@ def search_type(
         audit(ctx, reader, "search-type", what, {key}, "4")
         return forbidden(f"{reader.kind} {reader.id} may not read patients of "
                          f"{key.partition('.')[0]}")
+    # The records whose consent keeps this reader out are left out: without a patient,
+    # anyone's; with one, the linked records elsewhere of a resident the reader holds too.
+    excluded = consent_excluded(ctx, reader) if key is None else withheld_links(ctx, reader,
+                                                                                  key)
     if key is not None and (refused := refused_by_consent(ctx, reader, key, "search-type",
-                                                          what)):
+                                                          what, withheld=excluded)):
         return refused
     # The patient's records at every member facility, as the patient index links them:
     # after a merge the survivor's searches include the merged records, after an unlink not.
     keys = linked_records(ctx.store, key) if key is not None else None
-    # Without a patient, the records whose consent keeps this reader out are left out.
-    excluded = consent_excluded(ctx, reader) if key is None else {}
     if lab:
         try:
             total, page = lab_search(ctx, rtype, params, keys, count, offset,

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from hub import clock
 from hub.access.rules import may_read_patient, readable_facilities
+from hub.api.consent_check import refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, RecognitionReaderDep
 from hub.api.guard import audit
 from hub.api.outcome import FhirResponse, error
@@ -39,6 +40,10 @@ def recognition_check(
                      f"{key.partition('.')[0]}", "forbidden")
     if not items:
         return error(400, "items: name at least one catalogue item code", "required")
+    what = f"recognition/$check?patient={key}"
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "operation", what, withheld=withheld):
+        return refused
     try:
         ordered_at = datetime.fromisoformat(time.replace("Z", "+00:00")) if time else \
             clock.now().astimezone(CONSORTIUM_TZ)
@@ -49,8 +54,8 @@ def recognition_check(
     registry = {f.id: f.record for f in ctx.directory}
     keys, verdicts = run_check(ctx.store, registry, catalogue_of(ctx), key, items,
                                ordered_at.astimezone(CONSORTIUM_TZ).date(),
-                               readable_facilities(reader))
-    audit(ctx, reader, "operation", f"recognition/$check?patient={key}", set(keys))
+                               readable_facilities(reader), withheld)
+    audit(ctx, reader, "operation", what, set(keys))
     return FhirResponse({
         "patient": f"Patient/{key}", "ordering_facility": facility or reader.id,
         "ordered": ordered_at.astimezone(CONSORTIUM_TZ).date().isoformat(),

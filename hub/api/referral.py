@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Query, Request
 
 from hub import clock
 from hub.access.rules import Principal, may_read_patient, readable_facilities
-from hub.api.consent_check import refused_by_consent
+from hub.api.consent_check import refused_by_consent, withheld_links
 from hub.api.deps import ContextDep, HubContext, ReferralReaderDep
 from hub.api.guard import audit, forbidden
 from hub.api.outcome import FhirResponse, error
@@ -157,11 +157,13 @@ def package(referral_id: str, request: Request, ctx: ContextDep, reader: Referra
         audit(ctx, reader, "read", what, {key}, "4")
         return forbidden(f"the package of {referral_id} is for {found.request.sender} and "
                          f"for the facility that accepted it (it is {ref.state})")
-    if refused := refused_by_consent(ctx, reader, key, "read", what):
+    withheld = withheld_links(ctx, reader, key)
+    if refused := refused_by_consent(ctx, reader, key, "read", what, withheld=withheld):
         return refused
     allowed = readable_facilities(reader)
+    # Without the linked records elsewhere that a consent keeps the reader out of.
     keys = [k for k in linked_records(ctx.store, key)
-            if allowed is None or k.partition(".")[0] in allowed]
+            if (allowed is None or k.partition(".")[0] in allowed) and k not in withheld]
     body = pkg.assemble(ctx.store, _registry(ctx), catalogue_of(ctx), found, keys,
                         clock.today())
     audit(ctx, reader, "read", what, set(keys))

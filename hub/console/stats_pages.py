@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from hub import clock
+from hub.api.consent_check import consented
 from hub.api.guard import audit
 from hub.api.recognition import stats_csv, stats_rows
 from hub.console.access import is_operator
@@ -98,8 +99,9 @@ async def reading(request: Request, session: Reading, centre: Name = None) -> Re
     registry = {f.id: f.record for f in ctx.directory}
     centres = _centres(request)
     summary, studies = [], None
+    lists = await run_in_threadpool(img.worklists, ctx.store, registry, centres)
     for c in centres:
-        items = await run_in_threadpool(img.worklist, ctx.store, registry, c)
+        items = lists[c]
         summary.append({"centre": c, "waiting": len(items),
                         "breached": sum(i["breached"] for i in items),
                         "claimed": sum(i["claim"] is not None for i in items)})
@@ -109,6 +111,10 @@ async def reading(request: Request, session: Reading, centre: Name = None) -> Re
     # The worklist names patients: a member facility's reader (as in the API) or an operator.
     may_list = who.kind == "facility" or is_operator(who)
     if studies is not None and may_list:
+        # As in the API's worklist: studies of patients whose consent keeps this login out
+        # are not listed (the counts above are counts, naming nobody).
+        studies = await run_in_threadpool(consented, ctx, who, studies,
+                                          lambda i: (i["patient_key"],))
         await run_in_threadpool(audit, ctx, who, "search-type",
                                 f"console/reading?centre={centre}",
                                 {i["patient_key"] for i in studies})
@@ -155,6 +161,8 @@ async def monitoring(request: Request, session: Monitoring, team: Name = None) -
     if team and team in listable:
         alerts = await run_in_threadpool(lambda: monitoring_read.worklist(
             ctx.store, sla, teams=[team]))
+        alerts = await run_in_threadpool(consented, ctx, who, alerts,
+                                         lambda a: (a["patient_key"],))
         await run_in_threadpool(audit, ctx, who, "search-type",
                                 f"console/monitoring?team={team}",
                                 {a["patient_key"] for a in alerts})

@@ -30,7 +30,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -60,6 +62,8 @@ from hub.metrics import BATCH_SECONDS, DEADLETTERED, EVENTS_APPLIED, EVENTS_SKIP
 from hub.store.db import Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class _Reseek(Exception):
@@ -119,6 +123,17 @@ class ProjectionRunner:
         self.tables: dict[str, sa.Table] = {}
         self.dedupe = getattr(projection, "dedupe_by_event_id", True)
         self.rebuildable = getattr(projection, "rebuildable", True)
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run store work on this runner's own thread.
+
+        Not asyncio's shared pool: it has cpu+4 threads, and with ten runners of one process
+        waiting there for the write lock, the journal's commit (which acknowledgements wait
+        for) queued behind projections nobody waits for."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"runner-{self.projection.name}")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def stop(self) -> None:
         """Ask the runner to finish its current batch and leave (drain)."""
@@ -132,16 +147,21 @@ class ProjectionRunner:
         empty has a new topic id, so the positions stored for the old one no longer apply
         and the new log is read from its beginning)."""
         outage = Outage(log, f"projection {self.projection.name}", self._stop)
-        await outage.keep_running(lambda: self._session(until_caught_up, outage))
+        try:
+            await outage.keep_running(lambda: self._session(until_caught_up, outage))
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
         return self.stats
 
     async def _session(self, until_caught_up: bool, outage: Outage) -> bool:
         """One consumer's life; True when ``until_caught_up`` was reached."""
         self._topic_id, partitions = await asyncio.to_thread(
             log_identity, self.settings, self.topic)
-        self.tables = await asyncio.to_thread(ensure_built, self.store, self.projection)
+        self.tables = await self._in_thread(ensure_built, self.store, self.projection)
         self._next.clear()
-        await asyncio.to_thread(self._catch_up, True)
+        await self._in_thread(self._catch_up, True)
         consumer = self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.{self.consumer_name}",
@@ -194,7 +214,7 @@ class ProjectionRunner:
             raise NewLog(f"{self.topic} is a new log (topic id {self._topic_id} -> {topic_id})")
         async with self._batch_lock:
             # The journal may still be committing the last events of a log that is gone.
-            await asyncio.to_thread(self._catch_up, False)
+            await self._in_thread(self._catch_up, False)
         consumer = self._consumer
         assigned = list(consumer.assignment()) if consumer is not None else []
         if assigned and self._next:
@@ -216,7 +236,7 @@ class ProjectionRunner:
         tps = [TopicPartition(self.topic, p) for p in parts]
         ends = await self._consumer.end_offsets(tps)
         starts = await self._consumer.beginning_offsets(tps)
-        _, stored = await asyncio.to_thread(self._load_positions)
+        _, stored = await self._in_thread(self._load_positions)
         lag = sum(max(0, ends[tp] - stored.get(tp.partition, starts[tp] - 1) - 1) for tp in tps)
         self.stats.lag = lag
         LAG.labels(self.projection.name).set(lag)
@@ -229,7 +249,7 @@ class ProjectionRunner:
 
     async def _seek_unlocked(self, assigned) -> None:
         assert self._consumer is not None
-        state, stored = await asyncio.to_thread(self._load_positions)
+        state, stored = await self._in_thread(self._load_positions)
         self._epoch = state
         fresh = [tp for tp in assigned if tp.partition not in stored]
         # An explicit offset, not seek_to_beginning(): that one resets lazily and can race
@@ -309,7 +329,7 @@ class ProjectionRunner:
         attempt = 0
         while attempt <= self.settings.max_retries:
             try:
-                await asyncio.to_thread(self._commit_batch, events, last, letters)
+                await self._in_thread(self._commit_batch, events, last, letters)
                 return
             except _Reseek:
                 raise
@@ -328,13 +348,13 @@ class ProjectionRunner:
         takes a write again and return True; False if the failure may be the events'."""
         if not isinstance(exc, StoreError):
             return False
-        if not store_away(exc) and await asyncio.to_thread(self._healthy):
+        if not store_away(exc) and await self._in_thread(self._healthy):
             return False
         pause = 0.5
         started = time.monotonic()
         log.warning("%s: the store is unavailable (%s); waiting for it, the events are not "
                     "to blame", self.projection.name, exc)
-        while not await asyncio.to_thread(self._healthy):
+        while not await self._in_thread(self._healthy):
             if self._stop.is_set():
                 raise exc
             with contextlib.suppress(TimeoutError):
@@ -354,7 +374,7 @@ class ProjectionRunner:
             tries = 0
             while tries < self.settings.max_retries:
                 try:
-                    await asyncio.to_thread(self._commit_batch, [ev], {ev.partition: ev.offset})
+                    await self._in_thread(self._commit_batch, [ev], {ev.partition: ev.offset})
                     error = None
                     break
                 except _Reseek:
@@ -369,9 +389,9 @@ class ProjectionRunner:
                                                  [letter.record()])
                 self.stats.deadlettered += 1
                 DEADLETTERED.labels(self.projection.name).inc()
-                await asyncio.to_thread(self._commit_batch, [], {ev.partition: ev.offset},
+                await self._in_thread(self._commit_batch, [], {ev.partition: ev.offset},
                                         [letter])
-        await asyncio.to_thread(self._commit_batch, [], last, letters)
+        await self._in_thread(self._commit_batch, [], last, letters)
 
     def _poison_letter(self, ev: Event, error: Exception) -> DeadLetter:
         env = Envelope(ev.id, ev.source, ev.type, ev.subject, ev.time, ev.key, ev.data,
@@ -422,6 +442,11 @@ class ProjectionRunner:
                       ) -> None:
         name = self.projection.name
         topic_id = topic_id or self._topic_id
+        # apply() is pure, so it runs before the write lock is taken: on SQLite one writer of
+        # the process holds that lock at a time, and the journal's commit (acknowledgements
+        # wait for it) should not wait for another projection's Python. Live batches are all
+        # fresh; the rare batch that is partly applied already is folded again below.
+        ahead = self.projection.apply(events) if events else []
         # The journal's commits are what acknowledgements wait for: they go first.
         with self.store.begin(urgent=not self.rebuildable) as conn:
             state = tracking.projection_state(conn, name)
@@ -438,7 +463,7 @@ class ProjectionRunner:
                         once.append(e)
                 fresh = once
             crashpoint(self.settings.crash_at, "before_apply")
-            changes = self.projection.apply(fresh)
+            changes = ahead if len(fresh) == len(events) else self.projection.apply(fresh)
             write(conn, self.tables, changes)
             dead_letters.insert(conn, letters, published=True)
             moved = {p: o for p, o in last.items() if o > stored.get(p, -1)}

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -28,6 +30,13 @@ class Job:
     progress: str = "queued"
     output: list[dict] = field(default_factory=list)
     error: str | None = None
+    finished: str | None = None  # when it completed or failed (the hub's clock, RFC 3339)
+
+    def expires(self, retention: timedelta) -> datetime | None:
+        """When its files go; None while it runs."""
+        if self.finished is None:
+            return None
+        return datetime.fromisoformat(self.finished.replace("Z", "+00:00")) + retention
 
 
 def new_job_id() -> str:
@@ -63,3 +72,26 @@ def remove(root: Path, job_id: str) -> None:
     directory = job_dir(root, job_id)
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def all_jobs(root: Path) -> Iterator[Job]:
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        job = load(root, entry.name)
+        if job is not None:
+            yield job
+
+
+def sweep(root: Path, now: datetime, retention: timedelta) -> list[str]:
+    """Remove the jobs finished more than ``retention`` ago; their ids.
+
+    Bulk exports hold whole populations' records: they are not kept longer than their
+    readers need them to download."""
+    gone = []
+    for job in all_jobs(root):
+        expires = job.expires(retention)
+        if expires is not None and expires <= now:
+            remove(root, job.id)
+            gone.append(job.id)
+    return gone

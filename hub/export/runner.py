@@ -91,6 +91,7 @@ class ExportRunner:
             job.output = [{"type": o.type, "file": o.file, "count": o.count}
                           for o in outputs]
             job.status, job.progress = jobs.COMPLETE, "complete"
+            job.finished = now_rfc3339()
             jobs.save(self.root, job)
         except Cancelled:
             if self._closed:
@@ -108,4 +109,5 @@ class ExportRunner:
 
     def _fail(self, job: jobs.Job, why: str) -> None:
         job.status, job.error = jobs.FAILED, why
+        job.finished = now_rfc3339()
         jobs.save(self.root, job)

@@ -39,10 +39,23 @@ def worklist(store: Store, registry: dict[str, FacilityRecord], centre: str,
              services: Sequence[str] = ("imaging", "ecg", "pathology"),
              now: datetime | None = None) -> list[dict]:
     """Unreported studies routed to ``centre``: priority first, then arrival."""
+    return worklists(store, registry, [centre], services, now)[centre]
+
+
+def worklists(store: Store, registry: dict[str, FacilityRecord], centres: Sequence[str],
+              services: Sequence[str] = ("imaging", "ecg", "pathology"),
+              now: datetime | None = None) -> dict[str, list[dict]]:
+    """The worklist of each of ``centres`` from one query (the console shows every centre's
+    counts on one page)."""
     now = now or clock.now()
+    route: dict[tuple[str, str], str] = {}  # (service, facility) -> the centre reading it
+    for centre in centres:
+        for svc in services:
+            for facility in routed_to(registry, centre, svc):
+                route[(svc, facility)] = centre
     s, q, c, r = T[STUDIES], T[REQUESTS], T[CLAIMS], T[REPORTS]
     routes = sa.or_(sa.false(), *(sa.and_(s.c.service == svc, s.c.facility.in_(
-        routed_to(registry, centre, svc))) for svc in services))
+        sorted(f for (sv, f) in route if sv == svc))) for svc in services))
     stmt = (sa.select(s.c.study_id, s.c.patient_key, s.c.facility, s.c.service, s.c.modality,
                       s.c.arrived, s.c.started, s.c.description, s.c.study_uid, s.c.endpoint,
                       q.c.priority, c.c.reader, c.c.reader_facility, c.c.expires,
@@ -55,8 +68,11 @@ def worklist(store: Store, registry: dict[str, FacilityRecord], centre: str,
     with store.connect() as conn:
         rows = [plain(m) for m in conn.execute(stmt).mappings()]
     stamp = now.isoformat().replace("+00:00", "Z")
-    out = []
+    out: dict[str, list[dict]] = {centre: [] for centre in centres}
     for row in rows:
+        centre = route.get((row["service"], row["facility"]))
+        if centre is None:
+            continue
         priority = row["priority"] or "routine"
         # The clock starts at acquisition: what the patient waits for, whatever the upload delay.
         due = rules.due(row["started"] or row["arrived"], priority)
@@ -67,8 +83,10 @@ def worklist(store: Store, registry: dict[str, FacilityRecord], centre: str,
         item.update(priority=priority, due=due.isoformat(), breached=now > due,
                     claim={"reader": row["reader"], "facility": row["reader_facility"],
                            "expires": row["expires"]} if claimed else None)
-        out.append(item)
-    out.sort(key=lambda w: (rules.RANK.get(w["priority"], 9), w["arrived"], w["study_id"]))
+        out[centre].append(item)
+    for items in out.values():
+        items.sort(key=lambda w: (rules.RANK.get(w["priority"], 9), w["arrived"],
+                                  w["study_id"]))
     return out
 
 

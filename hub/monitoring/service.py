@@ -22,8 +22,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import os
-import socket
 import time
 from datetime import timedelta
 
@@ -120,7 +118,7 @@ class Monitor:
         self.acks = acks
         self.th = thresholds(settings.monitoring)
         self.sweep_seconds = sweep_seconds
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:monitor"
+        self.holder = lease.holder_name("monitor")
         self.raised = 0
         self.escalated = 0
         self._stop = asyncio.Event()

@@ -19,7 +19,7 @@ from hub.envelope import HUB_SOURCE
 from hub.identity import identity_secret
 from hub.mpi.demographics import extract, to_row
 from hub.mpi.ledger import MPI_SYSTEM, decided_of, person_records, review_of
-from hub.record.rules import time_order
+from hub.record.rules import from_time_order, version_order
 
 RECORDS, PERSONS, LINKS, DECIDED, REVIEWS = (
     "mpi_record", "mpi_person", "mpi_link", "mpi_decided", "mpi_review")
@@ -27,7 +27,11 @@ RECORDS, PERSONS, LINKS, DECIDED, REVIEWS = (
 
 class MpiProjection:
     name = "mpi"
-    version = 1
+    # 2: records ordered by the sender's versionId first (record.rules.version_order); the
+    # decisions already on the log, which name versions in the older time-first form, are
+    # read in the new one (from_time_order), so the rebuild this version starts re-keys
+    # every table and decides again only records whose current version changed.
+    version = 2
 
     def tables(self, metadata: sa.MetaData, suffix: str = "") -> dict[str, sa.Table]:
         s = suffix
@@ -94,8 +98,8 @@ class MpiProjection:
             key = f"{e.facility_id}.{e.resource_id}"
             meta = patient.get("meta") or {}
             row = to_row(extract(patient, key, secret))
-            row["order_key"] = time_order(meta.get("lastUpdated"), meta.get("versionId"),
-                                             e.time) + f"|{e.id}"
+            row["order_key"] = version_order(meta.get("lastUpdated"), meta.get("versionId"),
+                                                e.time) + f"|{e.id}"
             out.append(Upsert(RECORDS, row, ("record_key",), guard="order_key"))
         return out
 
@@ -113,7 +117,8 @@ def _person(e: Event) -> list[Change]:
                           ("record_key",), guard="seq"))
     for d in decided_of(person):
         record, _, order_key = d.partition("@")
-        out.append(Upsert(DECIDED, {"record_key": record, "order_key": order_key},
+        out.append(Upsert(DECIDED, {"record_key": record,
+                                    "order_key": from_time_order(order_key)},
                           ("record_key",), guard="order_key"))
     return out
 

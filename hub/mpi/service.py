@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 import sqlalchemy as sa
@@ -134,17 +134,9 @@ class MpiService:
             if person is not None:
                 self.index.add(from_row(row), person)
 
-    def _pending(self, limit: int = 500) -> list[dict]:
-        r, d = self.t[RECORDS], self.t[DECIDED]
-        stmt = (sa.select(r).select_from(r.outerjoin(d, r.c.record_key == d.c.record_key))
-                .where(sa.or_(d.c.order_key.is_(None), d.c.order_key < r.c.order_key))
-                .order_by(r.c.order_key).limit(limit))
-        with self.store.connect() as conn:
-            return [plain(m) for m in conn.execute(stmt).mappings()]
-
     async def match_pending(self) -> int:
         """Decide every record that is new or changed since its last decision."""
-        rows = await asyncio.to_thread(self._pending)
+        rows = await asyncio.to_thread(pending, self.store)
         if not rows:
             return 0
         async with self._lock:
@@ -275,6 +267,18 @@ class MpiService:
                 "records": sorted(self.ledger.records_with(record))}
 
 
+def pending(store: Store, limit: int = 500) -> list[dict]:
+    """Records new or changed since their last decision: no decision yet, or one that names
+    an older version than the record's current one (both keys in version order)."""
+    t = _tables()
+    r, d = t[RECORDS], t[DECIDED]
+    stmt = (sa.select(r).select_from(r.outerjoin(d, r.c.record_key == d.c.record_key))
+            .where(sa.or_(d.c.order_key.is_(None), d.c.order_key < r.c.order_key))
+            .order_by(r.c.order_key).limit(limit))
+    with store.connect() as conn:
+        return [plain(m) for m in conn.execute(stmt).mappings()]
+
+
 def linked_records(store: Store, record_key: str) -> list[str]:
     """Every record of the same consortium person as ``record_key`` (itself if unlinked),
     read from the projection: what the read API uses to follow merges."""
@@ -287,3 +291,26 @@ def linked_records(store: Store, record_key: str) -> list[str]:
         keys = conn.execute(sa.select(links.c.record_key)
                             .where(links.c.person_id == person)).scalars().all()
     return sorted(set(keys) | {record_key})
+
+
+def linked_records_of(store: Store, record_keys: Iterable[str], chunk: int = 500
+                      ) -> dict[str, list[str]]:
+    """``linked_records`` of many records in a few queries (one pair per ``chunk`` records,
+    not one pair per record): what a list filtered by consents follows, per consent."""
+    links = _tables()[LINKS]
+    wanted = sorted(set(record_keys))
+    person_of: dict[str, str] = {}
+    members: dict[str, set[str]] = {}
+    with store.connect() as conn:
+        for i in range(0, len(wanted), chunk):
+            part = wanted[i:i + chunk]
+            found = {r: p for r, p in conn.execute(
+                sa.select(links.c.record_key, links.c.person_id)
+                .where(links.c.record_key.in_(part)))}
+            person_of.update(found)
+            people = sorted(set(found.values()) - set(members))
+            for record, person in conn.execute(sa.select(links.c.record_key, links.c.person_id)
+                                               .where(links.c.person_id.in_(people))):
+                members.setdefault(person, set()).add(record)
+    return {k: sorted(members.get(person_of[k], set()) | {k}) if k in person_of else [k]
+            for k in wanted}

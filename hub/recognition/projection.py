@@ -13,14 +13,16 @@ from hub.engine.projection import Change, Event, Increment, Upsert
 from hub.envelope import HUB_SOURCE
 from hub.recognition.decisions import COUNTS, read_decision
 from hub.recognition.rules import CONSORTIUM_TZ
-from hub.record.rules import time_order
+from hub.record.rules import version_order
 
 STATS, REASONS, ORDERS = "recognition_stats", "recognition_reasons", "recognition_orders"
 
 
 class RecognitionProjection:
     name = "recognition"
-    version = 2  # 2: orders for the order-time prompt
+    # 2: orders for the order-time prompt; 3: orders' versions ordered by the sender's
+    # versionId first (record.rules.version_order)
+    version = 3
 
     def tables(self, metadata: sa.MetaData, suffix: str = "") -> dict[str, sa.Table]:
         stats = sa.Table(
@@ -94,7 +96,7 @@ def _order(e: Event) -> list[Change]:
     if not codes or req.get("status") not in (None, "active", "draft"):
         return []
     meta = req.get("meta") or {}
-    okey = time_order(meta.get("lastUpdated"), meta.get("versionId"), e.time) + f"|{e.id}"
+    okey = version_order(meta.get("lastUpdated"), meta.get("versionId"), e.time) + f"|{e.id}"
     return [Upsert(ORDERS, {
         "request_id": f"{e.facility_id}.{req['id']}", "patient_key": e.key,
         "facility": e.facility_id, "codes": orjson.dumps(codes).decode(),

@@ -26,6 +26,8 @@ from adapters.apps.feeds import (
     RecognitionWithdrawal,
 )
 from hub import clock
+from hub.consent.read import refused_links
+from hub.consent.rules import TREATMENT, Reader
 from hub.engine.writer import dialect_insert
 from hub.envelope import now_rfc3339
 from hub.errors import HubError
@@ -85,9 +87,18 @@ class Prompter:
         """(prompts raised, prompts withdrawn) in one pass."""
         return self._new_orders(), self._recheck_open()
 
-    def _verdicts(self, patient_key: str, items: list[str], ordered: str) -> dict[str, list]:
-        _, verdicts = run_check(self.store, self.registry(), self.catalogue, patient_key,
-                                items, datetime.fromisoformat(ordered).date())
+    def _verdicts(self, facility: str, patient_key: str, items: list[str], ordered: str
+                  ) -> dict[str, list]:
+        registry = self.registry()
+        # A prompt tells the ordering facility of results held elsewhere: never of records a
+        # consent keeps that facility out of.
+        record = registry.get(facility)
+        reader = Reader("facility", facility, TREATMENT, record.tier if record else None,
+                        record.group if record else None)
+        _, verdicts = run_check(self.store, registry, self.catalogue, patient_key, items,
+                                datetime.fromisoformat(ordered).date(),
+                                excluded=refused_links(self.store, reader, patient_key,
+                                                       clock.now()))
         return {v.item: v.recognisable for v in verdicts}
 
     def _new_orders(self) -> int:
@@ -102,7 +113,7 @@ class Prompter:
             items = ordered_items(self.catalogue, orjson.loads(o["codes"]))
             ordered = datetime.fromisoformat(o["authored"].replace("Z", "+00:00")).astimezone(
                 CONSORTIUM_TZ).date().isoformat()
-            found = self._verdicts(o["patient_key"], items, ordered) if items else {}
+            found = self._verdicts(o["facility"], o["patient_key"], items, ordered) if items else {}
             hits = {i: r for i, r in found.items() if r}
             state = {"request_id": o["request_id"], "status": "open" if hits else "none",
                      "facility": o["facility"], "patient_key": o["patient_key"],
@@ -132,7 +143,8 @@ class Prompter:
         withdrawn = 0
         for o in rows:
             relied: dict[str, list[str]] = orjson.loads(o["items"])
-            now = self._verdicts(o["patient_key"], list(relied), o["ordered"])
+            now = self._verdicts(o["facility"], o["patient_key"], list(relied),
+                                o["ordered"])
             lost = {i: ids for i, ids in relied.items()
                     if not {x["result"] for x in now.get(i, [])} & set(ids)}
             if not lost:

@@ -121,13 +121,29 @@ def deleted_version(data: bytes) -> Any:
     return meta.get("versionId") if isinstance(meta, dict) else None
 
 
-def time_order(last_updated: str | None, version_id: Any, event_time: str) -> str:
-    """The older order, ``<UTC instant>|<versionId>``: ``meta.lastUpdated`` (else the event
-    time) first. Still used by the patient index and the recognition orders, whose decisions
-    already on the log name record versions in this form."""
-    when = utc_instant(last_updated or event_time)
-    version = str(version_id or "0")
-    return f"{when}|{int(version):012d}" if version.isdigit() else f"{when}|{version}"
+_NEW_FORM = re.compile(r"^[0-9]{12}\|")
+_TWELVE_DIGITS = re.compile(r"[0-9]{12}")
+
+
+def from_time_order(key: str) -> str:
+    """An order key of the older, time-first form in :func:`version_order`'s form.
+
+    Until the patient index ordered by the sender's versionId too, its keys were
+    ``<UTC instant>|<versionId, 12 digits, or as sent when not a number; 0 if absent>|<rest>``,
+    and its decisions already on the log name record versions that way. A key already in
+    version order is returned as it is, so a rebuild folds old and new decisions alike. What
+    the old form lost stays lost (a versionId ``0`` reads as absent, ``01`` as ``1``), but
+    such a key still sorts with the version it named, at or above its own key and below any
+    later version's: that version counts as decided, a later one does not.
+    """
+    if _NEW_FORM.match(key):
+        return key
+    when, _, rest = key.partition("|")
+    version, _, tail = rest.partition("|")
+    if _TWELVE_DIGITS.fullmatch(version):
+        text = str(int(version)) if int(version) else ""
+        return f"{version}|{when}|{text}|{tail}"
+    return f"{NO_VERSION}|{when}|{version}|{tail}"
 
 
 def order_time(key: str) -> str:

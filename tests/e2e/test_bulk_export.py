@@ -6,7 +6,8 @@ with every refusal in the audit trail."""
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import httpx
 import orjson
@@ -57,6 +58,9 @@ async def _export(c: httpx.AsyncClient, path: str, **params) -> dict:
     for _ in range(300):
         r = await c.get(status)
         if r.status_code == 200:
+            # Bulk Data: a finished export says until when its files can be fetched.
+            expires = parsedate_to_datetime(r.headers["Expires"])
+            assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
             return r.json()
         assert r.status_code == 202, r.text
         assert "X-Progress" in r.headers

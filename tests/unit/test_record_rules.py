@@ -4,7 +4,16 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.record.rules import delete_order, hub_id, order_key, order_time, present, utc_instant
+from hub.record.rules import (
+    delete_order,
+    from_time_order,
+    hub_id,
+    order_key,
+    order_time,
+    present,
+    utc_instant,
+    version_order,
+)
 from tests.support.resources import observation
 
 
@@ -72,6 +81,36 @@ def test_a_deletion_sorts_after_the_version_it_names_and_before_the_next():
     assert v3 < gone < v4
     # unnumbered: by time, as before
     assert order_key({}, "2026-11-01T00:00:00Z") < delete_order(None, "2026-11-02T00:00:00Z")
+
+
+def old_time_order(last_updated, version_id, event_time: str) -> str:
+    """The time-first form the patient index's decisions on the log were written in."""
+    when = utc_instant(last_updated or event_time)
+    version = str(version_id or "0")
+    return f"{when}|{int(version):012d}" if version.isdigit() else f"{when}|{version}"
+
+
+version_ids = st.one_of(st.none(), st.integers(1, 10**15).map(str),
+                        st.from_regex(r"[A-Za-z.\-][A-Za-z0-9.\-]{0,20}", fullmatch=True))
+
+
+@given(st.one_of(st.none(), instants), instants, version_ids,
+       st.from_regex(r"[0-9a-f\-]{8,36}", fullmatch=True))
+def test_older_time_first_keys_read_as_version_order(updated, event_time, version, eid):
+    lu = updated.isoformat() if updated else None
+    et = event_time.replace(tzinfo=UTC).isoformat()
+    new = version_order(lu, version, et) + f"|{eid}"
+    assert from_time_order(old_time_order(lu, version, et) + f"|{eid}") == new
+    assert from_time_order(new) == new  # already in version order: unchanged
+
+
+def test_what_the_older_form_lost_still_sorts_with_the_version_it_named():
+    et, later = "2026-11-01T00:00:00Z", "2026-11-01T00:00:01Z"
+    for version, after in (("0", version_order(None, None, later)),
+                           ("01", version_order(None, "2", et))):
+        own = version_order(None, version, et) + "|e"
+        read = from_time_order(old_time_order(None, version, et) + "|e")
+        assert own <= read < after + "|f"  # decided; a later version is not
 
 
 def test_national_ids_are_hashed_in_place_exactly_as_by_re_serialising():
