@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench install clean containers containers-down
+.PHONY: demo test lint bench bench-peers install install-peers clean containers containers-down
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=python3.11)")'
@@ -37,8 +37,24 @@ containers: $(STAMP)
 containers-down:
 	$(BIN)/python scripts/containers.py down
 
-bench: $(STAMP)
+# `make bench ARGS=--peers` (or `make bench-peers`) installs the peers first.
+bench: $(STAMP) $(if $(findstring --peers,$(ARGS)),install-peers)
 	$(BIN)/hub bench $(ARGS)
+
+bench-peers: install-peers
+	$(BIN)/hub bench --peers $(ARGS)
+
+# The peers `hub bench --peers` measures the hub beside: eventsourcing comes with the bench
+# extra (in dev, so in $(STAMP)); quixstreams, whose pins exclude the hub's pydantic, gets
+# an environment of its own beside the hub's, where bench/peers.py looks for it.
+QUIX_STAMP := $(VENV)/quix/.installed-$(shell cat bench/quix-requirements.txt | cksum | cut -d' ' -f1)
+$(QUIX_STAMP): bench/quix-requirements.txt
+	@test -x $(VENV)/quix/bin/python || $(PYTHON) -m venv $(VENV)/quix
+	$(VENV)/quix/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/quix/bin/python -m pip install --quiet -r bench/quix-requirements.txt
+	@rm -f $(VENV)/quix/.installed-* && touch $@
+
+install-peers: $(STAMP) $(QUIX_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

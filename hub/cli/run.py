@@ -177,9 +177,19 @@ def bench(
         help=f"One of: {', '.join(BENCH_PARTS)}.")] = None,
     minutes: Annotated[float, typer.Option(
         help="How long the demo runs while console page loads are measured.", min=0.1)] = 10,
+    peers: Annotated[bool, typer.Option(
+        "--peers", help="Measure the hub beside eventsourcing, quixstreams and a bare "
+        "aiokafka loop instead (make bench-peers installs them).")] = False,
 ) -> None:
     """Measure the hub's performance figures, each beside a baseline measured in the same
     run."""
+    if peers:
+        if only is not None:
+            fail("--peers is a measurement of its own: leave out --only")
+        from bench.peers import run_peers
+
+        console.print(run_peers(console, events))
+        return
     from bench.run import run_all
 
     if only is not None and only not in BENCH_PARTS:
