@@ -61,12 +61,16 @@ class JournalWatch:
         self.seen: dict[tuple[str, str], float] = {}
         ctx = multiprocessing.get_context("spawn")
         self._stop = ctx.Event()
+        self._ready = ctx.Event()
         self._out = ctx.Queue()
         self._proc = ctx.Process(target=_watch, args=(str(db_path), every, self._stop,
-                                                      self._out), daemon=True)
+                                                      self._ready, self._out), daemon=True)
 
     def __enter__(self) -> JournalWatch:
         self._proc.start()
+        # Rows committed while the watcher still imported would count as seen late.
+        if not self._ready.wait(60):
+            raise RuntimeError("the journal watcher did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -75,12 +79,13 @@ class JournalWatch:
         self._proc.join(10)
 
 
-def _watch(db_path: str, every: float, stop, out) -> None:
+def _watch(db_path: str, every: float, stop, ready, out) -> None:
     engine = sa.create_engine(f"sqlite:///{db_path}")
     seen: dict[tuple[str, str], float] = {}
     last = 0
     query = sa.text("SELECT seq, source, subject FROM hub_journal WHERE seq > :s ORDER BY seq")
     with engine.connect() as conn:
+        ready.set()
         while not stop.is_set():
             try:
                 rows = conn.execute(query, {"s": last}).all()

@@ -375,6 +375,10 @@ class Hub:
             if until_caught_up:  # a one-shot tool: a failure is its result, not restarted
                 task = asyncio.create_task(runner.run(True), name=f"projection:{name}")
                 self._tasks.append(task)
+            elif name == "journal":
+                # Acknowledgements and receipts wait for its commits: its own loop keeps it
+                # from queueing behind requests and the other runners.
+                task = self._supervised(f"projection:{name}", runner.run_on_own_loop)
             else:
                 task = self._supervised(f"projection:{name}", runner.run)
             tasks.append(task)
@@ -509,7 +513,7 @@ class Hub:
         running = [r for r in self.runners if r._consumer is not None]
         while running and left() > 0:
             try:
-                lagging = [r for r in running if not await r._caught_up()]
+                lagging = [r for r in running if not await r.caught_up()]
             except Exception as exc:  # the broker is gone: nothing more to drain from it
                 log.warning("stop: cannot see the log's end (%s); not waiting for it", exc)
                 return
