@@ -3,9 +3,9 @@
 Steps, in order:
 
 1. Create empty shadow tables (``<table>__s<epoch+1>``) beside the live ones.
-2. Stream the journal in ``seq`` order, fold it through the projection, write the shadow
-   tables in batched transactions, then build their secondary indexes. The live tables keep
-   answering reads all along.
+2. Read the journal in ``seq`` order, a page at a time, fold it through the projection,
+   write the shadow tables in batched transactions, then build their secondary indexes. The
+   live tables keep answering reads all along.
 3. In ONE transaction: check nobody else swapped meanwhile, rename the live tables aside and
    the shadow ones into their place, replace the projection's positions and applied ids with
    those of the journal rows read, and bump the projection's epoch. Live runners see the new
@@ -100,31 +100,43 @@ def rebuild(store: Store, projection: Projection, progress: Progress | None = No
 
 def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], batch_size: int,
           progress: Progress | None) -> tuple[int, int, dict[tuple[str, str, int], int]]:
-    """Stream the journal through ``projection`` into ``shadow``; (events, last seq, positions)."""
-    max_seq = 0
+    """Fold the journal through ``projection`` into ``shadow``; (events, last seq, positions)."""
     count = 0
-    cols = [journal.c.seq, journal.c.event_id, journal.c.source, journal.c.type,
-            journal.c.subject, journal.c.time, journal.c.key, journal.c.data]
+    # Where the journal stood, per log partition, for the rows folded: noted on the way, as
+    # a GROUP BY afterwards would read the whole journal a second time.
+    positions: dict[tuple[str, str, int], int] = {}
+    cols = [journal.c.event_id, journal.c.source, journal.c.type, journal.c.subject,
+            journal.c.time, journal.c.key, journal.c.data, journal.c.seq, journal.c.topic,
+            journal.c.topic_id, journal.c.partition, journal.c.offset]
+    after = sa.bindparam("after")
+    page = (sa.select(*cols).where(journal.c.seq > after, journal.c.seq <= sa.bindparam("upto"))
+            .order_by(journal.c.seq).limit(batch_size))
     with store.connect() as rconn:
-        result = rconn.execution_options(stream_results=True, yield_per=batch_size).execute(
-            sa.select(*cols).order_by(journal.c.seq))
-        for rows in result.partitions():
-            events = [Event(eid, src, typ, subj, tm, key, data)
-                      for (_, eid, src, typ, subj, tm, key, data) in rows]
-            max_seq = rows[-1][0]
+        # What the journal holds now; events archived meanwhile reach the swapped-in tables
+        # through the live runners, which resume from the positions noted here.
+        upto = rconn.execute(sa.select(sa.func.max(journal.c.seq))).scalar_one() or 0
+        last = 0
+        while last < upto:
+            rows = rconn.execute(page, {"after": last, "upto": upto}).all()
+            # One short read per page, not one cursor over the whole journal: an open read
+            # keeps SQLite from checkpointing past it (the WAL would grow by everything this
+            # rebuild writes) and PostgreSQL from vacuuming behind it.
+            rconn.rollback()
+            if not rows:
+                break
+            events = [Event(*r[:7]) for r in rows]
+            for r in rows:
+                where = (r[8], r[9], r[10])
+                if r[11] > positions.get(where, -1):
+                    positions[where] = r[11]
+            last = rows[-1][7]
             changes = projection.apply(events)
             with store.begin() as wconn:
                 write(wconn, shadow, changes)
             count += len(events)
             if progress is not None:
                 progress(len(events))
-        # Where the journal stood, per log partition, for the rows just folded.
-        positions = {(t, tid, p): off for t, tid, p, off in rconn.execute(
-            sa.select(journal.c.topic, journal.c.topic_id, journal.c.partition,
-                      sa.func.max(journal.c.offset))
-            .where(journal.c.seq <= max_seq)
-            .group_by(journal.c.topic, journal.c.topic_id, journal.c.partition))}
-    return count, max_seq, positions
+    return count, last, positions
 
 
 def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epoch: int,
