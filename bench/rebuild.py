@@ -56,10 +56,10 @@ def bare_rebuild_rate(store) -> tuple[float, int]:
     return n / elapsed, rows
 
 
-def hub_rebuild_rate(store) -> tuple[float, int]:
+def hub_rebuild_rate(store, workers: int = 0) -> tuple[float, int]:
     settle(store)
     started = time.perf_counter()
-    n = rebuild(store, SharedRecordProjection())
+    n = rebuild(store, SharedRecordProjection(), workers=workers)
     settle(store)
     elapsed = time.perf_counter() - started
     with store.connect() as conn:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from hub.engine.rebuild import default_workers
 from hub.envelope import Envelope
 from hub.store.db import Store, open_store
 from hub.store.schema import journal
@@ -122,7 +123,10 @@ def _child(which: str, url: str) -> None:
     store = open_store(url, create=False)
     with store.connect() as conn:
         events = conn.execute(sa.select(sa.func.count()).select_from(journal)).scalar_one()
-    rate, rows = (hub_rebuild_rate if which == "hub" else bare_rebuild_rate)(store)
+    if which == "hub":  # as `hub rebuild` runs by default: a fold worker per CPU
+        rate, rows = hub_rebuild_rate(store, default_workers())
+    else:
+        rate, rows = bare_rebuild_rate(store)
     store.dispose()
     print(json.dumps({"events": events, "rows": rows, "seconds": events / rate,
                       "peak_mb": peak_mb()}))

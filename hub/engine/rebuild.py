@@ -19,12 +19,18 @@ rebuild drops); step 3 is all or nothing.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from hub.engine import tracking
-from hub.engine.projection import Event, Projection
+from hub.engine.projection import Change, Event, Projection
 from hub.engine.writer import write
 from hub.envelope import now_rfc3339
 from hub.errors import HubError
@@ -67,8 +73,12 @@ def journal_size(store: Store) -> int:
 
 
 def rebuild(store: Store, projection: Projection, progress: Progress | None = None,
-            batch_size: int = 1000) -> int:
-    """Replay the whole journal into fresh tables and swap them in. Returns events applied."""
+            batch_size: int = 1000, workers: int = 0) -> int:
+    """Replay the whole journal into fresh tables and swap them in. Returns events applied.
+
+    ``workers``: processes that parse and fold pages beside this one, which writes, for a
+    projection that allows it (``parallel_fold``) and a journal of ``PARALLEL_FROM`` rows or
+    more; the tables come out the same either way."""
     if not getattr(projection, "rebuildable", True):
         raise HubError(f"projection {projection.name} cannot be rebuilt (it is the journal)")
     with store.connect() as conn:
@@ -87,7 +97,8 @@ def rebuild(store: Store, projection: Projection, progress: Progress | None = No
     # would rescan the whole long-lived heap (large in a busy process) again and again.
     gc.freeze()
     try:
-        count, max_seq, positions = _fold(store, projection, shadow, batch_size, progress)
+        count, max_seq, positions = _fold(store, projection, shadow, batch_size, progress,
+                                          workers)
     finally:
         gc.unfreeze()
     with store.begin() as conn:
@@ -98,45 +109,143 @@ def rebuild(store: Store, projection: Projection, progress: Progress | None = No
     return count
 
 
-def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], batch_size: int,
-          progress: Progress | None) -> tuple[int, int, dict[tuple[str, str, int], int]]:
-    """Fold the journal through ``projection`` into ``shadow``; (events, last seq, positions)."""
-    count = 0
-    # Where the journal stood, per log partition, for the rows folded: noted on the way, as
-    # a GROUP BY afterwards would read the whole journal a second time.
-    positions: dict[tuple[str, str, int], int] = {}
-    cols = [journal.c.event_id, journal.c.source, journal.c.type, journal.c.subject,
+_COLUMNS = [journal.c.event_id, journal.c.source, journal.c.type, journal.c.subject,
             journal.c.time, journal.c.key, journal.c.data, journal.c.seq, journal.c.topic,
             journal.c.topic_id, journal.c.partition, journal.c.offset]
-    after = sa.bindparam("after")
-    page = (sa.select(*cols).where(journal.c.seq > after, journal.c.seq <= sa.bindparam("upto"))
-            .order_by(journal.c.seq).limit(batch_size))
+_PAGE = (sa.select(*_COLUMNS)
+         .where(journal.c.seq > sa.bindparam("after"), journal.c.seq <= sa.bindparam("upto"))
+         .order_by(journal.c.seq).limit(sa.bindparam("size")))
+# Below this many journal rows, starting worker processes costs more than they save.
+PARALLEL_FROM = 50_000
+
+def default_workers() -> int:
+    """Fold workers ``hub rebuild`` starts unless told: one per CPU (this process mostly
+    writes, and waits on the database while it does)."""
+    return os.cpu_count() or 1
+
+
+Positions = dict[tuple[str, str, int], int]
+Page = tuple[int, int, Positions, list[Change]]  # events, last seq, positions, changes
+
+
+def _fold_rows(projection: Projection, rows: Sequence[Any]) -> Page:
+    """One page of journal rows through ``projection``."""
+    # Where the journal stood, per log partition, for the rows folded: noted on the way, as
+    # a GROUP BY afterwards would read the whole journal a second time.
+    positions: Positions = {}
+    for r in rows:
+        where = (r[8], r[9], r[10])
+        if r[11] > positions.get(where, -1):
+            positions[where] = r[11]
+    changes = projection.apply([Event(*r[:7]) for r in rows])
+    return len(rows), rows[-1][7], positions, changes
+
+
+def _read_page(conn: Connection, after: int, upto: int, size: int) -> list[Any]:
+    rows = conn.execute(_PAGE, {"after": after, "upto": upto, "size": size}).all()
+    # One short read per page, not one cursor over the whole journal: an open read keeps
+    # SQLite from checkpointing past it (the WAL would grow by everything this rebuild
+    # writes) and PostgreSQL from vacuuming behind it.
+    conn.rollback()
+    return rows
+
+
+def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], batch_size: int,
+          progress: Progress | None, workers: int) -> tuple[int, int, Positions]:
+    """Fold the journal through ``projection`` into ``shadow``; (events, last seq, positions)."""
+    count = 0
+    positions: Positions = {}
     with store.connect() as rconn:
         # What the journal holds now; events archived meanwhile reach the swapped-in tables
         # through the live runners, which resume from the positions noted here.
         upto = rconn.execute(sa.select(sa.func.max(journal.c.seq))).scalar_one() or 0
+        rconn.rollback()
+        if workers and getattr(projection, "parallel_fold", False) and upto >= PARALLEL_FROM:
+            pages: Iterator[Page] = _pages_on_workers(store, rconn, projection, upto,
+                                                      batch_size, workers)
+        else:
+            pages = _pages_inline(rconn, projection, upto, batch_size)
         last = 0
-        while last < upto:
-            rows = rconn.execute(page, {"after": last, "upto": upto}).all()
-            # One short read per page, not one cursor over the whole journal: an open read
-            # keeps SQLite from checkpointing past it (the WAL would grow by everything this
-            # rebuild writes) and PostgreSQL from vacuuming behind it.
-            rconn.rollback()
-            if not rows:
-                break
-            events = [Event(*r[:7]) for r in rows]
-            for r in rows:
-                where = (r[8], r[9], r[10])
-                if r[11] > positions.get(where, -1):
-                    positions[where] = r[11]
-            last = rows[-1][7]
-            changes = projection.apply(events)
+        for n, seq, where, changes in pages:
+            last = seq
+            for k, off in where.items():
+                if off > positions.get(k, -1):
+                    positions[k] = off
             with store.begin() as wconn:
                 write(wconn, shadow, changes)
-            count += len(events)
+            count += n
             if progress is not None:
-                progress(len(events))
+                progress(n)
     return count, last, positions
+
+
+def _pages_inline(conn: Connection, projection: Projection, upto: int, size: int
+                  ) -> Iterator[Page]:
+    after = 0
+    while after < upto:
+        rows = _read_page(conn, after, upto, size)
+        if not rows:
+            return
+        page = _fold_rows(projection, rows)
+        after = page[1]
+        yield page
+
+
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(url: str, projection: Projection, secret: bytes | None) -> None:
+    from hub.identity import use_identity_secret
+    from hub.store.db import open_store
+
+    if secret is not None:
+        use_identity_secret(secret)
+    _worker["store"] = open_store(url, create=False)
+    _worker["projection"] = projection
+
+
+def _fold_on_worker(after: int, upto: int) -> Page:
+    with _worker["store"].connect() as conn:
+        rows = _read_page(conn, after, upto, upto - after)
+    return _fold_rows(_worker["projection"], rows)
+
+
+def _pages_on_workers(store: Store, conn: Connection, projection: Projection, upto: int,
+                      size: int, workers: int) -> Iterator[Page]:
+    """The same pages folded by ``workers`` processes, handed back in journal order.
+
+    For a projection whose ``apply`` depends on each event alone (``parallel_fold``): the
+    parse and fold of one page needs nothing from the page before, so several processes fold
+    while this one writes what they return, in order. At most two pages per worker are in
+    flight, so memory stays the same whatever the journal's length.
+    """
+    from hub.identity import current_identity_secret
+
+    # Page bounds from the primary key alone (no row is read here): the page after ``lo``
+    # ends at the ``size``-th seq above it.
+    bound = (sa.select(journal.c.seq)
+             .where(journal.c.seq > sa.bindparam("lo"), journal.c.seq <= upto)
+             .order_by(journal.c.seq).offset(size - 1).limit(1))
+    url = store.engine.url.render_as_string(hide_password=False)
+    # spawn, not fork: the process calling may run threads (Kafka clients, the SQL pool).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker,
+                             initargs=(url, projection, current_identity_secret())) as pool:
+        pending: deque[Future[Page]] = deque()
+        lo = 0
+        try:
+            while True:
+                while lo < upto and len(pending) < 2 * workers:
+                    hi = conn.execute(bound, {"lo": lo}).scalar() or upto
+                    conn.rollback()
+                    pending.append(pool.submit(_fold_on_worker, lo, hi))
+                    lo = hi
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epoch: int,

@@ -26,6 +26,9 @@ class SharedRecordProjection:
     # Idempotent by construction: a re-delivered event carries the same order key, which is
     # not greater than itself, so the guarded upsert is a no-op. No applied-id ledger needed.
     dedupe_by_event_id = False
+    # Each event's row depends on that event alone: a rebuild may fold pages on worker
+    # processes (hub.engine.rebuild) and write them in journal order.
+    parallel_fold = True
 
     def tables(self, metadata: sa.MetaData, suffix: str = "") -> dict[str, sa.Table]:
         t = sa.Table(
