@@ -16,6 +16,7 @@ with executemany. The copies are unsigned (the rebuild does not verify signature
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -45,6 +46,10 @@ class Figure:
     rows: int
     seconds: float
     peak_mb: float
+    cpu_seconds: float  # of the process and the fold workers it started: what a busy
+    # machine's other work cannot inflate
+    workers: int
+    worker_peak_mb: float  # the largest fold worker's peak (0 without workers)
 
     @property
     def rate(self) -> float:
@@ -123,13 +128,24 @@ def _child(which: str, url: str) -> None:
     store = open_store(url, create=False)
     with store.connect() as conn:
         events = conn.execute(sa.select(sa.func.count()).select_from(journal)).scalar_one()
+    workers = default_workers() if which == "hub" else 0
+    cpu = _cpu()
     if which == "hub":  # as `hub rebuild` runs by default: a fold worker per CPU
-        rate, rows = hub_rebuild_rate(store, default_workers())
+        rate, rows = hub_rebuild_rate(store, workers)
     else:
         rate, rows = bare_rebuild_rate(store)
+    cpu = _cpu() - cpu
     store.dispose()
     print(json.dumps({"events": events, "rows": rows, "seconds": events / rate,
-                      "peak_mb": peak_mb()}))
+                      "peak_mb": peak_mb(), "cpu_seconds": cpu, "workers": workers,
+                      "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+                      / 1024}))
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 @contextmanager

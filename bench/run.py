@@ -349,7 +349,9 @@ def big_rebuild_rows(console: Console, table: Table, workdir: Path, events: int,
     def report(backend: str, limit_s: float | None):
         def rows(size: int, generated: float, bare: big.Figure, hub: big.Figure) -> None:
             console.print(f"{backend}, {size:,} events (journal written in {generated:.1f} s):"
-                          f" hub {hub.seconds:.1f} s, bare {bare.seconds:.1f} s")
+                          f" hub {hub.seconds:.1f} s ({hub.cpu_seconds:.1f} CPU s, "
+                          f"{hub.workers} fold workers), bare {bare.seconds:.1f} s "
+                          f"({bare.cpu_seconds:.1f} CPU s)")
             assert bare.rows == hub.rows, (bare.rows, hub.rows)
             ratio = hub.rate / bare.rate
             table.add_row(f"rebuild {size:,} events, {backend}", f"{hub.rate:,.0f} ev/s",
@@ -361,9 +363,15 @@ def big_rebuild_rows(console: Console, table: Table, workdir: Path, events: int,
                           f"< {limit_s:g} s at 1M" if limit_s and size >= 1_000_000 else "-",
                           ("[green]yes[/green]" if ok else "[red]NO[/red]")
                           if limit_s and size >= 1_000_000 else "")
+            table.add_row(f"  CPU time, {size:,} events, {backend} (hub: {hub.workers} fold "
+                          "workers)", f"{hub.cpu_seconds:.1f} s", f"{bare.cpu_seconds:.1f} s",
+                          f"{hub.cpu_seconds / bare.cpu_seconds:.2f}x", "-", "")
             table.add_row(f"  peak memory (VmHWM), {size:,} events, {backend}",
                           f"{hub.peak_mb:,.0f} MB", f"{bare.peak_mb:,.0f} MB",
                           f"{hub.peak_mb / bare.peak_mb:.2f}x", "flat", "")
+            if hub.workers:
+                table.add_row(f"  peak memory of a fold worker, {size:,} events, {backend}",
+                              f"{hub.worker_peak_mb:,.0f} MB", "-", "-", "flat", "")
         return rows
 
     sqlite_url = f"sqlite:///{workdir / 'rebuild-big.db'}"

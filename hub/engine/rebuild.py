@@ -165,15 +165,20 @@ def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], bat
             wconn.commit()
         # What the journal holds now; events archived meanwhile reach the swapped-in tables
         # through the live runners, which resume from the positions noted here.
-        upto = rconn.execute(sa.select(sa.func.max(journal.c.seq))).scalar_one() or 0
+        first, upto = rconn.execute(sa.select(sa.func.min(journal.c.seq),
+                                              sa.func.max(journal.c.seq))).one()
+        first, upto = (first or 1), (upto or 0)
         rconn.rollback()
-        if workers and getattr(projection, "parallel_fold", False) and upto >= PARALLEL_FROM:
-            pages: Iterator[Page] = _pages_on_workers(store, rconn, projection, upto,
+        if (workers and getattr(projection, "parallel_fold", False)
+                and upto - first + 1 >= PARALLEL_FROM):
+            pages: Iterator[Page] = _pages_on_workers(store, projection, first - 1, upto,
                                                       batch_size, workers)
         else:
             pages = _pages_inline(rconn, projection, upto, batch_size)
         last = 0
         for n, seq, where, changes in pages:
+            if not n:
+                continue  # a page of seq values no row took
             last = seq
             for k, off in where.items():
                 if off > positions.get(k, -1):
@@ -217,10 +222,10 @@ def _start_worker(url: str, projection: Projection, secret: bytes | None) -> Non
 def _fold_on_worker(after: int, upto: int) -> Page:
     with _worker["store"].connect() as conn:
         rows = _read_page(conn, after, upto, upto - after)
-    return _fold_rows(_worker["projection"], rows)
+    return _fold_rows(_worker["projection"], rows) if rows else (0, upto, {}, [])
 
 
-def _pages_on_workers(store: Store, conn: Connection, projection: Projection, upto: int,
+def _pages_on_workers(store: Store, projection: Projection, after: int, upto: int,
                       size: int, workers: int) -> Iterator[Page]:
     """The same pages folded by ``workers`` processes, handed back in journal order.
 
@@ -231,23 +236,19 @@ def _pages_on_workers(store: Store, conn: Connection, projection: Projection, up
     """
     from hub.identity import current_identity_secret
 
-    # Page bounds from the primary key alone (no row is read here): the page after ``lo``
-    # ends at the ``size``-th seq above it.
-    bound = (sa.select(journal.c.seq)
-             .where(journal.c.seq > sa.bindparam("lo"), journal.c.seq <= upto)
-             .order_by(journal.c.seq).offset(size - 1).limit(1))
     url = store.engine.url.render_as_string(hide_password=False)
     # spawn, not fork: the process calling may run threads (Kafka clients, the SQL pool).
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_worker,
                              initargs=(url, projection, current_identity_secret())) as pool:
         pending: deque[Future[Page]] = deque()
-        lo = 0
+        lo = after
         try:
             while True:
                 while lo < upto and len(pending) < 2 * workers:
-                    hi = conn.execute(bound, {"lo": lo}).scalar() or upto
-                    conn.rollback()
+                    # Pages by seq alone, nothing read here: seq counts up by one a row, so
+                    # a page holds ``size`` rows at most (fewer where a sequence skipped).
+                    hi = min(lo + size, upto)
                     pending.append(pool.submit(_fold_on_worker, lo, hi))
                     lo = hi
                 if not pending:

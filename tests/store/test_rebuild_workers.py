@@ -43,14 +43,16 @@ def snapshot(store) -> tuple[list, list]:
 
 def test_workers_fold_the_same_tables_as_one_process(store, monkeypatch):
     fill(store)
+    with store.begin() as conn:  # seq values no row holds: pages of workers skip them
+        conn.execute(sa.delete(journal).where(journal.c.seq.between(101, 180)))
     projection = SharedRecordProjection()
-    assert rebuild(store, projection, batch_size=70) == 1201
+    assert rebuild(store, projection, batch_size=70) == 1121
     inline = snapshot(store)
-    assert len(inline[0]) == 600 and inline[1] == [
+    assert len(inline[0]) == 520 and inline[1] == [
         ("hie.events.v1", 0, 400), ("hie.events.v1", 1, 399), ("hie.events.v1", 2, 399)]
     assert dict(((r[0], r[1]), r[4]) for r in inline[0])[
         ("Observation", "township-1.o4")].count('"value":3.0') == 1
 
-    monkeypatch.setattr(rebuild_module, "PARALLEL_FROM", 0)  # workers even for 1,201 rows
-    assert rebuild(store, projection, batch_size=70, workers=2) == 1201
+    monkeypatch.setattr(rebuild_module, "PARALLEL_FROM", 0)  # workers even for 1,121 rows
+    assert rebuild(store, projection, batch_size=70, workers=2) == 1121
     assert snapshot(store) == inline
