@@ -339,6 +339,9 @@ def device_rows(console: Console, table: Table, settings: Settings, row, latency
                  f["latencies"], f["bare_latencies"], "bare MQTT delivery", 1000)
 
 
+REBUILD_PAIRS = 3
+
+
 def big_rebuild_rows(console: Console, table: Table, workdir: Path, events: int,
                      postgres_url: str | None) -> None:
     """The shared-record rebuild at a tenth, three tenths and all of ``events`` on SQLite,
@@ -425,9 +428,18 @@ def run_all(console: Console, n: int | None, only: str | None, minutes: float = 
                 console.print("measuring the rebuild ...")
                 store = open_store(f"sqlite:///{workdir / 'rebuild.db'}")
                 fill_journal(store, envelopes(items))
-                base, base_rows = bare_rebuild_rate(store)
-                ours, our_rows = hub_rebuild_rate(store)
-                assert base_rows == our_rows, (base_rows, our_rows)
+                # Three pairs, the middle one shown: a single pair on a shared 2-core machine
+                # moved by ±0.3 whenever another process woke during one side of it.
+                pairs = []
+                for _ in range(REBUILD_PAIRS):
+                    base, base_rows = bare_rebuild_rate(store)
+                    with store.begin() as conn:  # each rebuild a first build, as the first
+                        conn.exec_driver_sql("DROP TABLE IF EXISTS record_resources")
+                    ours, our_rows = hub_rebuild_rate(store)
+                    assert base_rows == our_rows, (base_rows, our_rows)
+                    pairs.append((ours / base, ours, base))
+                console.print("rebuild ratios: " + ", ".join(f"{p[0]:.2f}x" for p in pairs))
+                _, ours, base = sorted(pairs)[len(pairs) // 2]
                 row("rebuild shared record from journal", ours, base, "ev/s", ">= 0.6x",
                     ours / base >= 0.6)
                 store.dispose()
