@@ -120,6 +120,7 @@ CHECKPOINT_PAGES = 16384  # of 4 KiB
 # Below this many journal rows, starting worker processes costs more than they save.
 PARALLEL_FROM = 50_000
 
+
 def default_workers() -> int:
     """Fold workers ``hub rebuild`` starts unless told: one per CPU (this process mostly
     writes, and waits on the database while it does)."""
@@ -160,8 +161,8 @@ def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], bat
     with store.connect() as rconn, store.connect() as wconn:
         if store.is_sqlite:
             # This connection's commits checkpoint the WAL every 64 MB instead of every 4:
-            # each checkpoint waits for two fsyncs, and at 4 MB a rebuild spent more time
-            # waiting on the disk than folding. The WAL stays bounded all the same.
+            # each checkpoint waits for two fsyncs, and a rebuild writes the whole table
+            # (a gigabyte at a million events). The WAL stays bounded all the same.
             wconn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
             wconn.commit()
         # What the journal holds now; events archived meanwhile reach the swapped-in tables
