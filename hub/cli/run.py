@@ -209,7 +209,7 @@ def bench(
     judged = [name for name in table.ratios if name in figures]
     bad = regressions(table.ratios, figures)
     for line in bad:
-        console.print(f"[red]regressed[/red] {line}", highlight=False)
+        console.print(f"[red]regressed[/red] {line}", highlight=False, soft_wrap=True)
     console.print(f"--check: {len(judged)} figure(s) compared with the baseline, "
                   f"{len(bad)} regressed")
     if bad:
