@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 import orjson
-import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fhir.resources.R4B import get_fhir_model_class
 from rich.console import Console
@@ -48,6 +47,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from adapters.devices.mqtt import MqttAddress
+from bench import rebuild_big as big
+from bench.check import RatioTable
 from bench.console_load import console_loads
 from bench.devices import figures as device_figures
 from bench.export import RESOURCES as EXPORT_RESOURCES
@@ -55,13 +56,13 @@ from bench.export import measure as export_measure
 from bench.lab_hl7 import lab_rates, mllp_round_trips, oru_messages
 from bench.mpi_quality import main as mpi_quality
 from bench.put_rate import bare_puts, gateway_puts, wait_healthy
+from bench.rebuild import bare_rebuild_rate, hub_rebuild_rate
 from bench.recognition import measure
 from bench.signatures import signature_costs
 from bench.workload import envelopes, fill_journal, population
 from hub.aio import run_loop
 from hub.config import Settings, Topics, load_settings
 from hub.engine.projection import Event
-from hub.engine.rebuild import rebuild
 from hub.engine.runner import ProjectionRunner
 from hub.envelope import Envelope
 from hub.ingest.checks import EdgeChecks
@@ -70,10 +71,8 @@ from hub.log.broker import EmbeddedBroker, free_port
 from hub.log.producer import Publisher
 from hub.log.topics import ensure_topics
 from hub.record.projection import SharedRecordProjection
-from hub.record.rules import order_key
 from hub.registry.consortium_file import load_directory
 from hub.store.db import open_store
-from hub.store.schema import journal
 
 
 def bare_validation_rate(items: list[tuple[str, dict]]) -> tuple[float, float]:
@@ -195,46 +194,6 @@ async def inbound_rate(settings: Settings, items: list[tuple[str, dict]], worker
 
 
 # --- 2. rebuild ---------------------------------------------------------------------------
-
-def bare_rebuild_rate(store) -> tuple[float, int]:
-    """The best case: parse, key, upsert the newest version with executemany."""
-    with store.begin() as conn:
-        conn.execute(sa.text("DROP TABLE IF EXISTS bare_latest"))
-        conn.execute(sa.text("CREATE TABLE bare_latest (rtype TEXT, id TEXT, ord TEXT, "
-                             "body TEXT, PRIMARY KEY (rtype, id))"))
-    upsert = sa.text("INSERT INTO bare_latest VALUES (:rtype, :id, :ord, :body) "
-                     "ON CONFLICT (rtype, id) DO UPDATE SET ord = excluded.ord, "
-                     "body = excluded.body WHERE excluded.ord > bare_latest.ord")
-    started = time.perf_counter()
-    n = 0
-    with store.connect() as rconn:
-        result = rconn.execution_options(stream_results=True, yield_per=1000).execute(
-            sa.select(journal.c.source, journal.c.subject, journal.c.time, journal.c.data)
-            .order_by(journal.c.seq))
-        for rows in result.partitions():
-            batch = []
-            for source, subject, when, data in rows:
-                res = orjson.loads(data)
-                rtype, rid = subject.split("/", 1)
-                batch.append({"rtype": rtype, "id": f"{source}/{rid}",
-                              "ord": order_key(res, when), "body": data.decode()})
-            with store.begin() as conn:
-                conn.execute(upsert, batch)
-            n += len(batch)
-    elapsed = time.perf_counter() - started
-    with store.connect() as conn:
-        rows = conn.execute(sa.text("SELECT COUNT(*) FROM bare_latest")).scalar_one()
-    return n / elapsed, rows
-
-
-def hub_rebuild_rate(store) -> tuple[float, int]:
-    started = time.perf_counter()
-    n = rebuild(store, SharedRecordProjection())
-    elapsed = time.perf_counter() - started
-    with store.connect() as conn:
-        rows = conn.execute(sa.text("SELECT COUNT(*) FROM record_resources")).scalar_one()
-    return n / elapsed, rows
-
 
 # --- 3. latency ---------------------------------------------------------------------------
 
@@ -406,8 +365,61 @@ def device_rows(console: Console, table: Table, settings: Settings, row, latency
                  f["latencies"], f["bare_latencies"], "bare MQTT delivery", 1000)
 
 
-def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -> None:
-    table = Table(title=f"hub bench ({n} events; one machine, same run)")
+REBUILD_PAIRS = 3
+
+
+def big_rebuild_rows(console: Console, table: Table, workdir: Path, events: int,
+                     postgres_url: str | None) -> None:
+    """The shared-record rebuild at a tenth, three tenths and all of ``events`` on SQLite,
+    and at ``events`` on PostgreSQL when given one."""
+    console.print(f"signing {big.TEMPLATES:,} events to copy into the journal ...")
+    templates = envelopes(population(big.TEMPLATES))
+
+    def report(backend: str, limit_s: float | None):
+        def rows(size: int, generated: float, bare: big.Figure, hub: big.Figure) -> None:
+            console.print(f"{backend}, {size:,} events (journal written in {generated:.1f} s):"
+                          f" hub {hub.seconds:.1f} s ({hub.cpu_seconds:.1f} CPU s, "
+                          f"{hub.workers} fold workers), bare {bare.seconds:.1f} s "
+                          f"({bare.cpu_seconds:.1f} CPU s)")
+            assert bare.rows == hub.rows, (bare.rows, hub.rows)
+            ratio = hub.rate / bare.rate
+            table.add_row(f"rebuild {size:,} events, {backend}", f"{hub.rate:,.0f} ev/s",
+                          f"{bare.rate:,.0f} ev/s", f"{ratio:.2f}x", ">= 0.6x",
+                          "[green]yes[/green]" if ratio >= 0.6 else "[red]NO[/red]")
+            ok = limit_s is None or size < 1_000_000 or hub.seconds < limit_s
+            table.add_row(f"  time, {size:,} events, {backend}", f"{hub.seconds:.1f} s",
+                          f"{bare.seconds:.1f} s", f"{hub.seconds / bare.seconds:.2f}x",
+                          f"< {limit_s:g} s at 1M" if limit_s and size >= 1_000_000 else "-",
+                          ("[green]yes[/green]" if ok else "[red]NO[/red]")
+                          if limit_s and size >= 1_000_000 else "")
+            table.add_row(f"  CPU time, {size:,} events, {backend} (hub: {hub.workers} fold "
+                          "workers)", f"{hub.cpu_seconds:.1f} s", f"{bare.cpu_seconds:.1f} s",
+                          f"{hub.cpu_seconds / bare.cpu_seconds:.2f}x", "-", "")
+            table.add_row(f"  peak memory (VmHWM), {size:,} events, {backend}",
+                          f"{hub.peak_mb:,.0f} MB", f"{bare.peak_mb:,.0f} MB",
+                          f"{hub.peak_mb / bare.peak_mb:.2f}x", "flat", "")
+            if hub.workers:
+                table.add_row(f"  peak memory of a fold worker, {size:,} events, {backend}",
+                              f"{hub.worker_peak_mb:,.0f} MB", "-", "-", "flat", "")
+        return rows
+
+    sqlite_url = f"sqlite:///{workdir / 'rebuild-big.db'}"
+    big.run_steps(sqlite_url, templates, big.steps(events), report("SQLite", 30))
+    if postgres_url is None:
+        table.add_row(f"rebuild {events:,} events, PostgreSQL", "not measured",
+                      "(give --postgres-url)", "-", "-", "")
+        return
+    with big.postgres_schema(postgres_url) as url:
+        big.run_steps(url, templates, [events], report("PostgreSQL", None))
+
+
+def run_all(console: Console, n: int | None, only: str | None, minutes: float = 10.0,
+            postgres_url: str | None = None) -> RatioTable:
+    """Measure, print the table and return it (its ratios by figure name: ``--check``)."""
+    if only == "rebuild-1m":
+        n = n or 1_000_000
+    n = n or 20000
+    table = RatioTable(title=f"hub bench ({n} events; one machine, same run)")
     for col in ("figure", "hub", "baseline", "ratio", "target", "ok"):
         table.add_column(col)
 
@@ -436,8 +448,8 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
     with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
         workdir = Path(tmp)
         items = (population(n) if only not in ("mpi", "mllp", "recognition", "put", "ack",
-                                                "devices", "export",
-                                                "console") else [])
+                                                "devices", "export", "console",
+                                                "rebuild-1m") else [])
         if only in (None, "signatures"):
             console.print("measuring signature costs ...")
             costs, speedups = signature_costs(envelopes(items[:2000], batch=1),
@@ -460,12 +472,23 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
                 console.print("measuring the rebuild ...")
                 store = open_store(f"sqlite:///{workdir / 'rebuild.db'}")
                 fill_journal(store, envelopes(items))
-                base, base_rows = bare_rebuild_rate(store)
-                ours, our_rows = hub_rebuild_rate(store)
-                assert base_rows == our_rows, (base_rows, our_rows)
+                # Three pairs, the middle one shown: a single pair on a shared 2-core machine
+                # moved by ±0.3 whenever another process woke during one side of it.
+                pairs = []
+                for _ in range(REBUILD_PAIRS):
+                    base, base_rows = bare_rebuild_rate(store)
+                    with store.begin() as conn:  # each rebuild a first build, as the first
+                        conn.exec_driver_sql("DROP TABLE IF EXISTS record_resources")
+                    ours, our_rows = hub_rebuild_rate(store)
+                    assert base_rows == our_rows, (base_rows, our_rows)
+                    pairs.append((ours / base, ours, base))
+                console.print("rebuild ratios: " + ", ".join(f"{p[0]:.2f}x" for p in pairs))
+                _, ours, base = sorted(pairs)[len(pairs) // 2]
                 row("rebuild shared record from journal", ours, base, "ev/s", ">= 0.6x",
                     ours / base >= 0.6)
                 store.dispose()
+            if only == "rebuild-1m":
+                big_rebuild_rows(console, table, workdir, n, postgres_url)
             if only in (None, "ingest"):
                 pool = max(2, os.cpu_count() or 2)
                 for workers in (0, pool):
@@ -547,3 +570,4 @@ def run_all(console: Console, n: int, only: str | None, minutes: float = 10.0) -
         console.print(table, width=150)
     if only in (None, "mpi"):
         mpi_quality([])
+    return table

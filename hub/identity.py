@@ -33,6 +33,11 @@ def use_identity_secret(secret: bytes) -> None:
     _secret = secret
 
 
+def current_identity_secret() -> bytes | None:
+    """The loaded secret, if any: for worker processes that must hash the same way."""
+    return _secret
+
+
 def identity_secret() -> bytes:
     if _secret is None:
         raise ConfigError("the identity secret is not loaded (hub.identity.use_identity_secret)")

@@ -21,9 +21,13 @@ from hub.cli.common import (
 def rebuild(
     name: Annotated[str, typer.Argument(help="Projection to rebuild from the journal.")],
     db: DbOpt = None, data_dir: DataOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Processes that parse and fold the journal beside the one writing (default: "
+        "one per CPU; 0: fold in this process). Used by projections that allow it (the "
+        "shared record) on journals of 50,000 events or more.", min=0)] = None,
 ) -> None:
     """Rebuild a projection from the journal into shadow tables and swap them in atomically."""
-    from hub.engine.rebuild import journal_size
+    from hub.engine.rebuild import default_workers, journal_size
     from hub.engine.rebuild import rebuild as do_rebuild
     from hub.identity import load_or_create_secret, use_identity_secret
     from hub.projections import rebuildable
@@ -39,7 +43,8 @@ def rebuild(
         total = journal_size(store)
         with progress() as bar:
             task = bar.add_task(f"rebuilding {name}", total=total)
-            n = do_rebuild(store, catalogue[name], lambda k: bar.advance(task, k))
+            n = do_rebuild(store, catalogue[name], lambda k: bar.advance(task, k),
+                           workers=default_workers() if workers is None else workers)
     finally:
         store.dispose()
     console.print(f"[green]rebuilt {name} from {n} journal events and swapped it in[/green]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,8 +20,8 @@ from hub.cli.common import (
     until_cancelled,
 )
 
-BENCH_PARTS = ("ingest", "rebuild", "latency", "put", "ack", "lab", "mllp", "recognition",
-               "mpi", "devices", "export", "console", "signatures")
+BENCH_PARTS = ("ingest", "rebuild", "rebuild-1m", "latency", "put", "ack", "lab", "mllp",
+               "recognition", "mpi", "devices", "export", "console", "signatures")
 MqttOpt = Annotated[str | None, typer.Option(
     "--mqtt", envvar="HUB_MONITORING_MQTT_URL",
     help="mqtt://HOST:PORT of the broker home meters publish to: run the MQTT device "
@@ -172,7 +173,8 @@ def demo(
 
 
 def bench(
-    events: Annotated[int, typer.Option(help="Events per measurement.", min=1)] = 20000,
+    events: Annotated[int | None, typer.Option(
+        help="Events per measurement (20,000; 1,000,000 for rebuild-1m).", min=1)] = None,
     only: Annotated[str | None, typer.Option(
         help=f"One of: {', '.join(BENCH_PARTS)}.")] = None,
     minutes: Annotated[float, typer.Option(
@@ -180,6 +182,16 @@ def bench(
     peers: Annotated[bool, typer.Option(
         "--peers", help="Measure the hub beside eventsourcing, quixstreams and a bare "
         "aiokafka loop instead (make bench-peers installs them).")] = False,
+    postgres_url: Annotated[str | None, typer.Option(
+        envvar="HUB_BENCH_POSTGRES_URL",
+        help="PostgreSQL for rebuild-1m's PostgreSQL figure (a schema of its own is made "
+        "there and dropped after), e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test."
+        )] = None,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Compare each ratio with the baseline file; exit 1 naming every "
+        "figure that fell by more than its noise band.")] = False,
+    baseline: Annotated[Path | None, typer.Option(
+        help="Baseline file for --check (default: bench/baseline.json).")] = None,
 ) -> None:
     """Measure the hub's performance figures, each beside a baseline measured in the same
     run."""
@@ -190,11 +202,28 @@ def bench(
 
         console.print(run_peers(console, events))
         return
+    from bench.check import BASELINE, load_baseline, regressions
     from bench.run import run_all
 
     if only is not None and only not in BENCH_PARTS:
         fail(f"--only {only!r} is not a measurement; one of: {', '.join(BENCH_PARTS)}")
-    run_all(console, events, only, minutes)
+    figures = None
+    if check:
+        try:  # before measuring: a missing baseline should not cost a whole run
+            figures = load_baseline(baseline or BASELINE)
+        except ValueError as exc:
+            fail(str(exc))
+    table = run_all(console, events, only, minutes, postgres_url)
+    if figures is None:
+        return
+    judged = [name for name in table.ratios if name in figures]
+    bad = regressions(table.ratios, figures)
+    for line in bad:
+        console.print(f"[red]regressed[/red] {line}", highlight=False, soft_wrap=True)
+    console.print(f"--check: {len(judged)} figure(s) compared with the baseline, "
+                  f"{len(bad)} regressed")
+    if bad:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

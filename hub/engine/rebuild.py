@@ -3,9 +3,9 @@
 Steps, in order:
 
 1. Create empty shadow tables (``<table>__s<epoch+1>``) beside the live ones.
-2. Stream the journal in ``seq`` order, fold it through the projection, write the shadow
-   tables in batched transactions, then build their secondary indexes. The live tables keep
-   answering reads all along.
+2. Read the journal in ``seq`` order, a page at a time, fold it through the projection,
+   write the shadow tables in batched transactions, then build their secondary indexes. The
+   live tables keep answering reads all along.
 3. In ONE transaction: check nobody else swapped meanwhile, rename the live tables aside and
    the shadow ones into their place, replace the projection's positions and applied ids with
    those of the journal rows read, and bump the projection's epoch. Live runners see the new
@@ -19,12 +19,19 @@ rebuild drops); step 3 is all or nothing.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from hub.engine import tracking
-from hub.engine.projection import Event, Projection
+from hub.engine.projection import Change, Event, Projection
 from hub.engine.writer import write
 from hub.envelope import now_rfc3339
 from hub.errors import HubError
@@ -67,8 +74,12 @@ def journal_size(store: Store) -> int:
 
 
 def rebuild(store: Store, projection: Projection, progress: Progress | None = None,
-            batch_size: int = 1000) -> int:
-    """Replay the whole journal into fresh tables and swap them in. Returns events applied."""
+            batch_size: int = 1000, workers: int = 0) -> int:
+    """Replay the whole journal into fresh tables and swap them in. Returns events applied.
+
+    ``workers``: processes that parse and fold pages beside this one, which writes, for a
+    projection that allows it (``parallel_fold``) and a journal of ``PARALLEL_FROM`` rows or
+    more; the tables come out the same either way."""
     if not getattr(projection, "rebuildable", True):
         raise HubError(f"projection {projection.name} cannot be rebuilt (it is the journal)")
     with store.connect() as conn:
@@ -87,10 +98,11 @@ def rebuild(store: Store, projection: Projection, progress: Progress | None = No
     # would rescan the whole long-lived heap (large in a busy process) again and again.
     gc.freeze()
     try:
-        count, max_seq, positions = _fold(store, projection, shadow, batch_size, progress)
+        count, max_seq, positions = _fold(store, projection, shadow, batch_size, progress,
+                                          workers)
     finally:
         gc.unfreeze()
-    with store.begin() as conn:
+    with temp_on_disk(store) as bulk, store.begin(on=bulk) as conn:
         for t in shadow.values():
             for index in t.indexes:
                 index.create(conn)
@@ -98,33 +110,155 @@ def rebuild(store: Store, projection: Projection, progress: Progress | None = No
     return count
 
 
+_COLUMNS = [journal.c.event_id, journal.c.source, journal.c.type, journal.c.subject,
+            journal.c.time, journal.c.key, journal.c.data, journal.c.seq, journal.c.topic,
+            journal.c.topic_id, journal.c.partition, journal.c.offset]
+_PAGE = (sa.select(*_COLUMNS)
+         .where(journal.c.seq > sa.bindparam("after"), journal.c.seq <= sa.bindparam("upto"))
+         .order_by(journal.c.seq).limit(sa.bindparam("size")))
+CHECKPOINT_PAGES = 16384  # of 4 KiB
+# Below this many journal rows, starting worker processes costs more than they save.
+PARALLEL_FROM = 50_000
+
+
+def default_workers() -> int:
+    """Fold workers ``hub rebuild`` starts unless told: one per CPU (this process mostly
+    writes, and waits on the database while it does)."""
+    return os.cpu_count() or 1
+
+
+Positions = dict[tuple[str, str, int], int]
+Page = tuple[int, int, Positions, list[Change]]  # events, last seq, positions, changes
+
+
+def _fold_rows(projection: Projection, rows: Sequence[Any]) -> Page:
+    """One page of journal rows through ``projection``."""
+    # Where the journal stood, per log partition, for the rows folded: noted on the way, as
+    # a GROUP BY afterwards would read the whole journal a second time.
+    positions: Positions = {}
+    for r in rows:
+        where = (r[8], r[9], r[10])
+        if r[11] > positions.get(where, -1):
+            positions[where] = r[11]
+    changes = projection.apply([Event(*r[:7]) for r in rows])
+    return len(rows), rows[-1][7], positions, changes
+
+
+def _read_page(conn: Connection, after: int, upto: int, size: int) -> list[Any]:
+    rows = conn.execute(_PAGE, {"after": after, "upto": upto, "size": size}).all()
+    # One short read per page, not one cursor over the whole journal: an open read keeps
+    # SQLite from checkpointing past it (the WAL would grow by everything this rebuild
+    # writes) and PostgreSQL from vacuuming behind it.
+    conn.rollback()
+    return rows
+
+
 def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], batch_size: int,
-          progress: Progress | None) -> tuple[int, int, dict[tuple[str, str, int], int]]:
-    """Stream the journal through ``projection`` into ``shadow``; (events, last seq, positions)."""
-    max_seq = 0
+          progress: Progress | None, workers: int) -> tuple[int, int, Positions]:
+    """Fold the journal through ``projection`` into ``shadow``; (events, last seq, positions)."""
     count = 0
-    cols = [journal.c.seq, journal.c.event_id, journal.c.source, journal.c.type,
-            journal.c.subject, journal.c.time, journal.c.key, journal.c.data]
-    with store.connect() as rconn:
-        result = rconn.execution_options(stream_results=True, yield_per=batch_size).execute(
-            sa.select(*cols).order_by(journal.c.seq))
-        for rows in result.partitions():
-            events = [Event(eid, src, typ, subj, tm, key, data)
-                      for (_, eid, src, typ, subj, tm, key, data) in rows]
-            max_seq = rows[-1][0]
-            changes = projection.apply(events)
-            with store.begin() as wconn:
-                write(wconn, shadow, changes)
-            count += len(events)
+    positions: Positions = {}
+    with store.connect() as rconn, store.connect() as wconn:
+        if store.is_sqlite:
+            # This connection's commits checkpoint the WAL every 64 MB instead of every 4:
+            # each checkpoint waits for two fsyncs, and a rebuild writes the whole table
+            # (a gigabyte at a million events). The WAL stays bounded all the same.
+            wconn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+            wconn.commit()
+        # What the journal holds now; events archived meanwhile reach the swapped-in tables
+        # through the live runners, which resume from the positions noted here.
+        first, upto = rconn.execute(sa.select(sa.func.min(journal.c.seq),
+                                              sa.func.max(journal.c.seq))).one()
+        first, upto = (first or 1), (upto or 0)
+        rconn.rollback()
+        if (workers and getattr(projection, "parallel_fold", False)
+                and upto - first + 1 >= PARALLEL_FROM):
+            pages: Iterator[Page] = _pages_on_workers(store, projection, first - 1, upto,
+                                                      batch_size, workers)
+        else:
+            pages = _pages_inline(rconn, projection, upto, batch_size)
+        last = 0
+        for n, seq, where, changes in pages:
+            if not n:
+                continue  # a page of seq values no row took
+            last = seq
+            for k, off in where.items():
+                if off > positions.get(k, -1):
+                    positions[k] = off
+            with store.begin(on=wconn) as conn:
+                write(conn, shadow, changes)
+            count += n
             if progress is not None:
-                progress(len(events))
-        # Where the journal stood, per log partition, for the rows just folded.
-        positions = {(t, tid, p): off for t, tid, p, off in rconn.execute(
-            sa.select(journal.c.topic, journal.c.topic_id, journal.c.partition,
-                      sa.func.max(journal.c.offset))
-            .where(journal.c.seq <= max_seq)
-            .group_by(journal.c.topic, journal.c.topic_id, journal.c.partition))}
-    return count, max_seq, positions
+                progress(n)
+        if store.is_sqlite:  # the pool lends this connection out again
+            wconn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")
+            wconn.commit()
+    return count, last, positions
+
+
+def _pages_inline(conn: Connection, projection: Projection, upto: int, size: int
+                  ) -> Iterator[Page]:
+    after = 0
+    while after < upto:
+        rows = _read_page(conn, after, upto, size)
+        if not rows:
+            return
+        page = _fold_rows(projection, rows)
+        after = page[1]
+        yield page
+
+
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(url: str, projection: Projection, secret: bytes | None) -> None:
+    from hub.identity import use_identity_secret
+    from hub.store.db import open_store
+
+    if secret is not None:
+        use_identity_secret(secret)
+    _worker["store"] = open_store(url, create=False)
+    _worker["projection"] = projection
+
+
+def _fold_on_worker(after: int, upto: int) -> Page:
+    with _worker["store"].connect() as conn:
+        rows = _read_page(conn, after, upto, upto - after)
+    return _fold_rows(_worker["projection"], rows) if rows else (0, upto, {}, [])
+
+
+def _pages_on_workers(store: Store, projection: Projection, after: int, upto: int,
+                      size: int, workers: int) -> Iterator[Page]:
+    """The same pages folded by ``workers`` processes, handed back in journal order.
+
+    For a projection whose ``apply`` depends on each event alone (``parallel_fold``): the
+    parse and fold of one page needs nothing from the page before, so several processes fold
+    while this one writes what they return, in order. At most two pages per worker are in
+    flight, so memory stays the same whatever the journal's length.
+    """
+    from hub.identity import current_identity_secret
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    # spawn, not fork: the process calling may run threads (Kafka clients, the SQL pool).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker,
+                             initargs=(url, projection, current_identity_secret())) as pool:
+        pending: deque[Future[Page]] = deque()
+        lo = after
+        try:
+            while True:
+                while lo < upto and len(pending) < 2 * workers:
+                    # Pages by seq alone, nothing read here: seq counts up by one a row, so
+                    # a page holds ``size`` rows at most (fewer where a sequence skipped).
+                    hi = min(lo + size, upto)
+                    pending.append(pool.submit(_fold_on_worker, lo, hi))
+                    lo = hi
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epoch: int,
@@ -158,11 +292,30 @@ def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epo
                 sa.select(sa.literal(name), journal.c.event_id).where(journal.c.seq <= max_seq)))
         tracking.set_projection_state(conn, projection.name, projection.version, epoch + 1,
                                       now_rfc3339())
-    with store.begin() as conn:
+    with temp_on_disk(store) as bulk, store.begin(on=bulk) as conn:
         prep = conn.dialect.identifier_preparer
         for table in live.values():
             conn.execute(sa.text(
                 f"DROP TABLE IF EXISTS {prep.quote(retired_name(table.name, epoch))}"))
+
+
+@contextmanager
+def temp_on_disk(store: Store) -> Iterator[Connection]:
+    """A connection whose temporary data goes to temporary files, not to memory as the
+    store's connections keep it: building an index sorts every row, and dropping a table
+    keeps a copy of each page it frees until the statement ends; in memory, a rebuild's
+    peak grew with the table (dropping the 300,000-row table a rebuild retires: +340 MB)."""
+    with store.connect() as conn:
+        # On the driver's connection: SQLite refuses the change inside a transaction, and
+        # SQLAlchemy would open one around the statement.
+        raw = conn.connection.driver_connection if store.is_sqlite else None
+        if raw is not None:
+            raw.execute("PRAGMA temp_store=FILE")
+        try:
+            yield conn
+        finally:
+            if raw is not None:  # the pool lends this connection out again
+                raw.execute("PRAGMA temp_store=MEMORY")
 
 
 def retired_name(table: str, epoch: int) -> str:

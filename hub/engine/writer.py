@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from hub.engine.projection import Change, Increment, Upsert
+from hub.engine.projection import Change, Increment, Upsert, UpsertRows
 
 
 def dialect_insert(conn: Connection, table: sa.Table):
@@ -27,7 +27,7 @@ def collapse(changes: Sequence[Change]) -> list[Change]:
     out: list[Change] = []
     merged: dict[tuple, Increment] = {}
     for ch in changes:
-        if isinstance(ch, Upsert):
+        if not isinstance(ch, Increment):
             out.append(ch)
             continue
         k = (ch.table, *sorted(ch.keys.items()))
@@ -47,7 +47,8 @@ def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Chang
     """Execute ``changes`` in order inside the caller's transaction.
 
     Consecutive changes of the same shape (table, key, guard, columns) go to the driver as
-    one executemany, so a projection whose rows share a shape costs one statement a batch.
+    one executemany, so a projection whose rows share a shape costs one statement a batch;
+    an :class:`UpsertRows` is such a run already, its tuples passed on as they are.
     """
     run: list[dict[str, Any]] = []
     head: Change | None = None
@@ -62,6 +63,13 @@ def write(conn: Connection, tables: dict[str, sa.Table], changes: Sequence[Chang
                 prev = ch
                 continue
             row = ch.row
+        elif isinstance(ch, UpsertRows):
+            if head is not None:
+                _execute(conn, tables, head, run)
+            head, run, prev = None, [], None
+            if ch.rows:
+                _execute_rows(conn, tables[ch.table], ch)
+            continue
         else:
             row = {**ch.keys, **ch.counts, **ch.latest}
         if head is not None:
@@ -76,40 +84,53 @@ def _execute(conn: Connection, tables: dict[str, sa.Table], head: Change,
     if isinstance(head, Upsert):
         shape: tuple = ("u", head.table, head.keys, head.guard, head.guard_against,
                         head.replace, tuple(head.row))
+        columns = list(head.row)
     else:
+        assert isinstance(head, Increment)
         shape = ("i", head.table, tuple(head.keys), tuple(head.counts), tuple(head.latest))
-    sql, names = _compiled(conn, tables[head.table], head, shape)
+        columns = [*head.keys, *head.counts, *head.latest]
+    sql, names = _compiled(conn, tables[head.table], head, shape, columns)
     # Straight to the driver: SQLAlchemy's per-row parameter processing costs more than the
     # insert itself on the rebuild path; every value here is already a plain type.
-    if names is None:
-        conn.exec_driver_sql(sql, rows)
-    else:
-        pick = itemgetter(*names)
-        conn.exec_driver_sql(sql, [pick(r) for r in rows] if len(names) > 1
-                             else [(pick(r),) for r in rows])
+    pick = itemgetter(*names)
+    conn.exec_driver_sql(sql, [pick(r) for r in rows] if len(names) > 1
+                         else [(pick(r),) for r in rows])
 
 
-_cache: dict[tuple, tuple[str, tuple[str, ...] | None]] = {}
+def _execute_rows(conn: Connection, table: sa.Table, ch: UpsertRows) -> None:
+    shape = ("u", ch.table, ch.keys, ch.guard, ch.guard_against, ch.replace, ch.columns)
+    sql, names = _compiled(conn, table, ch, shape, list(ch.columns))
+    if names == ch.columns:
+        conn.exec_driver_sql(sql, ch.rows)
+        return
+    order = itemgetter(*(ch.columns.index(n) for n in names))
+    conn.exec_driver_sql(sql, [order(r) if len(names) > 1 else (order(r),) for r in ch.rows])
 
 
-def _compiled(conn: Connection, table: sa.Table, ch: Change, shape: tuple
-              ) -> tuple[str, tuple[str, ...] | None]:
+_cache: dict[tuple, tuple[str, tuple[str, ...]]] = {}
+
+
+def _compiled(conn: Connection, table: sa.Table, ch: Change, shape: tuple,
+              columns: list[str]) -> tuple[str, tuple[str, ...]]:
+    """The statement's SQL with positional parameters, and the column each one takes."""
     key = (conn.dialect.name, table.name, shape)
     found = _cache.get(key)
     if found is None:
-        columns = list(ch.row) if isinstance(ch, Upsert) else [*ch.keys, *ch.counts,
-                                                                  *ch.latest]
-        compiled = _statement(conn, table, ch).compile(dialect=conn.dialect,
-                                                       column_keys=columns)
-        names = tuple(compiled.positiontup) if compiled.positional else None
-        found = _cache[key] = (str(compiled), names)
+        dialect = conn.dialect
+        if not dialect.positional:
+            # psycopg's default is named parameters; positional ones let the rows go to the
+            # driver as tuples, like SQLite's, with no dict built per row.
+            dialect = type(dialect)(paramstyle="format")
+        compiled = _statement(conn, table, ch, columns).compile(dialect=dialect,
+                                                               column_keys=columns)
+        found = _cache[key] = (str(compiled), tuple(compiled.positiontup or ()))
     return found
 
 
-def _statement(conn: Connection, table: sa.Table, ch: Change):
+def _statement(conn: Connection, table: sa.Table, ch: Change, columns: list[str]):
     ins = dialect_insert(conn, table)
-    if isinstance(ch, Upsert):
-        update = {c: ins.excluded[c] for c in ch.row if c not in ch.keys}
+    if isinstance(ch, Upsert | UpsertRows):
+        update = {c: ins.excluded[c] for c in columns if c not in ch.keys}
         where = (ins.excluded[ch.guard] > table.c[ch.guard_against or ch.guard]) \
             if ch.guard else None
         if not update or not ch.replace:

@@ -82,17 +82,20 @@ class Store:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def begin(self, urgent: bool = False) -> Iterator[Connection]:
+    def begin(self, urgent: bool = False, on: Connection | None = None
+              ) -> Iterator[Connection]:
         """One transaction: everything inside commits together or not at all. ``urgent``:
-        someone waits for this commit (the journal); on SQLite it goes first."""
+        someone waits for this commit (the journal); on SQLite it goes first. ``on``: a
+        connection the caller holds (and set up), instead of one from the pool."""
         gate = self._gate.hold(urgent) if self._gate else contextlib.nullcontext()
-        with gate, self._begin() as conn:
+        with gate, self._begin(on) as conn:
             yield conn
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def _begin(self, on: Connection | None = None) -> Iterator[Connection]:
         try:
-            with self.engine.connect() as conn:
+            with contextlib.nullcontext(on) if on is not None else self.engine.connect() \
+                    as conn:
                 # SQLite: a writer takes the write lock up front (BEGIN IMMEDIATE) so two
                 # writers queue on busy_timeout instead of one failing on lock upgrade.
                 conn.info["hub_write"] = True

@@ -1,0 +1,65 @@
+"""``hub bench --check``: judging a run's ratios against the stored baseline (no timing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.check import BASELINE, RatioTable, load_baseline, regressions
+
+BASE = {
+    "rebuild shared record from journal": {"ratio": 0.70, "band": 0.05, "better": "higher"},
+    "publish -> queryable @500/s p99": {"ratio": 1.30, "band": 0.20, "better": "lower"},
+}
+
+
+def test_a_rate_ratio_within_its_band_passes():
+    assert regressions({"rebuild shared record from journal": 0.66}, BASE) == []
+    assert regressions({"rebuild shared record from journal": 0.90}, BASE) == []
+
+
+def test_a_rate_ratio_that_fell_past_its_band_is_named_once():
+    lines = regressions({"rebuild shared record from journal": 0.62}, BASE)
+    assert len(lines) == 1
+    assert lines[0].startswith("rebuild shared record from journal: ratio 0.62x fell from "
+                               "0.70x by 0.08")
+
+
+def test_a_latency_ratio_regresses_by_rising():
+    name = "publish -> queryable @500/s p99"
+    assert regressions({name: 1.10}, BASE) == []  # faster than the baseline: fine
+    assert regressions({name: 1.45}, BASE) == []
+    assert "rose from 1.30x" in regressions({name: 1.60}, BASE)[0]
+
+
+def test_figures_missing_on_either_side_are_not_judged():
+    assert regressions({"peers: eventsourcing catch-up": 0.01}, BASE) == []
+    assert regressions({}, BASE) == []
+
+
+def test_the_table_keeps_each_ratio_and_which_way_is_better():
+    table = RatioTable()
+    for col in ("figure", "hub", "baseline", "ratio", "target", "ok"):
+        table.add_column(col)
+    table.add_row("rebuild shared record from journal", "40,000 ev/s", "60,000 ev/s",
+                  "0.67x", ">= 0.6x", "yes")
+    table.add_row("publish -> queryable @500/s p99", "19.8 ms", "15.5 ms (bare)", "1.28x",
+                  "p99 < 100 ms", "yes")
+    table.add_row("rebuild 1,000,000 events, PostgreSQL", "not measured", "-", "-", "-", "")
+    assert table.ratios == {"rebuild shared record from journal": 0.67,
+                            "publish -> queryable @500/s p99": 1.28}
+    assert table.better == {"rebuild shared record from journal": "higher",
+                            "publish -> queryable @500/s p99": "lower"}
+
+
+def test_the_committed_baseline_is_usable_and_an_unusable_one_is_refused(tmp_path):
+    figures = load_baseline(BASELINE)
+    assert "rebuild shared record from journal" in figures
+    assert all(f["band"] > 0 for f in figures.values())
+    bad = tmp_path / "baseline.json"
+    bad.write_text(json.dumps({"figures": {"x": {"ratio": 0.7}}}))
+    with pytest.raises(ValueError, match="a ratio and a band"):
+        load_baseline(bad)
+    with pytest.raises(ValueError, match="no baseline file"):
+        load_baseline(tmp_path / "missing.json")
