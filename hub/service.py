@@ -439,7 +439,7 @@ class Hub:
         assert self.store and self.publisher and self.signer
 
         async def caught_up() -> bool:
-            return runner._consumer is not None and await runner._caught_up()
+            return runner._consumer is not None and await runner.caught_up()
 
         self.mpi = MpiService(self.settings, self.store, self.publisher, self.signer,
                               caught_up, self.acks)

@@ -317,7 +317,7 @@ class ConsortiumSimulator:
         while not stop.is_set() and time.monotonic() < deadline:
             runners = [r for r in self.hub.runners if r._consumer is not None]
             with contextlib.suppress(Exception):
-                if runners and all([await r._caught_up() for r in runners]):
+                if runners and all([await r.caught_up() for r in runners]):
                     return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
@@ -605,7 +605,7 @@ class Summary:
         for r in self.hub.runners:  # how far each projection is behind the log
             if r._consumer is not None:
                 with contextlib.suppress(Exception):
-                    await r._caught_up()
+                    await r.caught_up()
         figures = await asyncio.to_thread(gather_figures, self.hub, self.sim.centres)
         assert self.hub.store is not None and self.hub.directory is not None
         self.referral_lines = await asyncio.to_thread(
@@ -866,7 +866,7 @@ async def run_demo(settings: Settings, console: Console, seconds: float | None,
             # Let the projections take in the last events before stopping.
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                if all([await r._caught_up() for r in hub.runners if r._consumer]):
+                if all([await r.caught_up() for r in hub.runners if r._consumer]):
                     break
                 await asyncio.sleep(0.5)
             await summary.refresh()
