@@ -161,7 +161,14 @@ class ProjectionRunner:
 
         def body() -> RunnerStats:
             async def main() -> RunnerStats:
+                # A restart (the supervisor's) runs on a new loop: asyncio's event and lock
+                # belong to the loop they were first used on, so each run gets its own.
+                old = self._stop
+                self._stop = asyncio.Event()
+                self._batch_lock = asyncio.Lock()
                 self._own_loop = asyncio.get_running_loop()
+                if old.is_set():  # stop() came before this loop could take it
+                    self._stop.set()
                 return await self.run(until_caught_up)
 
             self._home = home

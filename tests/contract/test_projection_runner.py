@@ -211,3 +211,43 @@ async def test_replicas_in_one_consumer_group_share_the_partitions(make_settings
     with store.connect() as conn:
         total = conn.execute(sa.text("SELECT SUM(events) FROM activity_counts")).scalar_one()
     assert total == len(events)
+
+
+async def test_a_runner_on_its_own_loop_reports_home_stops_and_restarts(make_settings, store):
+    """The journal's way of running (``run_on_own_loop``): commits are reported on the
+    caller's loop, a poison event's dead letter goes out through the caller's publisher,
+    stop() from the caller's loop ends it, and a second run (a supervisor's restart) on a
+    fresh loop carries on from the stored positions."""
+    import threading
+
+    settings = make_settings(max_retries=1)
+    bad = envelope(observation("poison", pid="p1"))
+    await publish(settings, [envelope(patient(f"p{i}")) for i in range(3)] + [bad])
+    home = threading.get_ident()
+    reported: list[tuple[int, int]] = []
+    pub = await Publisher(settings).start()
+    try:
+        runner = ProjectionRunner(settings, store, Fragile(bad.id), pub,
+                                  on_commit=lambda evs, _: reported.append(
+                                      (threading.get_ident(), len(evs))))
+
+        # Twice until caught up, each run on a fresh loop (as a supervisor's restart).
+        first = await asyncio.wait_for(runner.run_on_own_loop(until_caught_up=True), 90)
+        assert (first.applied, first.deadlettered) == (3, 1)
+        await publish(settings, [envelope(patient(f"q{i}")) for i in range(5)])
+        second = await asyncio.wait_for(runner.run_on_own_loop(until_caught_up=True), 90)
+        assert (second.applied, second.deadlettered) == (8, 1)  # the stats are the runner's
+        # Then live, stopped from this loop once it has applied what came meanwhile.
+        task = asyncio.ensure_future(runner.run_on_own_loop())
+        await publish(settings, [envelope(patient("r1"))])
+        while runner.stats.applied < 9:
+            await asyncio.sleep(0.05)
+        assert await runner.caught_up()
+        runner.stop()
+        assert (await asyncio.wait_for(task, 30)).applied == 9
+        assert reported and {t for t, _ in reported} == {home}
+        assert counts(store) == {"Patient": 9}
+        [letter] = await read_deadletters(settings, 10)
+        assert letter["stage"] == "projection:activity"
+    finally:
+        await pub.stop()
