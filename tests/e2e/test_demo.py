@@ -126,6 +126,10 @@ async def test_the_demo_fills_every_view_then_continues_its_story(tmp_path, anot
                     seen[name] = body
                     if name == "statistics" and not body["recognised"]:
                         del seen[name]  # a re-test alone is not the whole story
+                    # The first studies listed may be the back-filled history's oldest, past
+                    # their SLA by now; the live ones that follow are not.
+                    if name == "worklist" and all(s["breached"] for s in body["studies"]):
+                        del seen[name]
             return len(seen) == len(checks)
 
         await eventually(every_view_has_data, timeout=40)
