@@ -200,7 +200,7 @@ def bench(
             fail("--peers is a measurement of its own: leave out --only")
         from bench.peers import run_peers
 
-        console.print(run_peers(console, events))
+        console.print(run_peers(console, events or 20_000))
         return
     from bench.check import BASELINE, load_baseline, regressions
     from bench.run import run_all
