@@ -189,19 +189,20 @@ class ProjectionRunner:
         finally:
             thread.shutdown(wait=False)
 
+    @staticmethod
+    async def _on(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on ``loop`` (None: the current one)."""
+        if loop is None or loop is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
     async def _at_home(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the loop that owns the publisher."""
-        if self._home is None:
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._home))
+        return await self._on(self._home, coro)
 
     async def caught_up(self) -> bool:
         """``_caught_up`` asked from any loop (the consumer lives on the runner's)."""
-        own = self._own_loop
-        if own is None or own is asyncio.get_running_loop():
-            return await self._caught_up()
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._caught_up(),
-                                                                          own))
+        return await self._on(self._own_loop, self._caught_up())
 
     async def run(self, until_caught_up: bool = False) -> RunnerStats:
         """Consume until stop() (or, with ``until_caught_up``, until the log is applied).
