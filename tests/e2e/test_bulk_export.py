@@ -6,7 +6,7 @@ with every refusal in the audit trail."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -16,6 +16,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.exceptions import ForbiddenError
 
+from hub import clock
 from hub.consent.rules import APP_SYSTEM
 from tests.support.hub_server import auth, eventually, put_resource, running_hub, status_of
 from tests.support.resources import consent, consent_actor, observation, patient
@@ -60,7 +61,7 @@ async def _export(c: httpx.AsyncClient, path: str, **params) -> dict:
         if r.status_code == 200:
             # Bulk Data: a finished export says until when its files can be fetched.
             expires = parsedate_to_datetime(r.headers["Expires"])
-            assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
+            assert timedelta(hours=23) < expires - clock.now() <= timedelta(hours=24)
             return r.json()
         assert r.status_code == 202, r.text
         assert "X-Progress" in r.headers
