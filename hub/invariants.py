@@ -144,8 +144,9 @@ def _walk(value: Any, path: str, container: dict[str, Any], found: Found,
             return
         ref = value.get("reference")
         if type(ref) is str and ref[:1] == "#" and len(ref) > 1:
-            ids = {f"#{c.get('id')}" for c in container.get("contained") or ()
-                   if isinstance(c, dict)}
+            contained = container.get("contained")  # model validation judges its shape
+            ids = {f"#{c.get('id')}" for c in contained if isinstance(c, dict)
+                   } if isinstance(contained, list) else set()
             if ref not in ids:
                 found.append((f"{path}.reference", f"ref-1: {ref} names no contained resource"))
         if "start" in value:

@@ -77,3 +77,12 @@ def test_patient_key_of_a_task_and_of_a_hub_id():
     assert patient_key("county-1", observation(pid="1.2.840.7"), members) == \
         "county-1.1.2.840.7"
     assert patient_key("county-1", task) == "county-1.township-1.p7"  # members unknown
+
+
+def test_a_contained_that_is_not_a_list_is_refused_not_crashed():
+    # A local reference makes the invariant check look for the contained resources; found
+    # by a property test, it used to raise TypeError (an HTTP 500) instead of an issue.
+    bad = {**observation(), "subject": {"reference": "#p1"}, "contained": 1}
+    issues = validate(bad)
+    assert "Observation.contained" in locations(issues)
+    assert any(i.diagnostics.startswith("ref-1") for i in issues)
