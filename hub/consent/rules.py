@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from hub.clock import CONSORTIUM_TZ
 
 PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 TREATMENT = "TREAT"  # a member facility reading, a referral's receiving facility
@@ -88,16 +90,18 @@ class ConsentRule:
 
 
 def _instant(value: Any, end: bool) -> datetime | None:
-    """A FHIR date or dateTime as a UTC instant; a date (``2027``, ``2027-03``,
-    ``2027-03-01``) covers all of it: its first instant as a start, its last as an end."""
+    """A FHIR date or dateTime as an instant; a date (``2027``, ``2027-03``, ``2027-03-01``)
+    covers all of it: its first instant as a start, its last as an end. A date, or a time
+    without an offset, is the consortium's calendar (a patient who withdraws consent "until
+    1 March" means until that day ends where they live, not in UTC)."""
     if not isinstance(value, str) or not value:
         return None
     try:
         if "T" in value:
             at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            return at if at.tzinfo else at.replace(tzinfo=UTC)
+            return at if at.tzinfo else at.replace(tzinfo=CONSORTIUM_TZ)
         parts = [int(p) for p in value.split("-")]
-        first = datetime(parts[0], *[*parts[1:], 1, 1][:2], tzinfo=UTC)
+        first = datetime(parts[0], *[*parts[1:], 1, 1][:2], tzinfo=CONSORTIUM_TZ)
         if not end:
             return first
         if len(parts) == 1:
