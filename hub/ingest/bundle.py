@@ -24,7 +24,7 @@ import orjson
 
 from hub.exactjson import BOM, loads_exact, needs_exact
 from hub.facilities import Facility
-from hub.fhir import NUL_ESCAPE, Issue, parse_json
+from hub.fhir import NUL_ESCAPE, Issue, parse_json, validate_many
 from hub.ingest.conditions import Resolution, if_match_version, parse_criteria
 from hub.ingest.prepare import Prepared, local_id, prepare_upsert
 from hub.signing import hub_signer
@@ -217,6 +217,12 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = 
     raw = b"" if raw is not None and NUL_ESCAPE not in raw else None
     plan = BundlePlan(btype)
     placed: dict[tuple[str, str], int] = {}
+    # Every entry's resource validated first, in one pass (the costly step, kept in a tight
+    # loop: hub.fhir.validate_many), then each entry prepared with its issues.
+    upserts = [i for i, t in enumerate(targets) if not t.issues and not t.kept]
+    validated = dict(zip(upserts, validate_many(
+        [entries[i]["resource"] for i in upserts], [None] * len(upserts),
+        [raw] * len(upserts)), strict=True))
     for i, (entry, t, rid) in enumerate(zip(entries, targets, ids, strict=True)):
         if t.issues:
             plan.entries.append(Prepared(None, t.issues))
@@ -226,7 +232,7 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = 
             continue
         p = prepare_upsert(facility, entry["resource"], url_id=rid, raw=raw, members=members,
                            exact=exact_entries[i]["resource"] if exact_entries else None,
-                           references=references, sign=False)
+                           references=references, sign=False, validated=validated[i])
         if p.ok and p.resource is not None and plan.all_or_nothing:
             # A transaction names each resource once (its entries happen at one moment); a
             # batch may carry several versions of one, applied in version order.

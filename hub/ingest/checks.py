@@ -18,7 +18,7 @@ from hub.config import Settings
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.bundle import BodyPlan, plan_body
 from hub.ingest.conditions import Resolution
-from hub.ingest.verdict import Verdict, check_inbound
+from hub.ingest.verdict import Verdict, check_inbound_many
 from hub.registry.consortium_file import load_directory
 from hub.signing import load_or_create_hub_key, use_hub_signer
 
@@ -41,7 +41,7 @@ def _plan(facility_id: str, body: bytes, resolutions: dict[int, Resolution]) -> 
 
 def _check(records: list[InboundRecord]) -> list[Verdict]:
     assert _directory is not None
-    return [check_inbound(_directory, *r) for r in records]
+    return check_inbound_many(_directory, records)
 
 
 class EdgeChecks:
@@ -80,7 +80,7 @@ class EdgeChecks:
 
     async def check_inbound(self, records: list[InboundRecord]) -> list[Verdict]:
         if self._pool is None:
-            return [check_inbound(self.directory, *r) for r in records]
+            return check_inbound_many(self.directory, records)
         loop = asyncio.get_running_loop()
         size = max(1, -(-len(records) // self.workers))
         parts = await asyncio.gather(*(

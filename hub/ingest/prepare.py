@@ -73,6 +73,7 @@ def prepare_upsert(
     exact: Any = None,
     references: Mapping[str, str] | None = None,
     sign: bool = True,
+    validated: list[Issue] | None = None,
 ) -> Prepared:
     """Validate ``resource`` from ``facility`` and wrap it in an upsert envelope signed by
     the hub (which authenticated the facility); ``sign=False`` leaves the signing to the
@@ -87,8 +88,10 @@ def prepare_upsert(
     numbers kept as written (``hub.exactjson``; ``resource`` itself when None), and the only
     changes are the id (assigned, or a facility's own hub id made local) and the references
     ``references`` maps (a transaction's ``urn:uuid:`` fullUrls to the ids they got).
+    ``validated``: the resource's issues, when the caller validated a batch at once
+    (``hub.fhir.validate_many``).
     """
-    issues = validate(resource, expected_type, raw)
+    issues = validate(resource, expected_type, raw) if validated is None else validated
     if issues:
         return Prepared(None, issues)
     res = dict(resource if exact is None else exact)
