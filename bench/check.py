@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,54 @@ def load_baseline(path: Path = BASELINE) -> dict[str, dict[str, Any]]:
             isinstance(f, dict) and "ratio" in f and "band" in f for f in figures.values()):
         raise ValueError(f"baseline {path} has no figures with a ratio and a band each")
     return figures
+
+
+def run_record(table: RatioTable, about: str) -> dict[str, Any]:
+    """What ``hub bench --save`` writes: one run's ratios by figure name."""
+    return {"about": about, "ratios": dict(table.ratios), "better": dict(table.better)}
+
+
+# The least band a figure gets: one or two runs cannot show a ratio's tails on a shared
+# machine (the README's ranges moved by ±0.03 quiet, far more under load).
+MIN_BAND = 0.05
+MIN_RELATIVE_BAND = 0.12
+
+
+def baseline_from_runs(runs: Sequence[Mapping[str, Any]], about: str) -> dict[str, Any]:
+    """A baseline from saved runs: per figure the median ratio, and a band of the spread
+    the runs showed, at least ``MIN_BAND`` and ``MIN_RELATIVE_BAND`` of the ratio."""
+    seen: dict[str, list[float]] = {}
+    better: dict[str, str] = {}
+    for run in runs:
+        for name, ratio in run["ratios"].items():
+            seen.setdefault(name, []).append(float(ratio))
+            better[name] = run.get("better", {}).get(name, "higher")
+    figures = {}
+    for name, ratios in sorted(seen.items()):
+        middle = statistics.median(ratios)
+        band = max(max(ratios) - min(ratios), MIN_BAND, MIN_RELATIVE_BAND * middle)
+        figures[name] = {"ratio": round(middle, 2), "band": round(band, 2),
+                         "better": better[name], "runs": ratios}
+    return {"about": about, "figures": figures}
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m bench.check OUT RUN [RUN ...]``: write a baseline made from saved runs."""
+    if len(argv) < 2:
+        print("usage: python -m bench.check OUT.json RUN.json [RUN.json ...] "
+              "(runs saved by hub bench --save)", file=sys.stderr)
+        return 2
+    out, *paths = argv
+    try:
+        runs = [json.loads(Path(p).read_text()) for p in paths]
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"cannot read a saved run: {exc}", file=sys.stderr)
+        return 2
+    about = "; ".join(str(r.get("about", "")) for r in runs)
+    Path(out).write_text(json.dumps(baseline_from_runs(runs, about), indent=2) + "\n")
+    print(f"wrote {out}: {sum(len(r['ratios']) for r in runs)} ratios from {len(runs)} run(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

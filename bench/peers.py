@@ -41,8 +41,8 @@ import orjson
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
-from rich.table import Table
 
+from bench.check import RatioTable
 from hub.aio import run_loop
 from hub.config import Settings, Topics, load_settings
 from hub.engine.projection import Event
@@ -165,12 +165,12 @@ def _child(argv: list[str], console: Console, what: str) -> tuple[Marks | None, 
 
 # --- the run -------------------------------------------------------------------------------
 
-def run_peers(console: Console, n: int) -> Table:
+def run_peers(console: Console, n: int) -> RatioTable:
     # Here, not at the top: the child processes import this module and need none of it
     # (the workload brings fhir.resources along).
     from bench.workload import envelopes, fill_journal, population
 
-    table = Table(title=f"hub bench --peers ({n:,} events; one machine, same run)",
+    table = RatioTable(title=f"hub bench --peers ({n:,} events; one machine, same run)",
                   caption=None if n >= 10_000 else "fewer than 10,000 events: a few batches "
                   "each, so these rates say little; the figures are 20,000-event runs")
     for col in ("figure", "hub", "peer", "hub ÷ peer", "target", "same rows"):

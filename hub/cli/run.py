@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from hub import clock
 from hub.cli.common import (
     DataOpt,
     DbOpt,
@@ -192,28 +194,40 @@ def bench(
         "figure that fell by more than its noise band.")] = False,
     baseline: Annotated[Path | None, typer.Option(
         help="Baseline file for --check (default: bench/baseline.json).")] = None,
+    save: Annotated[Path | None, typer.Option(
+        help="Also write this run's ratios to a JSON file (python -m bench.check OUT RUN... "
+        "makes a baseline from saved runs).")] = None,
 ) -> None:
     """Measure the hub's performance figures, each beside a baseline measured in the same
     run."""
-    if peers:
-        if only is not None:
-            fail("--peers is a measurement of its own: leave out --only")
-        from bench.peers import run_peers
+    from bench.check import BASELINE, load_baseline, regressions, run_record
 
-        console.print(run_peers(console, events or 20_000))
-        return
-    from bench.check import BASELINE, load_baseline, regressions
-    from bench.run import run_all
-
+    if peers and only is not None:
+        fail("--peers is a measurement of its own: leave out --only")
     if only is not None and only not in BENCH_PARTS:
         fail(f"--only {only!r} is not a measurement; one of: {', '.join(BENCH_PARTS)}")
+    if save is not None and not save.parent.is_dir():
+        fail(f"--save {save}: the folder {save.parent} does not exist")
     figures = None
     if check:
         try:  # before measuring: a missing baseline should not cost a whole run
             figures = load_baseline(baseline or BASELINE)
         except ValueError as exc:
             fail(str(exc))
-    table = run_all(console, events, only, minutes, postgres_url)
+    if peers:
+        from bench.peers import run_peers
+
+        table = run_peers(console, events or 20_000)
+        console.print(table)
+    else:
+        from bench.run import run_all
+
+        table = run_all(console, events, only, minutes, postgres_url)
+    if save is not None:
+        what = "--peers" if peers else f"--only {only}" if only else "all figures"
+        save.write_text(json.dumps(run_record(table, f"hub bench {what}, "
+                                              f"{clock.now():%Y-%m-%d %H:%M} UTC"), indent=2))
+        console.print(f"saved this run's {len(table.ratios)} ratios to {save}")
     if figures is None:
         return
     judged = [name for name in table.ratios if name in figures]

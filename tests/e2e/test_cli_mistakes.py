@@ -258,6 +258,7 @@ def test_registry_edits_that_are_refused_change_nothing(place):
     (["project", "nope"], "unknown projection 'nope'"),
     (["bench", "--only", "speed"], "--only 'speed' is not a measurement"),
     (["bench", "--peers", "--only", "rebuild"], "--peers is a measurement of its own"),
+    (["bench", "--save", "nowhere/run.json"], "the folder nowhere does not exist"),
     (["hl7-import", "missing.hl7", "--facility", "township-1"], "missing.hl7"),
     (["hl7-import", "{inputs}/empty.hl7", "--facility", "township-1"], "no HL7 v2 messages"),
     (["hl7-import", "{inputs}/lab.hl7", "--facility", "nowhere"], "no facility 'nowhere'"),

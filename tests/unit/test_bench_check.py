@@ -63,3 +63,32 @@ def test_the_committed_baseline_is_usable_and_an_unusable_one_is_refused(tmp_pat
         load_baseline(bad)
     with pytest.raises(ValueError, match="no baseline file"):
         load_baseline(tmp_path / "missing.json")
+
+
+def test_saved_runs_make_a_baseline_of_medians_and_bands(tmp_path):
+    from bench.check import MIN_BAND, baseline_from_runs, main, run_record
+
+    table = RatioTable()
+    for col in ("figure", "hub", "baseline", "ratio", "target", "ok"):
+        table.add_column(col)
+    runs = []
+    for ratio, p99 in ((0.70, "19.8 ms"), (0.80, "21.0 ms"), (0.74, "20.0 ms")):
+        table.ratios.clear()
+        table.add_row("ingest: gateway", "1 res/s", "1 res/s", f"{ratio:.2f}x", "", "")
+        table.add_row("latency p99", p99, "1 ms", "1.30x", "", "")
+        runs.append(run_record(table, "a run"))
+    base = baseline_from_runs(runs, "three runs")["figures"]
+    assert base["ingest: gateway"]["ratio"] == 0.74
+    assert base["ingest: gateway"]["band"] == 0.10  # the spread the runs showed
+    assert base["latency p99"] == {"ratio": 1.3, "band": 0.16, "better": "lower",
+                                   "runs": [1.3, 1.3, 1.3]}  # no spread: 12 % of the ratio
+    assert base["ingest: gateway"]["band"] >= MIN_BAND
+    # Through the command: saved runs in, a usable baseline out.
+    paths = []
+    for i, run in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(run))
+    assert main([str(tmp_path / "baseline.json"), *map(str, paths)]) == 0
+    assert regressions({"ingest: gateway": 0.60},
+                       load_baseline(tmp_path / "baseline.json")) != []
+    assert main([str(tmp_path / "x.json"), str(tmp_path / "missing.json")]) == 2
