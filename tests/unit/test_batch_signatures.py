@@ -165,3 +165,41 @@ def test_the_sdk_signs_publish_many_under_one_manifest():
     envs = build_envelopes(village, [patient(f"p{i}") for i in range(4)])
     assert len({parse_signature(e.signature).sig for e in envs}) == 1
     assert all(directory.verify(e) == "village-1#1" for e in envs)
+
+
+def _with_path(env: Envelope, path: bytes) -> Envelope:
+    """``env`` whose header carries ``path`` instead of its own."""
+    head, _, rest = env.signature.partition(";path=")
+    sig = rest.partition(";sig=")[2]
+    import base64
+    text = base64.urlsafe_b64encode(path).decode().rstrip("=")
+    return dataclasses.replace(env, signature=f"{head};path={text};sig={sig}")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(min_value=2, max_value=37), st.data())
+def test_a_remembering_verifier_answers_as_a_check_from_scratch(n, data):
+    """Members arrive in any order, some forged (another member's data, a path with one
+    step changed, cut short or lengthened); the verifier that remembers the tree's nodes
+    must give each the answer a stateless check gives."""
+    signed = village.sign_batch(events(n))
+    public = demo_private_key("village-1").public_key()
+    verifier = Verifier()
+    picks = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 5)),
+                               min_size=1, max_size=3 * n))
+    for index, how in picks:
+        env = signed[index]
+        path = parse_signature(env.signature).path
+        if how == 1:  # another member's content under this member's place
+            env = dataclasses.replace(env, data=signed[(index + 1) % n].data)
+        elif how == 2 and path:  # one step of the path changed
+            step = data.draw(st.integers(0, len(path) // 32 - 1)) * 32
+            env = _with_path(env, path[:step] + bytes(b ^ 0xFF for b in path[step:step + 32])
+                             + path[step + 32:])
+        elif how == 3 and path:
+            env = _with_path(env, path[:-32])
+        elif how == 4:
+            env = _with_path(env, path + path[:32])
+        signature = parse_signature(env.signature)
+        assert verifier.valid(public, env, signature) == signature_valid(public, env,
+                                                                         signature), how
