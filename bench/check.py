@@ -23,7 +23,7 @@ from rich.table import Table
 BASELINE = Path(__file__).with_name("baseline.json")
 _RATIO = re.compile(r"^\s*(\d+(?:\.\d+)?)x")
 # Units of the hub column for which less is better; every other ratio is a rate.
-_LOWER_IS_BETTER = (" ms", " s", " MB")
+_LOWER_IS_BETTER = (" ms", " s", " MB", " µs/ev")
 
 
 class RatioTable(Table):
