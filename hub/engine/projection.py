@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import orjson
 import sqlalchemy as sa
 
-from hub.envelope import Addressed, Envelope
+from hub.envelope import Addressed, Envelope, record_fields
 
 
 # Not frozen, though nothing assigns to an event: a frozen dataclass sets each of its twelve
@@ -42,6 +42,15 @@ class Event(Addressed):
                       topic_id: str = "") -> Event:
         return cls(env.id, env.source, env.type, env.subject, env.time, env.key, env.data,
                    topic, partition, offset, env.signature, topic_id)
+
+    @classmethod
+    def from_record(cls, record: Any, topic: str, topic_id: str = "") -> Event:
+        """The event a Kafka record (aiokafka's ConsumerRecord) carries; EnvelopeError if the
+        record is not one the contract accepts (``hub.envelope.record_fields``)."""
+        id_, source, type_, subject, time, key, data, signature = record_fields(
+            record.headers, record.key, record.value)
+        return cls(id_, source, type_, subject, time, key, data, topic, record.partition,
+                   record.offset, signature, topic_id)
 
     def resource(self) -> dict[str, Any]:
         """The resource, parsed fast: it was validated once at the edge."""

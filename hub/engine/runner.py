@@ -350,7 +350,7 @@ class ProjectionRunner:
             for m in msgs:
                 last[tp.partition] = m.offset
                 try:
-                    env = Envelope.from_record(m.headers, m.key, m.value)
+                    events.append(Event.from_record(m, tp.topic, self._topic_id))
                 except EnvelopeError as exc:
                     # Keyed by the record alone: every projection meets the same bad record,
                     # and it is one refused input.
@@ -358,9 +358,6 @@ class ProjectionRunner:
                         self.consumer_name, "bad-envelope",
                         [Issue("(headers)", str(exc), "structure")], "log", tp.topic,
                         self._topic_id, tp.partition, m.offset, m.key, m.value, m.headers))
-                    continue
-                events.append(
-                    Event.from_envelope(env, tp.topic, tp.partition, m.offset, self._topic_id))
         if not last:
             return None
         if bad:
