@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hub.collector import tune_for_batches
 from hub.config import Settings
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.bundle import BodyPlan, plan_body
@@ -29,6 +30,7 @@ _directory: FacilityDirectory | None = None
 
 def _init(facilities_file: Path | None, hub_key_file: Path) -> None:
     global _directory
+    tune_for_batches()  # a spawned worker does not run the CLI that sets it
     _directory = load_directory(facilities_file)
     use_hub_signer(load_or_create_hub_key(hub_key_file))
 
