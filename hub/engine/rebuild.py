@@ -28,14 +28,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Compiled, Connection
 
 from hub.engine import tracking
 from hub.engine.projection import Change, Event, Projection
 from hub.engine.writer import write
 from hub.envelope import now_rfc3339
 from hub.errors import HubError
-from hub.store.db import Store
+from hub.store.db import CACHE_KIB, Store
 from hub.store.schema import applied, journal
 
 Progress = Callable[[int], None]
@@ -117,6 +117,10 @@ _PAGE = (sa.select(*_COLUMNS)
          .where(journal.c.seq > sa.bindparam("after"), journal.c.seq <= sa.bindparam("upto"))
          .order_by(journal.c.seq).limit(sa.bindparam("size")))
 CHECKPOINT_PAGES = 16384  # of 4 KiB
+BULK_CACHE_KIB = 16384  # page cache, and so in-memory sort, of the index build and drops
+# Events written to the shadow tables per transaction: tens of MB, which the WAL holds until
+# the commit (a bounded amount, whatever the journal's length).
+COMMIT_EVENTS = 20_000
 # Below this many journal rows, starting worker processes costs more than they save.
 PARALLEL_FROM = 50_000
 
@@ -145,12 +149,36 @@ def _fold_rows(projection: Projection, rows: Sequence[Any]) -> Page:
 
 
 def _read_page(conn: Connection, after: int, upto: int, size: int) -> list[Any]:
-    rows = conn.execute(_PAGE, {"after": after, "upto": upto, "size": size}).all()
+    # On the driver's cursor: plain tuples, no SQLAlchemy row per journal row (a tenth of
+    # a fold worker's time went there).
+    compiled, names = _page_sql(conn.dialect)
+    params = compiled.construct_params({"after": after, "upto": upto, "size": size})
+    raw = conn.connection.dbapi_connection
+    cur = raw.cursor()
+    try:
+        cur.execute(compiled.string, tuple(params[n] for n in names))
+        rows = cur.fetchall()
+    finally:
+        cur.close()
     # One short read per page, not one cursor over the whole journal: an open read keeps
     # SQLite from checkpointing past it (the WAL would grow by everything this rebuild
     # writes) and PostgreSQL from vacuuming behind it.
-    conn.rollback()
+    raw.rollback()
     return rows
+
+
+_page_sqls: dict[str, tuple[Compiled, tuple[str, ...]]] = {}
+
+
+def _page_sql(dialect: sa.Dialect) -> tuple[Compiled, tuple[str, ...]]:
+    """The page query compiled with positional parameters, and the parameter each takes."""
+    found = _page_sqls.get(dialect.name)
+    if found is None:
+        if not dialect.positional:
+            dialect = type(dialect)(paramstyle="format")
+        compiled = _PAGE.compile(dialect=dialect)
+        found = _page_sqls[dialect.name] = (compiled, tuple(compiled.positiontup or ()))
+    return found
 
 
 def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], batch_size: int,
@@ -178,22 +206,46 @@ def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], bat
         else:
             pages = _pages_inline(rconn, projection, upto, batch_size)
         last = 0
-        for n, seq, where, changes in pages:
-            if not n:
-                continue  # a page of seq values no row took
-            last = seq
-            for k, off in where.items():
-                if off > positions.get(k, -1):
-                    positions[k] = off
+        for group in _commit_groups(pages):
+            # One transaction for several pages: each commit writes every page it dirtied to
+            # the WAL again, and the primary-key index takes its rows in no useful order, so
+            # small commits rewrote most of its leaves each time (a gigabyte at a million).
+            # The shadow tables are nobody's until the swap: a crash loses only this work.
             with store.begin(on=wconn) as conn:
-                write(conn, shadow, changes)
-            count += n
+                for n, seq, where, changes in group:
+                    last = seq
+                    for k, off in where.items():
+                        if off > positions.get(k, -1):
+                            positions[k] = off
+                    write(conn, shadow, changes)
+                    count += n
             if progress is not None:
-                progress(n)
+                progress(sum(page[0] for page in group))
         if store.is_sqlite:  # the pool lends this connection out again
             wconn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")
+            # ... with its page cache emptied: full of the shadow table's pages, it would
+            # stay beside the one of the connection building the indexes (+55 MB at a
+            # million events, where the peak grew with the journal).
+            wconn.exec_driver_sql("PRAGMA shrink_memory")
             wconn.commit()
     return count, last, positions
+
+
+def _commit_groups(pages: Iterator[Page]) -> Iterator[list[Page]]:
+    """``pages`` (empty ones dropped) in runs of about ``COMMIT_EVENTS`` events, one
+    transaction each."""
+    group: list[Page] = []
+    events = 0
+    for page in pages:
+        if not page[0]:
+            continue  # a page of seq values no row took
+        group.append(page)
+        events += page[0]
+        if events >= COMMIT_EVENTS:
+            yield group
+            group, events = [], 0
+    if group:
+        yield group
 
 
 def _pages_inline(conn: Connection, projection: Projection, upto: int, size: int
@@ -311,11 +363,16 @@ def temp_on_disk(store: Store) -> Iterator[Connection]:
         raw = conn.connection.driver_connection if store.is_sqlite else None
         if raw is not None:
             raw.execute("PRAGMA temp_store=FILE")
+            # SQLite sorts in memory up to the cache size before it spills to files: the
+            # index build's sort grew the peak with the table until that limit (+55 MB
+            # from 300,000 to 1,000,000 rows). A table scan needs few cached pages.
+            raw.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
         try:
             yield conn
         finally:
             if raw is not None:  # the pool lends this connection out again
                 raw.execute("PRAGMA temp_store=MEMORY")
+                raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
 
 
 def retired_name(table: str, epoch: int) -> str:

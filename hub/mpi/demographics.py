@@ -16,8 +16,6 @@ from datetime import date
 from functools import lru_cache
 from typing import Any
 
-from pypinyin import Style, lazy_pinyin
-
 from hub.demo.population import gb11643_check
 
 NATIONAL_ID_SYSTEM = "urn:oid:2.16.156.10011.1.1"  # GB 11643 citizen identity number
@@ -101,6 +99,10 @@ def canonical_national_id(value: str) -> str | None:
 @lru_cache(maxsize=65536)
 def to_pinyin(name: str) -> str:
     """Toneless lowercase pinyin without separators; Latin names just lose case and spaces."""
+    # Imported here: its dictionaries take half a second to load, which every process
+    # importing this module for keyed_hash alone (a rebuild's fold workers) would pay.
+    from pypinyin import Style, lazy_pinyin
+
     syllables = lazy_pinyin(name, style=Style.NORMAL, errors="default")
     if syllables and name[0] in _SURNAME_READINGS:
         syllables[0] = _SURNAME_READINGS[name[0]]

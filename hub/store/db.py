@@ -206,6 +206,7 @@ def _shown(url: str) -> str:
 
 
 BUSY_ENV = "HUB_SQLITE_BUSY_TIMEOUT_MS"
+CACHE_KIB = 65536  # each SQLite connection's page cache
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -221,7 +222,7 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute(f"PRAGMA busy_timeout={int(os.environ.get(BUSY_ENV) or 30000)}")
         # A 64 MiB page cache and in-memory sorts: index builds after a rebuild and batched
         # upserts stop spilling to temporary files.
-        cur.execute("PRAGMA cache_size=-65536")
+        cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
         # pysqlite's own transaction handling defers BEGIN; take it over so that
