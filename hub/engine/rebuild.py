@@ -264,9 +264,11 @@ _worker: dict[str, Any] = {}
 
 
 def _start_worker(url: str, projection: Projection, secret: bytes | None) -> None:
+    from hub.collector import tune_for_batches
     from hub.identity import use_identity_secret
     from hub.store.db import open_store
 
+    tune_for_batches()  # a spawned worker runs no CLI: pages of rows die young here too
     if secret is not None:
         use_identity_secret(secret)
     _worker["store"] = open_store(url, create=False)
