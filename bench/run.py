@@ -262,6 +262,8 @@ async def latency(settings: Settings, envs: list[Envelope], workdir: Path, rate:
 
 
 def pct(values: list[float], q: float) -> float:
+    if not values:  # nothing answered 2xx: the row says so instead of a figure
+        return float("nan")
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
