@@ -33,9 +33,11 @@ class RatioTable(Table):
         super().__init__(*args, **kwargs)
         self.ratios: dict[str, float] = {}
         self.better: dict[str, str] = {}
+        self.cells: list[list[str]] = []  # every row as printed (markup removed): --save
 
     def add_row(self, *cells: Any, **kwargs: Any) -> None:  # type: ignore[override]
         super().add_row(*cells, **kwargs)
+        self.cells.append([_plain(c) for c in cells])
         if len(cells) >= 4 and isinstance(cells[3], str) and (m := _RATIO.match(cells[3])):
             name = str(cells[0]).strip()
             self.ratios[name] = float(m[1])
@@ -75,9 +77,15 @@ def load_baseline(path: Path = BASELINE) -> dict[str, dict[str, Any]]:
     return figures
 
 
+def _plain(cell: Any) -> str:
+    return re.sub(r"\[/?(?:green|red|yellow|bold)\]", "", str(cell)).strip()
+
+
 def run_record(table: RatioTable, about: str) -> dict[str, Any]:
-    """What ``hub bench --save`` writes: one run's ratios by figure name."""
-    return {"about": about, "ratios": dict(table.ratios), "better": dict(table.better)}
+    """What ``hub bench --save`` writes: one run's ratios by figure name, and every row as
+    printed (the README's table is made from these)."""
+    return {"about": about, "ratios": dict(table.ratios), "better": dict(table.better),
+            "rows": table.cells}
 
 
 # The least band a figure gets: one or two runs cannot show a ratio's tails on a shared

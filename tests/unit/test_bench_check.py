@@ -51,6 +51,10 @@ def test_the_table_keeps_each_ratio_and_which_way_is_better():
                             "publish -> queryable @500/s p99": 1.28}
     assert table.better == {"rebuild shared record from journal": "higher",
                             "publish -> queryable @500/s p99": "lower"}
+    # Every row as printed, markup gone, for the README's table.
+    assert table.cells[0] == ["rebuild shared record from journal", "40,000 ev/s",
+                              "60,000 ev/s", "0.67x", ">= 0.6x", "yes"]
+    assert len(table.cells) == 3
 
 
 def test_the_committed_baseline_is_usable_and_an_unusable_one_is_refused(tmp_path):
