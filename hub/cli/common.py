@@ -26,7 +26,6 @@ from typer.core import TyperGroup
 
 from hub import logs
 from hub.aio import run_loop
-from hub.collector import tune_for_batches
 from hub.config import Settings, load_settings
 from hub.errors import ConfigError, HubError
 from hub.store.db import Store, open_existing_store
@@ -91,7 +90,6 @@ class HubGroup(TyperGroup):
     """The top-level group: turns every expected error from any command into one line."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        tune_for_batches()  # every hub process works in batches (hub.collector)
         try:
             return super().invoke(ctx)
         except EXPECTED as exc:

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from hub.collector import paused
 from hub.exactjson import BOM, loads_exact, needs_exact
 from hub.facilities import Facility
 from hub.fhir import NUL_ESCAPE, Issue, parse_json, validate_many
@@ -284,7 +285,14 @@ def plan_body(facility: Facility, body: bytes, members: Container[str] = (),
               resolutions: Mapping[int, Resolution] | None = None) -> BodyPlan:
     """Parse, validate and prepare a POST /fhir body (a Bundle) from ``facility``;
     ``members`` are the consortium's facility ids (see ``prepare.foreign_owner``),
-    ``resolutions`` the shared record's answers to the entries' conditions."""
+    ``resolutions`` the shared record's answers to the entries' conditions. The collector
+    is paused meanwhile (``hub.collector``)."""
+    with paused():
+        return _plan_body(facility, body, members, resolutions)
+
+
+def _plan_body(facility: Facility, body: bytes, members: Container[str],
+               resolutions: Mapping[int, Resolution] | None) -> BodyPlan:
     body = body.removeprefix(BOM)  # tolerated at the start of an HTTP body
     bundle, issues = parse_json(body)
     if issues:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from hub.collector import paused
 from hub.envelope import Envelope
 from hub.errors import AuthError, EnvelopeError
 from hub.facilities import FacilityDirectory
@@ -34,7 +35,15 @@ def check_inbound_many(directory: FacilityDirectory,
                        ) -> list[Verdict]:
     """``check_inbound`` for a batch of (headers, key, value, timestamp_ms): each record's
     verdict, the same as one at a time, found step by step across the batch (reading,
-    signatures, JSON, validation in one loop: ``hub.fhir.validate_many``)."""
+    signatures, JSON, validation in one loop: ``hub.fhir.validate_many``), with the
+    collector paused meanwhile (``hub.collector``)."""
+    with paused():
+        return _check_batch(directory, records)
+
+
+def _check_batch(directory: FacilityDirectory,
+                 records: Sequence[tuple[Any, bytes | None, bytes | None, int | None]]
+                 ) -> list[Verdict]:
     verdicts: list[Verdict | None] = [None] * len(records)
     envs: dict[int, Envelope] = {}
     for i, (headers, key, value, _) in enumerate(records):
