@@ -262,82 +262,67 @@ class Verifier:
         if not signature.count:
             return _verify(public_key, signature.sig, signing_input(env))
         seen = (signature.kid, signature.count, signature.sig)
-        digest = event_digest(env)
         known = self._checked.get(seen)
-        if known is not None:
-            before = len(known)
-            ok = _climb(digest, signature, known)
-            self._nodes += len(known) - before
-        else:
-            known = {}
-            root = _climb_to_root(digest, signature, known)
-            ok = root is not None and _verify(public_key, signature.sig,
-                                              manifest_message(signature.count, root))
-            if ok:
-                if len(self._checked) >= self._size or self._nodes >= self.MAX_NODES:
-                    self._checked.clear()
-                    self._nodes = 0
-                self._checked[seen] = known
-                self._nodes += len(known)
-        return ok
-
-
-def _climb_to_root(digest: bytes, signature: Signature, nodes: Nodes) -> bytes | None:
-    """``manifest_root`` that also notes each node passed and each sibling in ``nodes``."""
-    node, pos, size, at, level = _leaf(digest), signature.index, signature.count, 0, 0
-    path = signature.path
-    while size > 1:
-        nodes[level, pos] = node
-        sibling = pos ^ 1
-        if sibling < size:
-            step = path[at:at + 32]
-            if len(step) != 32:
-                return None
-            nodes[level, sibling] = step
-            node = _node(step, node) if pos & 1 else _node(node, step)
-            at += 32
-        pos, size, level = pos // 2, (size + 1) // 2, level + 1
-    nodes[level, 0] = node
-    return node if at == len(signature.path) else None
-
-
-def _climb(digest: bytes, signature: Signature, known: Nodes) -> bool:
-    """Whether a member of a manifest already checked climbs into its tree: hash upward
-    until a node is one the tree is known to hold, then the rest of the path must be the
-    known siblings. Nodes proved on the way are added to ``known``."""
-    node, pos, size, at, level = _leaf(digest), signature.index, signature.count, 0, 0
-    path = signature.path
-    proved: Nodes = {}
-    while size > 1:
-        if known.get((level, pos)) == node:
-            break  # the rest of the way is known: compare, no hashing
-        proved[level, pos] = node
-        sibling = pos ^ 1
-        if sibling < size:
-            step = path[at:at + 32]
-            if len(step) != 32:
-                return False
-            proved[level, sibling] = step
-            node = _node(step, node) if pos & 1 else _node(node, step)
-            at += 32
-        pos, size, level = pos // 2, (size + 1) // 2, level + 1
-    else:
-        # Climbed to the top without meeting a known node: it must be the signed root.
-        if known.get((level, 0)) != node or at != len(path):
+        proved: Nodes = {}
+        root = _climb(event_digest(env), signature, known or {}, proved)
+        if root is None:
             return False
-        known.update(proved)
-        return True
-    while size > 1:
-        sibling = pos ^ 1
-        if sibling < size:
-            if path[at:at + 32] != known.get((level, sibling)):
+        if known is not None:
+            if known.get(_root_place(signature.count)) != root:
                 return False
-            at += 32
+        elif _verify(public_key, signature.sig, manifest_message(signature.count, root)):
+            if len(self._checked) >= self._size or self._nodes >= self.MAX_NODES:
+                self._checked.clear()
+                self._nodes = 0
+            known = self._checked[seen] = {}
+        else:
+            return False
+        before = len(known)
+        known.update(proved)
+        self._nodes += len(known) - before
+        return True
+
+
+def _root_place(count: int) -> tuple[int, int]:
+    level = 0
+    while count > 1:
+        count, level = (count + 1) // 2, level + 1
+    return level, 0
+
+
+def _climb(digest: bytes, signature: Signature, known: Nodes, proved: Nodes) -> bytes | None:
+    """The root a member's digest climbs to (``manifest_root``), noting in ``proved`` each
+    node passed and each sibling. Once the climb meets a node the tree is ``known`` to hold,
+    it stops hashing: the rest of the path must be the known siblings, and the known root
+    is the answer. None when the path has the wrong length or disagrees with ``known``."""
+    node, pos, size, at, level = _leaf(digest), signature.index, signature.count, 0, 0
+    path = signature.path
+    met = False
+    while size > 1:
+        if not met and known.get((level, pos)) == node:
+            met = True  # the rest of the way is known: compare, no hashing
+        sibling = pos ^ 1
+        if met:
+            if sibling < size:
+                if path[at:at + 32] != known.get((level, sibling)):
+                    return None
+                at += 32
+        else:
+            proved[level, pos] = node
+            if sibling < size:
+                step = path[at:at + 32]
+                if len(step) != 32:
+                    return None
+                proved[level, sibling] = step
+                node = _node(step, node) if pos & 1 else _node(node, step)
+                at += 32
         pos, size, level = pos // 2, (size + 1) // 2, level + 1
     if at != len(path):
-        return False
-    known.update(proved)
-    return True
+        return None
+    if met:
+        return known.get((level, 0))
+    proved[level, 0] = node
+    return node
 
 
 def _verify(public_key: Ed25519PublicKey, sig: bytes, message: bytes) -> bool:

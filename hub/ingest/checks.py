@@ -12,18 +12,15 @@ import asyncio
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from hub.collector import tune_for_batches
 from hub.config import Settings
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.bundle import BodyPlan, plan_body
 from hub.ingest.conditions import Resolution
-from hub.ingest.verdict import Verdict, check_inbound_many
+from hub.ingest.verdict import InboundRecord, Verdict, check_inbound_many
 from hub.registry.consortium_file import load_directory
 from hub.signing import load_or_create_hub_key, use_hub_signer
-
-InboundRecord = tuple[Any, bytes | None, bytes | None, int | None]  # headers, key, value, ts
 
 _directory: FacilityDirectory | None = None
 

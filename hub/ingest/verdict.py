@@ -24,6 +24,11 @@ class Verdict(NamedTuple):
     event_id: str = ""
 
 
+InboundRecord = tuple[Any, bytes | None, bytes | None, int | None]
+"""One record of ``hie.inbound.v1`` as the checks take it: headers, key, value, and its
+Kafka timestamp in milliseconds."""
+
+
 def check_inbound(directory: FacilityDirectory, headers, key: bytes | None,
                   value: bytes | None, timestamp_ms: int | None = None) -> Verdict:
     """``timestamp_ms`` is the inbound record's Kafka timestamp (when it was published)."""
@@ -31,8 +36,7 @@ def check_inbound(directory: FacilityDirectory, headers, key: bytes | None,
 
 
 def check_inbound_many(directory: FacilityDirectory,
-                       records: Sequence[tuple[Any, bytes | None, bytes | None, int | None]]
-                       ) -> list[Verdict]:
+                       records: Sequence[InboundRecord]) -> list[Verdict]:
     """``check_inbound`` for a batch of (headers, key, value, timestamp_ms): each record's
     verdict, the same as one at a time, found step by step across the batch (reading,
     signatures, JSON, validation in one loop: ``hub.fhir.validate_many``), with the
@@ -42,8 +46,7 @@ def check_inbound_many(directory: FacilityDirectory,
 
 
 def _check_batch(directory: FacilityDirectory,
-                 records: Sequence[tuple[Any, bytes | None, bytes | None, int | None]]
-                 ) -> list[Verdict]:
+                 records: Sequence[InboundRecord]) -> list[Verdict]:
     verdicts: list[Verdict | None] = [None] * len(records)
     envs: dict[int, Envelope] = {}
     for i, (headers, key, value, _) in enumerate(records):
