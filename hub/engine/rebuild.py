@@ -116,7 +116,6 @@ _COLUMNS = [journal.c.event_id, journal.c.source, journal.c.type, journal.c.subj
 _PAGE = (sa.select(*_COLUMNS)
          .where(journal.c.seq > sa.bindparam("after"), journal.c.seq <= sa.bindparam("upto"))
          .order_by(journal.c.seq).limit(sa.bindparam("size")))
-CHECKPOINT_PAGES = 16384  # of 4 KiB
 BULK_CACHE_KIB = 16384  # page cache, and so in-memory sort, of the index build and drops
 # Events written to the shadow tables per transaction: tens of MB, which the WAL holds until
 # the commit (a bounded amount, whatever the journal's length).
@@ -187,12 +186,6 @@ def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], bat
     count = 0
     positions: Positions = {}
     with store.connect() as rconn, store.connect() as wconn:
-        if store.is_sqlite:
-            # This connection's commits checkpoint the WAL every 64 MB instead of every 4:
-            # each checkpoint waits for two fsyncs, and a rebuild writes the whole table
-            # (a gigabyte at a million events). The WAL stays bounded all the same.
-            wconn.exec_driver_sql(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
-            wconn.commit()
         # What the journal holds now; events archived meanwhile reach the swapped-in tables
         # through the live runners, which resume from the positions noted here.
         first, upto = rconn.execute(sa.select(sa.func.min(journal.c.seq),
@@ -221,11 +214,11 @@ def _fold(store: Store, projection: Projection, shadow: dict[str, sa.Table], bat
                     count += n
             if progress is not None:
                 progress(sum(page[0] for page in group))
-        if store.is_sqlite:  # the pool lends this connection out again
-            wconn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")
-            # ... with its page cache emptied: full of the shadow table's pages, it would
-            # stay beside the one of the connection building the indexes (+55 MB at a
-            # million events, where the peak grew with the journal).
+        if store.is_sqlite:
+            # The pool lends this connection out again, with its page cache emptied: full
+            # of the shadow table's pages, it would stay beside the one of the connection
+            # building the indexes (+55 MB at a million events, where the peak grew with
+            # the journal).
             wconn.exec_driver_sql("PRAGMA shrink_memory")
             wconn.commit()
     return count, last, positions
@@ -346,7 +339,7 @@ def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epo
                 sa.select(sa.literal(name), journal.c.event_id).where(journal.c.seq <= max_seq)))
         tracking.set_projection_state(conn, projection.name, projection.version, epoch + 1,
                                       now_rfc3339())
-    with temp_on_disk(store) as bulk, store.begin(on=bulk) as conn:
+    with temp_on_disk(store, drop=True) as bulk, store.begin(on=bulk) as conn:
         prep = conn.dialect.identifier_preparer
         for table in live.values():
             conn.execute(sa.text(
@@ -354,11 +347,16 @@ def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epo
 
 
 @contextmanager
-def temp_on_disk(store: Store) -> Iterator[Connection]:
+def temp_on_disk(store: Store, drop: bool = False) -> Iterator[Connection]:
     """A connection whose temporary data goes to temporary files, not to memory as the
     store's connections keep it: building an index sorts every row, and dropping a table
     keeps a copy of each page it frees until the statement ends; in memory, a rebuild's
-    peak grew with the table (dropping the 300,000-row table a rebuild retires: +340 MB)."""
+    peak grew with the table (dropping the 300,000-row table a rebuild retires: +340 MB).
+
+    ``drop``: for dropping retired tables, whose pages SQLite (as Debian builds it, with
+    secure_delete on) would otherwise overwrite with zeros one by one, a gigabyte of writes
+    at a million events. Their rows are the journal's events folded, and the journal keeps
+    those in the same file, so zeroing them hid nothing."""
     with store.connect() as conn:
         # On the driver's connection: SQLite refuses the change inside a transaction, and
         # SQLAlchemy would open one around the statement.
@@ -369,12 +367,16 @@ def temp_on_disk(store: Store) -> Iterator[Connection]:
             # index build's sort grew the peak with the table until that limit (+55 MB
             # from 300,000 to 1,000,000 rows). A table scan needs few cached pages.
             raw.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
+            if drop:
+                raw.execute("PRAGMA secure_delete=FAST")
         try:
             yield conn
         finally:
             if raw is not None:  # the pool lends this connection out again
                 raw.execute("PRAGMA temp_store=MEMORY")
                 raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+                if drop:
+                    raw.execute("PRAGMA secure_delete=ON")
 
 
 def retired_name(table: str, epoch: int) -> str:

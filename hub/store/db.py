@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.errors import StoreError
+from hub.store.checkpoints import BACKSTOP_PAGES, CHECKPOINTS
 from hub.store.schema import journal, metadata
 
 
@@ -76,6 +77,10 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._gate = WriterGate() if self.dialect == "sqlite" else None
+        path = engine.url.database if self.dialect == "sqlite" else None
+        # A file's checkpoints run on a thread of their own (hub.store.checkpoints).
+        self._wal = CHECKPOINTS.register(Path(path).resolve()) \
+            if path and path != ":memory:" and not path.startswith("file:") else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -104,6 +109,8 @@ class Store:
                         yield conn
                 finally:
                     conn.info.pop("hub_write", None)
+            if self._wal is not None:
+                CHECKPOINTS.nudge(self._wal)
         except SQLAlchemyError as exc:
             raise StoreError(f"{self.dialect} store: {exc.__class__.__name__}: {exc}") from exc
 
@@ -141,6 +148,9 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._wal is not None:
+            CHECKPOINTS.unregister(self._wal)
+            self._wal = None
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -224,6 +234,9 @@ def _tune_sqlite(engine: Engine) -> None:
         # upserts stop spilling to temporary files.
         cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         cur.execute("PRAGMA temp_store=MEMORY")
+        # Checkpoints run on a thread of their own (hub.store.checkpoints); a writer
+        # checkpoints itself only past this many pages, should that thread fall behind.
+        cur.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         cur.close()
         # pysqlite's own transaction handling defers BEGIN; take it over so that
         # engine.begin() really starts a transaction (SQLAlchemy's documented recipe).
