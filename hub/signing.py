@@ -284,10 +284,8 @@ class Verifier:
 
 
 def _root_place(count: int) -> tuple[int, int]:
-    level = 0
-    while count > 1:
-        count, level = (count + 1) // 2, level + 1
-    return level, 0
+    """Where a manifest of ``count`` members keeps its root: (levels, 0)."""
+    return (count - 1).bit_length(), 0
 
 
 def _climb(digest: bytes, signature: Signature, known: Nodes, proved: Nodes) -> bytes | None:

@@ -87,6 +87,15 @@ class EdgeChecks:
             for i in range(0, len(records), size)))
         return [v for part in parts for v in part]
 
+    async def warm_up(self) -> None:
+        """Start the worker processes now, not on the first batch (each reads the registry
+        and the hub key as it starts)."""
+        if self._pool is None:
+            return
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(self._pool, _check, [])
+                               for _ in range(self.workers)))
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
