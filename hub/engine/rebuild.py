@@ -257,11 +257,11 @@ _worker: dict[str, Any] = {}
 
 
 def _start_worker(url: str, projection: Projection, secret: bytes | None) -> None:
-    from hub.collector import tune_for_batches
     from hub.identity import use_identity_secret
     from hub.store.db import open_store
+    from hub.worker_process import start_worker
 
-    tune_for_batches()  # a spawned worker runs no CLI: pages of rows die young here too
+    start_worker()  # pages of rows die young here too; and leave with the parent
     if secret is not None:
         use_identity_secret(secret)
     _worker["store"] = open_store(url, create=False)

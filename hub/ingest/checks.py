@@ -13,7 +13,6 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from hub.collector import tune_for_batches
 from hub.config import Settings
 from hub.facilities import Facility, FacilityDirectory
 from hub.ingest.bundle import BodyPlan, plan_body
@@ -21,13 +20,14 @@ from hub.ingest.conditions import Resolution
 from hub.ingest.verdict import InboundRecord, Verdict, check_inbound_many
 from hub.registry.consortium_file import load_directory
 from hub.signing import load_or_create_hub_key, use_hub_signer
+from hub.worker_process import start_worker
 
 _directory: FacilityDirectory | None = None
 
 
 def _init(facilities_file: Path | None, hub_key_file: Path) -> None:
     global _directory
-    tune_for_batches()  # a spawned worker does not run the CLI that sets it
+    start_worker()
     _directory = load_directory(facilities_file)
     use_hub_signer(load_or_create_hub_key(hub_key_file))
 

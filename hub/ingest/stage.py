@@ -9,11 +9,16 @@ appends some events twice, with the same event ids, which every consumer of the 
 (exactly-once effect); a dead letter's id is derived from its inbound record, so its SQL row
 is written once however often the record is handled. An event id already let in from a
 *different* inbound record is a replay and is dead-lettered (``hub.ingest.replay``).
+
+With validation worker processes, the next batch is read and checked on the workers while
+this one is published and committed; the steps after the check still run one batch at a
+time, in order, and each batch commits its own offsets (never those of a batch read ahead).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -81,6 +86,7 @@ class IngestStage:
         t = self.settings.topics
         self._topic_id, partitions = await asyncio.to_thread(
             log_identity, self.settings, t.inbound)
+        finishing: asyncio.Future | None = None  # the batch before, publishing, committing
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap,
             group_id=f"{self.settings.group_prefix}.ingest", client_id="hub-ingest",
@@ -106,13 +112,26 @@ class IngestStage:
                                                max_records=self.settings.batch_max_records)
                 if batch:
                     self.stats.first_batch_at = self.stats.first_batch_at or time.perf_counter()
-                    await self._handle(batch)
-                    crashpoint(self.settings.crash_at, "ingest_before_commit")
-                    # A CommitFailedError (rebalance, broker restart) ends this consumer; the
-                    # next one reads the batch again and its events carry the same ids.
-                    await consumer.commit()
-                    self.stats.last_batch_at = time.perf_counter()
+                    flat = [(tp, m) for tp, msgs in batch.items() for m in msgs]
+                    # With worker processes, this batch is checked there while the batch
+                    # before is published and committed here; one batch at a time is.
+                    checking = asyncio.ensure_future(self._check(flat))
+                    try:
+                        if finishing is not None:
+                            await finishing
+                            finishing = None
+                        verdicts = await checking
+                    finally:
+                        if not checking.done():
+                            checking.cancel()
+                    finishing = asyncio.ensure_future(self._finish(consumer, flat, verdicts))
+                    if not self.checks.workers:  # inline: nothing would run beside it
+                        await finishing
+                        finishing = None
                     outage.recovered()
+                elif finishing is not None:
+                    await finishing
+                    finishing = None
                 elif until_caught_up and consumer.assignment():
                     ends = await consumer.end_offsets(list(consumer.assignment()))
                     positions = [await consumer.position(tp) for tp in ends]
@@ -126,17 +145,42 @@ class IngestStage:
                                      f"-> {topic_id})")
                     outage.recovered()
                     check_at = time.monotonic() + LOG_CHECK_SECONDS
+            if finishing is not None:
+                await finishing
             return False
         finally:
+            if finishing is not None and not finishing.done():
+                # Leaving (an outage, a cancel): the batch is read again if its offsets
+                # were not committed, and its events carry the same ids.
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await finishing
             await close_consumer(consumer)
 
-    async def _handle(self, batch: dict) -> None:
+    async def _check(self, flat: list[tuple[TopicPartition, ConsumerRecord]]
+                     ) -> list[Verdict]:
+        return await self.checks.check_inbound([(m.headers, m.key, m.value, m.timestamp)
+                                                for _, m in flat])
+
+    async def _finish(self, consumer: AIOKafkaConsumer,
+                      flat: list[tuple[TopicPartition, ConsumerRecord]],
+                      verdicts: list[Verdict]) -> None:
+        """Publish a checked batch, keep its refusals, then commit its offsets."""
+        await self._handle(flat, verdicts)
+        crashpoint(self.settings.crash_at, "ingest_before_commit")
+        # This batch's offsets, not the consumer's position: the next batch may have been
+        # read already. A CommitFailedError (rebalance, broker restart) ends this consumer;
+        # the next one reads the batch again and its events carry the same ids.
+        ends: dict[TopicPartition, int] = {}
+        for tp, m in flat:
+            ends[tp] = max(ends.get(tp, 0), m.offset + 1)
+        await consumer.commit(ends)
+        self.stats.last_batch_at = time.perf_counter()
+
+    async def _handle(self, flat: list[tuple[TopicPartition, ConsumerRecord]],
+                      verdicts: list[Verdict]) -> None:
         good: list[Record] = []
         bad: list[DeadLetter] = []
         duplicates: dict[str, list[str]] = {}  # facility -> event ids already journaled
-        flat = [(tp, m) for tp, msgs in batch.items() for m in msgs]
-        verdicts = await self.checks.check_inbound([(m.headers, m.key, m.value, m.timestamp)
-                                                    for _, m in flat])
         admitted = [i for i, v in enumerate(verdicts) if v.facility is not None]
         claims = [(verdicts[i].event_id, self._topic_id, flat[i][0].partition,
                    flat[i][1].offset) for i in admitted]
