@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ class Checkpointer:
         try:
             conn = conns.get(key)
             if conn is None:
-                # mode=rw: a file removed meanwhile is not created again, empty.
-                conn = conns[key] = sqlite3.connect(f"file:{key}?mode=rw", uri=True,
+                # mode=rw: a file removed meanwhile is not created again, empty. Quoted:
+                # a folder may be named with "?", "#" or "%", which a URI reads otherwise.
+                conn = conns[key] = sqlite3.connect(f"file:{quote(key)}?mode=rw", uri=True,
                                                     timeout=0, isolation_level=None,
                                                     check_same_thread=False)
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

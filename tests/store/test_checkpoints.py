@@ -31,6 +31,8 @@ def _write(store, rows: int) -> None:
 def test_a_commit_leaves_the_checkpoint_to_the_thread(tmp_path: Path, monkeypatch) -> None:
     checkpoints = Checkpointer(interval=0.01)
     monkeypatch.setattr("hub.store.db.CHECKPOINTS", checkpoints)
+    tmp_path = tmp_path / "data #1"  # a character a file: URI would read otherwise
+    tmp_path.mkdir()
     store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
     try:
         with store.connect() as conn:
@@ -42,6 +44,9 @@ def test_a_commit_leaves_the_checkpoint_to_the_thread(tmp_path: Path, monkeypatc
         while checkpoints.checkpoints == before and time.monotonic() < deadline:
             time.sleep(0.01)
         assert checkpoints.checkpoints > before
+        # The checkpoint was of the store's own file, not of one its path, misread as a URI,
+        # would have named (and created): "data " beside it.
+        assert [p.name for p in tmp_path.parent.iterdir()] == ["data #1"]
         with store.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar_one() == 2000
     finally:
