@@ -346,6 +346,9 @@ def _swap(store: Store, projection: Projection, shadow: dict[str, sa.Table], epo
                 f"DROP TABLE IF EXISTS {prep.quote(retired_name(table.name, epoch))}"))
 
 
+_SECURE_DELETE = {0: "OFF", 1: "ON", 2: "FAST"}  # as SQLite reads it: as it is set again
+
+
 @contextmanager
 def temp_on_disk(store: Store, drop: bool = False) -> Iterator[Connection]:
     """A connection whose temporary data goes to temporary files, not to memory as the
@@ -361,6 +364,7 @@ def temp_on_disk(store: Store, drop: bool = False) -> Iterator[Connection]:
         # On the driver's connection: SQLite refuses the change inside a transaction, and
         # SQLAlchemy would open one around the statement.
         raw = conn.connection.driver_connection if store.is_sqlite else None
+        secure_delete = None
         if raw is not None:
             raw.execute("PRAGMA temp_store=FILE")
             # SQLite sorts in memory up to the cache size before it spills to files: the
@@ -368,6 +372,8 @@ def temp_on_disk(store: Store, drop: bool = False) -> Iterator[Connection]:
             # from 300,000 to 1,000,000 rows). A table scan needs few cached pages.
             raw.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
             if drop:
+                # The build's own setting comes back after.
+                secure_delete = raw.execute("PRAGMA secure_delete").fetchone()[0]
                 raw.execute("PRAGMA secure_delete=FAST")
         try:
             yield conn
@@ -375,8 +381,8 @@ def temp_on_disk(store: Store, drop: bool = False) -> Iterator[Connection]:
             if raw is not None:  # the pool lends this connection out again
                 raw.execute("PRAGMA temp_store=MEMORY")
                 raw.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-                if drop:
-                    raw.execute("PRAGMA secure_delete=ON")
+                if secure_delete is not None:
+                    raw.execute(f"PRAGMA secure_delete={_SECURE_DELETE[secure_delete]}")
 
 
 def retired_name(table: str, epoch: int) -> str:
