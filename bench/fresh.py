@@ -61,6 +61,7 @@ def _bare(items: list[tuple[str, dict]]) -> dict[str, float]:
 def _stage(count: int, bootstrap: str, prefix: str, workers: int, data_dir: Path
            ) -> dict[str, float]:
     from hub.aio import run_loop
+    from hub.collector import settle_for_batches
     from hub.config import Topics, load_settings
     from hub.ingest.checks import EdgeChecks
     from hub.ingest.stage import IngestStage
@@ -82,6 +83,7 @@ def _stage(count: int, bootstrap: str, prefix: str, workers: int, data_dir: Path
             if workers:  # the worker processes start before the clock does
                 await checks.warm_up()
             stage = IngestStage(settings, directory, pub, store, checks)
+            settle_for_batches()  # as `hub ingest` does
             cpu = time.process_time()
             stats = await stage.run(until_caught_up=True)
             cpu = time.process_time() - cpu

@@ -34,6 +34,15 @@ def tune_for_batches() -> None:
     gc.set_threshold(YOUNG, middle, old)
 
 
+def settle_for_batches() -> None:
+    """For a process that does only batch work (``hub ingest``, ``hub project``), once it
+    has started: what start-up loaded (modules, FHIR models, schemas) is frozen out of
+    every later collection, and young collections come at the batch schedule."""
+    gc.collect()
+    gc.freeze()
+    tune_for_batches()
+
+
 @contextmanager
 def paused() -> Iterator[None]:
     """No cyclic collection while one batch is checked (it was enabled: it is again)."""

@@ -106,13 +106,16 @@ def serve(
 def ingest(kafka: KafkaOpt = None, data_dir: DataOpt = None,
            facilities: FacilitiesOpt = None) -> None:
     """Run only the ingest stage: hie.inbound.v1 -> validate -> hie.events.v1."""
+    from hub.collector import settle_for_batches
     from hub.service import Hub
 
     s = settings(kafka, None, data_dir, facilities)
 
     async def main() -> None:
         async with Hub(s, start_broker=False) as hub:
-            await hub.start_ingest()
+            task = hub.start_ingest()
+            settle_for_batches()  # this process does nothing but batches from here on
+            await task
 
     run(main())
 

@@ -23,6 +23,7 @@ from hub.signing import load_or_create_hub_key, use_hub_signer
 from hub.worker_process import start_worker
 
 _directory: FacilityDirectory | None = None
+INLINE_SLICE = 100  # records checked inline between two turns of the event loop
 
 
 def _init(facilities_file: Path | None, hub_key_file: Path) -> None:
@@ -79,7 +80,14 @@ class EdgeChecks:
 
     async def check_inbound(self, records: list[InboundRecord]) -> list[Verdict]:
         if self._pool is None:
-            return check_inbound_many(self.directory, records)
+            # In slices, letting the event loop run in between: the batch before is waiting
+            # on the broker's acks and on SQL in a thread, and goes on as they come.
+            out: list[Verdict] = []
+            for i in range(0, len(records), INLINE_SLICE):
+                if i:
+                    await asyncio.sleep(0)
+                out += check_inbound_many(self.directory, records[i:i + INLINE_SLICE])
+            return out
         loop = asyncio.get_running_loop()
         size = max(1, -(-len(records) // self.workers))
         parts = await asyncio.gather(*(

@@ -10,9 +10,11 @@ appends some events twice, with the same event ids, which every consumer of the 
 is written once however often the record is handled. An event id already let in from a
 *different* inbound record is a replay and is dead-lettered (``hub.ingest.replay``).
 
-With validation worker processes, the next batch is read and checked on the workers while
-this one is published and committed; the steps after the check still run one batch at a
-time, in order, and each batch commits its own offsets (never those of a batch read ahead).
+The next batch is read and checked while this one is published and committed: on the
+validation worker processes if there are any, else inline, in slices between which this
+batch's steps go on as the broker's acks and the SQL thread's answers come back. The steps
+after the check still run one batch at a time, in order, and each batch commits its own
+offsets (never those of a batch read ahead).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -113,8 +116,8 @@ class IngestStage:
                 if batch:
                     self.stats.first_batch_at = self.stats.first_batch_at or time.perf_counter()
                     flat = [(tp, m) for tp, msgs in batch.items() for m in msgs]
-                    # With worker processes, this batch is checked there while the batch
-                    # before is published and committed here; one batch at a time is.
+                    # This batch is checked while the batch before is published and
+                    # committed; one batch at a time is.
                     checking = asyncio.ensure_future(self._check(flat))
                     try:
                         if finishing is not None:
@@ -125,9 +128,6 @@ class IngestStage:
                         if not checking.done():
                             checking.cancel()
                     finishing = asyncio.ensure_future(self._finish(consumer, flat, verdicts))
-                    if not self.checks.workers:  # inline: nothing would run beside it
-                        await finishing
-                        finishing = None
                     outage.recovered()
                 elif finishing is not None:
                     await finishing
@@ -181,6 +181,8 @@ class IngestStage:
         good: list[Record] = []
         bad: list[DeadLetter] = []
         duplicates: dict[str, list[str]] = {}  # facility -> event ids already journaled
+        accepted: Counter[str] = Counter()  # facility -> events (the metrics, once a batch)
+        rejected: Counter[str] = Counter()  # reason -> records
         admitted = [i for i, v in enumerate(verdicts) if v.facility is not None]
         claims = [(verdicts[i].event_id, self._topic_id, flat[i][0].partition,
                    flat[i][1].offset) for i in admitted]
@@ -202,14 +204,18 @@ class IngestStage:
                     v.event_id)
             if v.facility is not None:
                 good.append((m.key, m.value or b"", list(m.headers)))
-                EVENTS_ACCEPTED.labels("inbound", v.facility).inc()
+                accepted[v.facility] += 1
             else:
                 bad.append(self._letter(tp, m, v))
-                EVENTS_REJECTED.labels("inbound", v.reason).inc()
+                rejected[v.reason] += 1
         t = self.settings.topics
         await asyncio.gather(self.publisher.publish_raw(t.events, good),
                              self.publisher.publish_raw(t.deadletter,
                                                         [x.record() for x in bad]))
+        for facility, n in accepted.items():
+            EVENTS_ACCEPTED.labels("inbound", facility).inc(n)
+        for reason, n in rejected.items():
+            EVENTS_REJECTED.labels("inbound", reason).inc(n)
         if bad:
             # Before the offsets are committed: a crash in between handles the batch again,
             # and the ids derived from the inbound records make the second insert a no-op.

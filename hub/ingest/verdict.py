@@ -79,7 +79,7 @@ def _check_batch(directory: FacilityDirectory,
                 parsed[i] = resource
     at = list(parsed)
     found = validate_many([parsed[i] for i in at], [envs[i].resource_type for i in at],
-                          [envs[i].data for i in at])
+                          [envs[i].data for i in at], own_json=True)
     for i, issues in zip(at, found, strict=True):
         verdicts[i] = _judge(envs[i], parsed[i], issues, directory)._replace(
             event_id=envs[i].id)
@@ -97,7 +97,7 @@ def _judge(env: Envelope, resource: Any, issues: list[Issue], directory: Facilit
     expected_key = patient_key(env.facility_id, resource, directory)
     # A publisher that does not know the members keys a reference to another member's
     # patient under its own prefix, as the hub did before it knew hub ids: still in order.
-    if env.key not in (expected_key, patient_key(env.facility_id, resource)):
+    if env.key != expected_key and env.key != patient_key(env.facility_id, resource):
         return Verdict(None, "key-mismatch", (Issue(
             "(key)", f"Kafka key must be the patient key {expected_key!r}, got {env.key!r}"),))
     return Verdict(env.facility_id)

@@ -57,3 +57,13 @@ def test_the_journal_keeps_a_batch_members_signature_whole(store):
         kept = conn.execute(sa.select(journal.c.signature)
                             .where(journal.c.event_id == "e-batch")).scalar_one()
     assert kept == signed[37].signature
+
+
+def test_one_id_twice_in_a_batch_is_a_replay_the_second_time(store):
+    found = replays(store, [("e1", "t", 0, 1), ("e2", "t", 0, 2), ("e1", "t", 0, 3)],
+                    ["sig-1", "sig-2", "sig-1b"])
+    assert (found.replays, found.duplicates) == ({2}, set())
+    # Read again after a crash: the first copy is a re-delivery, the second still a replay.
+    again = replays(store, [("e1", "t", 0, 1), ("e2", "t", 0, 2), ("e1", "t", 0, 3)],
+                    ["sig-1", "sig-2", "sig-1b"])
+    assert (again.replays, again.duplicates) == ({2}, set())

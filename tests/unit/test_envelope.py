@@ -17,6 +17,7 @@ def test_round_trip_through_kafka_headers(facility, rtype, rid, data):
     env = new_event(facility, rtype, rid, f"{facility}.k", data).signed("hmac-sha256=ab")
     back = Envelope.from_record(env.headers(), env.key.encode(), env.data)
     assert back == env
+    assert Envelope.from_record_checked(env.headers(), env.key.encode(), env.data) == env
     # The runners' quick reading gives the same fields.
     assert record_fields(env.headers(), env.key.encode(), env.data) == (
         env.id, env.source, env.type, env.subject, env.time, env.key, env.data, env.signature)
@@ -68,20 +69,27 @@ def test_malformed_headers_are_typed_errors(changes, message):
     ([("ce_source", b"urn:hie:hub")], b"k", b"{}"),
     ([("ce_source", b"urn:hie:facility:Bad")], b"k", b"{}"),
     ([("ce_time", b"2026-11-01T08:00:00+08:00\n")], b"k", b"{}"),
+    ([("traceparent", b"00-ab-cd-01")], b"k", b"{}"),
+    ([("traceparent", b"\xff")], b"k", b"{}"),
+    ([("traceparent", None)], b"k", b"{}"),
+    ([("content-type", None)], b"k", b"{}"),
 ])
 def test_quick_reader_accepts_exactly_what_from_record_accepts(headers, key, value):
     h = dict(_headers())
     h.update(headers)
     h = list(h.items())
     try:
-        env = Envelope.from_record(h, key, value)
+        env = Envelope.from_record_checked(h, key, value)
     except EnvelopeError as exc:
         with pytest.raises(EnvelopeError, match=re.escape(str(exc))):
             record_fields(h, key, value)
+        with pytest.raises(EnvelopeError, match=re.escape(str(exc))):
+            Envelope.from_record(h, key, value)
     else:
         assert record_fields(h, key, value) == (
             env.id, env.source, env.type, env.subject, env.time, env.key, env.data,
             env.signature)
+        assert Envelope.from_record(h, key, value) == env
 
 
 def test_empty_key_and_missing_body_are_refused():
