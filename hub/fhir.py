@@ -126,10 +126,10 @@ def validate(resource: Any, expected_type: str | None = None, raw: bytes | None 
 
 def validate_many(resources: Sequence[Any], expected_types: Sequence[str | None],
                   raws: Sequence[bytes | None], types: Collection[str] = ACCEPTED_TYPES,
-                  walks: Sequence[bool] | None = None) -> list[list[Issue]]:
+                  own_json: bool = False) -> list[list[Issue]]:
     """``validate`` for a batch: each resource's issues, the same as one at a time.
-    ``walks``: whether each resource needs the invariants' walk over its elements (False
-    where its JSON showed nothing the walk looks for: ``hub.invariants.walk_needed``).
+    ``own_json``: each of ``raws`` is exactly its resource's JSON (not a Bundle's), which
+    spares the invariants' walk where the text shows nothing it looks for.
 
     Done step by step across the batch rather than resource by resource: the models'
     validation (most of the cost) runs as one tight loop, which keeps its code and data hot
@@ -145,7 +145,7 @@ def validate_many(resources: Sequence[Any], expected_types: Sequence[str | None]
     # The specification's invariants first: where a model error names the same element,
     # the issue carrying the invariant's key (per-1, ele-1, ...) is the one kept.
     invariants = {i: [Issue(loc, msg, "invariant") for loc, msg in invariant_issues(
-        resources[i], walks is None or walks[i])] for i in todo}
+        resources[i], raws[i] if own_json else None)] for i in todo}
     failures: dict[int, Exception] = {}
     for i in todo:
         try:

@@ -67,12 +67,15 @@ def is_id(value: Any) -> bool:
     return isinstance(value, str) and bool(ID.match(value)) and value.strip(".") != ""
 
 
-def invariant_issues(resource: dict[str, Any], walk: bool = True) -> list[tuple[str, str]]:
+def invariant_issues(resource: dict[str, Any], raw: bytes | None = None
+                     ) -> list[tuple[str, str]]:
     """Every broken invariant in ``resource``, located like ``Observation.effectivePeriod``.
 
-    ``walk=False`` skips the walk over every element, for a resource whose JSON showed
-    nothing it looks for (``walk_needed``, ``walks_needed_in_bundle``)."""
+    ``raw``, the JSON ``resource`` was parsed from (exactly that resource's, not a Bundle
+    holding it), lets the common case skip the walk over every element: it is walked only
+    where ``raw`` shows something the walk looks for (``_walk_needed``)."""
     found: Found = []
+    walk = raw is None or _walk_needed(raw, "id" in resource)
     _resource(resource, str(resource.get("resourceType")), resource, found, top=True,
               walk=walk)
     return found
@@ -86,30 +89,10 @@ _WALK_TRIGGERS = (b'""', b'"#', b'"start"', b"null", b"\\u")
 _EMPTY_CONTAINER = re.compile(rb"[\[{]\s*[\]}]")
 
 
-def _shows_findings(raw: bytes) -> bool:
+def _walk_needed(raw: bytes, has_id: bool) -> bool:
     return (len(raw) > MAX_STRING or any(t in raw for t in _WALK_TRIGGERS)
-            or _EMPTY_CONTAINER.search(raw) is not None)
-
-
-def walk_needed(raw: bytes, resource: Any) -> bool:
-    """Whether ``resource``, parsed from exactly ``raw``, needs the element walk."""
-    has_id = isinstance(resource, dict) and "id" in resource
-    return (_shows_findings(raw) or raw.count(b'"id"') > has_id
-            or raw.count(b'"resourceType"') > 1)
-
-
-def walks_needed_in_bundle(raw: bytes, bundle: dict[str, Any]) -> bool:
-    """Whether any entry's resource of ``bundle``, parsed from exactly ``raw``, needs the
-    element walk: every ``"id"`` and ``"resourceType"`` in the text must be a key the
-    Bundle, its entries or their resources hold at their top."""
-    if _shows_findings(raw):
-        return True
-    entries = bundle.get("entry")
-    entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-    resources = [e["resource"] for e in entries if isinstance(e.get("resource"), dict)]
-    ids = ("id" in bundle) + sum("id" in e for e in entries) + sum("id" in r for r in resources)
-    types = ("resourceType" in bundle) + sum("resourceType" in r for r in resources)
-    return raw.count(b'"id"') > ids or raw.count(b'"resourceType"') > types
+            or _EMPTY_CONTAINER.search(raw) is not None
+            or raw.count(b'"id"') > has_id or raw.count(b'"resourceType"') > 1)
 
 
 def _resource(res: dict[str, Any], path: str, container: dict[str, Any], found: Found,

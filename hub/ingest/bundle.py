@@ -28,7 +28,6 @@ from hub.facilities import Facility
 from hub.fhir import NUL_ESCAPE, Issue, parse_json, validate_many
 from hub.ingest.conditions import Resolution, if_match_version, parse_criteria
 from hub.ingest.prepare import Prepared, local_id, prepare_upsert
-from hub.invariants import walks_needed_in_bundle
 from hub.signing import hub_signer
 
 ACCEPTED_TYPES = ("transaction", "batch", "collection")
@@ -192,13 +191,11 @@ def _full_url_issues(entries: list[Any]) -> list[Issue]:
 
 def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = None,
                 members: Container[str] = (), resolutions: Mapping[int, Resolution] | None = None,
-                exact: dict[str, Any] | None = None, walk: bool = True) -> BundlePlan:
+                exact: dict[str, Any] | None = None) -> BundlePlan:
     """``raw`` is the JSON the Bundle was parsed from (the text check looks into an entry
     only when the Bundle holds an escaped NUL); ``members`` the consortium's facility ids;
     ``resolutions`` what the shared record answered to each entry's conditions (by entry
-    index); ``exact`` the Bundle parsed with its numbers as written (``hub.exactjson``);
-    ``walk=False`` when no entry's resource needs the invariants' walk over its elements
-    (``hub.invariants.walks_needed_in_bundle``)."""
+    index); ``exact`` the Bundle parsed with its numbers as written (``hub.exactjson``)."""
     btype = bundle.get("type")
     if btype not in ACCEPTED_TYPES:
         return BundlePlan(str(btype), bundle_issues=[Issue(
@@ -226,7 +223,7 @@ def plan_bundle(facility: Facility, bundle: dict[str, Any], raw: bytes | None = 
     upserts = [i for i, t in enumerate(targets) if not t.issues and not t.kept]
     validated = dict(zip(upserts, validate_many(
         [entries[i]["resource"] for i in upserts], [None] * len(upserts),
-        [raw] * len(upserts), walks=[walk] * len(upserts)), strict=True))
+        [raw] * len(upserts)), strict=True))
     for i, (entry, t, rid) in enumerate(zip(entries, targets, ids, strict=True)):
         if t.issues:
             plan.entries.append(Prepared(None, t.issues))
@@ -305,10 +302,7 @@ def _plan_body(facility: Facility, body: bytes, members: Container[str],
         return BodyPlan([Issue("resourceType", f"POST /fhir takes a Bundle, got {rt!r}; post "
                                "single resources to /fhir/{type}")], "not-a-bundle")
     exact = loads_exact(body) if needs_exact(body, bundle) else None
-    # The invariants' walk over each resource's elements only where the Bundle's text
-    # shows something it looks for (decided once for all entries: it rarely does).
-    plan = plan_bundle(facility, bundle, body, members, resolutions, exact,
-                       walks_needed_in_bundle(body, bundle))
+    plan = plan_bundle(facility, bundle, body, members, resolutions, exact)
     if plan.bundle_issues:
         return BodyPlan(plan.bundle_issues, "invalid-bundle")
     refused = {}

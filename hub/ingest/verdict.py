@@ -12,7 +12,6 @@ from hub.errors import AuthError, EnvelopeError
 from hub.facilities import FacilityDirectory
 from hub.fhir import Issue, parse_json, patient_key, validate_many
 from hub.ingest.prepare import foreign_owner
-from hub.invariants import walk_needed
 
 
 class Verdict(NamedTuple):
@@ -80,8 +79,7 @@ def _check_batch(directory: FacilityDirectory,
                 parsed[i] = resource
     at = list(parsed)
     found = validate_many([parsed[i] for i in at], [envs[i].resource_type for i in at],
-                          [envs[i].data for i in at],
-                          walks=[walk_needed(envs[i].data, parsed[i]) for i in at])
+                          [envs[i].data for i in at], own_json=True)
     for i, issues in zip(at, found, strict=True):
         verdicts[i] = _judge(envs[i], parsed[i], issues, directory)._replace(
             event_id=envs[i].id)
