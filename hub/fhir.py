@@ -125,11 +125,9 @@ def validate(resource: Any, expected_type: str | None = None, raw: bytes | None 
 
 
 def validate_many(resources: Sequence[Any], expected_types: Sequence[str | None],
-                  raws: Sequence[bytes | None], types: Collection[str] = ACCEPTED_TYPES,
-                  own_json: bool = False) -> list[list[Issue]]:
+                  raws: Sequence[bytes | None], types: Collection[str] = ACCEPTED_TYPES
+                  ) -> list[list[Issue]]:
     """``validate`` for a batch: each resource's issues, the same as one at a time.
-    ``own_json``: each of ``raws`` is exactly its resource's JSON (not a Bundle's), which
-    spares the invariants' walk where the text shows nothing it looks for.
 
     Done step by step across the batch rather than resource by resource: the models'
     validation (most of the cost) runs as one tight loop, which keeps its code and data hot
@@ -144,8 +142,8 @@ def validate_many(resources: Sequence[Any], expected_types: Sequence[str | None]
     todo = [i for i, found in enumerate(out) if found is None]
     # The specification's invariants first: where a model error names the same element,
     # the issue carrying the invariant's key (per-1, ele-1, ...) is the one kept.
-    invariants = {i: [Issue(loc, msg, "invariant") for loc, msg in invariant_issues(
-        resources[i], raws[i] if own_json else None)] for i in todo}
+    invariants = {i: [Issue(loc, msg, "invariant") for loc, msg in invariant_issues(resources[i])]
+                  for i in todo}
     failures: dict[int, Exception] = {}
     for i in todo:
         try:

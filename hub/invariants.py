@@ -67,36 +67,15 @@ def is_id(value: Any) -> bool:
     return isinstance(value, str) and bool(ID.match(value)) and value.strip(".") != ""
 
 
-def invariant_issues(resource: dict[str, Any], raw: bytes | None = None
-                     ) -> list[tuple[str, str]]:
-    """Every broken invariant in ``resource``, located like ``Observation.effectivePeriod``.
-
-    ``raw``, the JSON ``resource`` was parsed from (exactly that resource's, not a Bundle
-    holding it), lets the common case skip the walk over every element: it is walked only
-    where ``raw`` shows something the walk looks for (``_walk_needed``)."""
+def invariant_issues(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every broken invariant in ``resource``, located like ``Observation.effectivePeriod``."""
     found: Found = []
-    walk = raw is None or _walk_needed(raw, "id" in resource)
-    _resource(resource, str(resource.get("resourceType")), resource, found, top=True,
-              walk=walk)
+    _resource(resource, str(resource.get("resourceType")), resource, found, top=True)
     return found
 
 
-# What every finding of the element walk needs in the resource's JSON text: an empty
-# string, a local reference ("#..."), a Period ("start"), a null, an empty object or
-# array, an element id besides the resource's own, a resource inside the resource, a string
-# over 1 MB. A \u escape can spell any of these differently, so it is a trigger too.
-_WALK_TRIGGERS = (b'""', b'"#', b'"start"', b"null", b"\\u")
-_EMPTY_CONTAINER = re.compile(rb"[\[{]\s*[\]}]")
-
-
-def _walk_needed(raw: bytes, has_id: bool) -> bool:
-    return (len(raw) > MAX_STRING or any(t in raw for t in _WALK_TRIGGERS)
-            or _EMPTY_CONTAINER.search(raw) is not None
-            or raw.count(b'"id"') > has_id or raw.count(b'"resourceType"') > 1)
-
-
 def _resource(res: dict[str, Any], path: str, container: dict[str, Any], found: Found,
-              top: bool = False, walk: bool = True) -> None:
+              top: bool = False) -> None:
     rid = res.get("id")
     if rid is not None and not is_id(rid):
         found.append((f"{path}.id", _not_an_id(rid)))
@@ -108,8 +87,7 @@ def _resource(res: dict[str, Any], path: str, container: dict[str, Any], found: 
         found.extend(narrative_issues(text["div"], f"{path}.text.div"))
     if res.get("resourceType") == "Observation":
         _observation(res, path, found)
-    if walk:
-        _walk(res, path, container, found)
+    _walk(res, path, container, found)
 
 
 def _not_an_id(value: Any) -> str:

@@ -79,7 +79,7 @@ def _check_batch(directory: FacilityDirectory,
                 parsed[i] = resource
     at = list(parsed)
     found = validate_many([parsed[i] for i in at], [envs[i].resource_type for i in at],
-                          [envs[i].data for i in at], own_json=True)
+                          [envs[i].data for i in at])
     for i, issues in zip(at, found, strict=True):
         verdicts[i] = _judge(envs[i], parsed[i], issues, directory)._replace(
             event_id=envs[i].id)
