@@ -44,6 +44,7 @@ from rich.console import Console
 
 from bench.check import RatioTable
 from hub.aio import run_loop
+from hub.collector import settle_for_batches
 from hub.config import Settings, Topics, load_settings
 from hub.engine.projection import Event
 from hub.engine.rebuild import rebuild
@@ -111,6 +112,7 @@ async def hub_live(settings: Settings, db: Path, count: int) -> Marks:
             runner.stop()
 
     runner = ProjectionRunner(settings, store, SharedRecordProjection(), pub, on_commit)
+    settle_for_batches()  # as `hub project` does
     try:
         await asyncio.wait_for(runner.run(), 300)
     finally:

@@ -127,6 +127,7 @@ def project(
         help="Exit once every event in the log is applied.")] = False,
 ) -> None:
     """Run only the journal and projection runners."""
+    from hub.collector import settle_for_batches
     from hub.projections import all_projections
     from hub.service import Hub
 
@@ -139,6 +140,7 @@ def project(
     async def main() -> None:
         async with Hub(s, start_broker=False) as hub:
             tasks = hub.start_projections(names, until_caught_up=until_caught_up)
+            settle_for_batches()  # this process does nothing but batches from here on
             results = await asyncio.gather(*tasks)
             for runner, stats in zip(hub.runners, results, strict=True):
                 console.print(f"{runner.projection.name}: applied {stats.applied}, skipped "
