@@ -112,21 +112,52 @@ def baseline_from_runs(runs: Sequence[Mapping[str, Any]], about: str) -> dict[st
     return {"about": about, "figures": figures}
 
 
+def updated(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Baseline ``old`` with every figure ``new`` measured replaced by ``new``'s; the
+    figures ``new`` did not measure (a partial run: ``--only``, ``--peers``) kept."""
+    return {"about": f"{new['about']}; other figures: {old.get('about', '')}",
+            "figures": {**old["figures"], **new["figures"]}}
+
+
+USAGE = ("usage: python -m bench.check OUT.json RUN.json [RUN.json ...] [--over BASE.json] "
+         "(runs saved by hub bench --save; --over: keep BASE's figures the runs did not "
+         "measure)")
+
+
 def main(argv: Sequence[str]) -> int:
-    """``python -m bench.check OUT RUN [RUN ...]``: write a baseline made from saved runs."""
-    if len(argv) < 2:
-        print("usage: python -m bench.check OUT.json RUN.json [RUN.json ...] "
-              "(runs saved by hub bench --save)", file=sys.stderr)
+    """``python -m bench.check OUT RUN [RUN ...] [--over BASE]``: write a baseline made from
+    saved runs (with ``--over``, on top of an existing baseline)."""
+    args = list(argv)
+    over: str | None = None
+    if "--over" in args:
+        at = args.index("--over")
+        if at + 1 >= len(args):
+            print(USAGE, file=sys.stderr)
+            return 2
+        over = args.pop(at + 1)
+        args.pop(at)
+    if len(args) < 2:
+        print(USAGE, file=sys.stderr)
         return 2
-    out, *paths = argv
+    out, *paths = args
     try:
         runs = [json.loads(Path(p).read_text()) for p in paths]
     except (OSError, json.JSONDecodeError) as exc:
         print(f"cannot read a saved run: {exc}", file=sys.stderr)
         return 2
     about = "; ".join(str(r.get("about", "")) for r in runs)
-    Path(out).write_text(json.dumps(baseline_from_runs(runs, about), indent=2) + "\n")
-    print(f"wrote {out}: {sum(len(r['ratios']) for r in runs)} ratios from {len(runs)} run(s)")
+    made = baseline_from_runs(runs, about)
+    if over is not None:
+        try:
+            made = updated({"about": json.loads(Path(over).read_text()).get("about", ""),
+                            "figures": load_baseline(Path(over))}, made)
+        except (ValueError, OSError) as exc:
+            print(f"cannot use {over}: {exc}", file=sys.stderr)
+            return 2
+    Path(out).write_text(json.dumps(made, indent=2) + "\n")
+    print(f"wrote {out}: {sum(len(r['ratios']) for r in runs)} ratios from {len(runs)} run(s)"
+          + (f", the other {len(made['figures']) - len(baseline_from_runs(runs, '')['figures'])}"
+             f" figures kept from {over}" if over else ""))
     return 0
 
 

@@ -96,3 +96,26 @@ def test_saved_runs_make_a_baseline_of_medians_and_bands(tmp_path):
     assert regressions({"ingest: gateway": 0.60},
                        load_baseline(tmp_path / "baseline.json")) != []
     assert main([str(tmp_path / "x.json"), str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_partial_run_updates_only_its_figures_over_a_baseline(tmp_path):
+    from bench.check import main, run_record
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"about": "last month", "figures": {
+        "ingest: gateway": {"ratio": 0.56, "band": 0.07, "better": "higher"},
+        "rebuild": {"ratio": 1.05, "band": 0.13, "better": "higher"}}}))
+    table = RatioTable()
+    for col in ("figure", "hub", "baseline", "ratio", "target", "ok"):
+        table.add_column(col)
+    table.add_row("ingest: gateway", "1 res/s", "1 res/s", "0.64x", "", "")
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(run_record(table, "hub bench --only ingest")))
+    out = tmp_path / "new.json"
+    assert main([str(out), str(run), "--over", str(old)]) == 0
+    made = load_baseline(out)
+    assert made["ingest: gateway"]["ratio"] == 0.64  # measured now
+    assert made["rebuild"] == {"ratio": 1.05, "band": 0.13, "better": "higher"}  # kept
+    assert "last month" in json.loads(out.read_text())["about"]
+    assert main([str(out), str(run), "--over", str(tmp_path / "missing.json")]) == 2
+    assert main([str(out), str(run), "--over"]) == 2
