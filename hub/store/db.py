@@ -12,11 +12,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hub.errors import StoreError
 from hub.store.checkpoints import BACKSTOP_PAGES, CHECKPOINTS
@@ -77,10 +78,9 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._gate = WriterGate() if self.dialect == "sqlite" else None
-        path = engine.url.database if self.dialect == "sqlite" else None
+        path = sqlite_file(engine.url)
         # A file's checkpoints run on a thread of their own (hub.store.checkpoints).
-        self._wal = CHECKPOINTS.register(Path(path).resolve()) \
-            if path and path != ":memory:" and not path.startswith("file:") else None
+        self._wal = CHECKPOINTS.register(path.resolve()) if path is not None else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -153,11 +153,23 @@ class Store:
             self._wal = None
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file a SQLite URL names; None for other databases and in-memory SQLite."""
-    if not url.startswith("sqlite:///"):
+def sqlite_file(url: str | sa.URL) -> Path | None:
+    """The file a SQLite URL names, also as a ``file:`` URI (``sqlite:///file:data/hub.db
+    ?uri=true``); None for other databases and in-memory SQLite."""
+    try:
+        u = sa.make_url(url) if isinstance(url, str) else url
+    except (ArgumentError, ValueError):
         return None
-    path = url.removeprefix("sqlite:///").split("?")[0]
+    if u.get_backend_name() != "sqlite" or not u.database:
+        return None
+    path = u.database
+    if path.startswith("file:") and str(u.query.get("uri", "")).lower() in ("true", "1"):
+        if u.query.get("mode") == "memory":
+            return None
+        path = path.removeprefix("file:")
+        if path.startswith("//"):  # file://host/path: the host is empty or localhost
+            path = "/" + path[2:].partition("/")[2]
+        path = unquote(path)
     return Path(path) if path and path != ":memory:" else None
 
 
