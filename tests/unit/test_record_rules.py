@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hub.record.rules import (
@@ -138,3 +138,37 @@ def test_national_ids_are_hashed_in_place_exactly_as_by_re_serialising():
     escaped = orjson.dumps(p).replace(nid.encode(), nid[:-1].encode() + b"\\u00" +
                                       f"{ord(nid[-1]):02x}".encode())
     assert orjson.loads(redact_body(escaped, orjson.loads(escaped))) == redact_identifiers(p)
+
+
+_ALPHABET = "0123456789-+:TZ .W"
+
+
+@st.composite
+def _timestamps(draw):
+    """Whole-second timestamps in the quick reading's shapes, some of them bent."""
+    moment = draw(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+    hours = draw(st.integers(-23, 23))
+    minutes = draw(st.sampled_from([0, 0, 0, 30, 45]))
+    text = moment.replace(microsecond=0).isoformat()
+    if draw(st.booleans()):
+        text += "Z"
+    else:
+        sign = "-" if hours < 0 else "+"
+        text += f"{sign}{abs(hours):02d}:{minutes:02d}"
+    for _ in range(draw(st.integers(0, 2))):  # a character or two replaced
+        at = draw(st.integers(0, len(text) - 1))
+        text = text[:at] + draw(st.sampled_from(_ALPHABET)) + text[at + 1:]
+    return text
+
+
+@given(st.one_of(_timestamps(), st.text(_ALPHABET, min_size=20, max_size=25)))
+@example("2026-11-30T08:75:00+08:00")  # no such minute
+@example("2026-11-30T08:15:60Z")  # no such second
+@example("2026-11-30T08:15:00+08:30")  # not a whole hour: the full reading
+@example("2026-02-29T08:15:00+08:00")  # no such day in 2026
+@example("2024-03-01T03:15:00+08:00")  # back across a leap day
+def test_the_quick_reading_of_an_instant_is_the_full_one(text):
+    from hub.record.rules import _utc_instant
+
+    assert utc_instant(text) == _utc_instant(text)
+    assert utc_instant(text) == _utc_instant(text)  # again, from the remembered hour
