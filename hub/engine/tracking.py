@@ -14,15 +14,20 @@ from sqlalchemy.engine import Connection
 from hub.engine.writer import dialect_insert
 from hub.store.schema import applied, positions, projections
 
+# Built once: every batch of every runner reads and writes its positions, and building a
+# statement costs SQLAlchemy more than running it (~60 of ~80 µs).
+_LOAD_POSITIONS = sa.select(positions.c.partition, positions.c.offset).where(
+    positions.c.consumer == sa.bindparam("consumer"),
+    positions.c.topic == sa.bindparam("topic"),
+    positions.c.topic_id == sa.bindparam("topic_id"))
+_SAVE_POSITIONS: dict[str, sa.Executable] = {}  # by dialect
+_STATE = sa.select(projections.c.version, projections.c.epoch).where(
+    projections.c.name == sa.bindparam("name"))
+
 
 def load_positions(conn: Connection, consumer: str, topic: str, topic_id: str) -> dict[int, int]:
-    rows = conn.execute(
-        sa.select(positions.c.partition, positions.c.offset).where(
-            positions.c.consumer == consumer,
-            positions.c.topic == topic,
-            positions.c.topic_id == topic_id,
-        )
-    )
+    rows = conn.execute(_LOAD_POSITIONS,
+                        {"consumer": consumer, "topic": topic, "topic_id": topic_id})
     return {p: o for p, o in rows}
 
 
@@ -31,11 +36,13 @@ def save_positions(
 ) -> None:
     if not offsets:
         return
-    ins = dialect_insert(conn, positions)
-    stmt = ins.on_conflict_do_update(
-        index_elements=["consumer", "topic", "topic_id", "partition"],
-        set_={"offset": ins.excluded.offset},
-    )
+    stmt = _SAVE_POSITIONS.get(conn.dialect.name)
+    if stmt is None:
+        ins = dialect_insert(conn, positions)
+        stmt = _SAVE_POSITIONS[conn.dialect.name] = ins.on_conflict_do_update(
+            index_elements=["consumer", "topic", "topic_id", "partition"],
+            set_={"offset": ins.excluded.offset},
+        )
     conn.execute(
         stmt,
         [{"consumer": consumer, "topic": topic, "topic_id": topic_id, "partition": p,
@@ -67,9 +74,7 @@ def new_event_ids(conn: Connection, consumer: str, event_ids: Iterable[str]) -> 
 
 def projection_state(conn: Connection, name: str) -> tuple[int, int] | None:
     """(version, epoch) the tables were built with, or None if never built."""
-    row = conn.execute(
-        sa.select(projections.c.version, projections.c.epoch).where(projections.c.name == name)
-    ).first()
+    row = conn.execute(_STATE, {"name": name}).first()
     return (row[0], row[1]) if row else None
 
 
