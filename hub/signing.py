@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from hub import clock
 from hub.envelope import HUB_ID, Addressed, Envelope
 from hub.errors import AuthError, ConfigError
 
@@ -422,6 +423,11 @@ def load_or_create_hub_key(path: Path) -> Signer:
             write_private_key(path, generate_key())
     key = read_private_key(path)
     # The key file's age is the key's: stable across restarts, so the hub's registry entry
-    # does not look changed each time the hub starts.
-    created = datetime.fromtimestamp(int(path.stat().st_mtime), UTC)
+    # does not look changed each time the hub starts. The file's time is the machine's; the
+    # hub's clock may be shifted (HUB_CLOCK_OFFSET: a training hub, a test on another date),
+    # and events it signs carry that clock's time, so the key's creation is read on it too
+    # (in whole seconds, the same on every start). On the machine's clock, events signed
+    # right after the shift would predate their own key.
+    shift = round((clock.now() - datetime.now(UTC)).total_seconds())
+    created = datetime.fromtimestamp(int(path.stat().st_mtime) + shift, UTC)
     return Signer(hub_kid(key), key, created)
