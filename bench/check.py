@@ -147,6 +147,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     about = "; ".join(str(r.get("about", "")) for r in runs)
     made = baseline_from_runs(runs, about)
+    measured = len(made["figures"])
     if over is not None:
         try:
             made = updated({"about": json.loads(Path(over).read_text()).get("about", ""),
@@ -156,8 +157,8 @@ def main(argv: Sequence[str]) -> int:
             return 2
     Path(out).write_text(json.dumps(made, indent=2) + "\n")
     print(f"wrote {out}: {sum(len(r['ratios']) for r in runs)} ratios from {len(runs)} run(s)"
-          + (f", the other {len(made['figures']) - len(baseline_from_runs(runs, '')['figures'])}"
-             f" figures kept from {over}" if over else ""))
+          + (f", the other {len(made['figures']) - measured} figures kept from {over}"
+             if over else ""))
     return 0
 
 
