@@ -9,6 +9,7 @@ its parent instead, and leaves when the parent is gone.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
 import time
@@ -21,12 +22,15 @@ WATCH_SECONDS = 1.0
 def start_worker() -> None:
     """Call first in a worker's initializer: the batch collector schedule, and the watch."""
     tune_for_batches()  # a spawned worker does not run the CLI that would set anything
-    parent = os.getppid()
+    # The process that started this one, as it recorded itself: a parent killed while the
+    # worker was still starting (importing) has already handed it to another, which
+    # os.getppid() would name instead, and the watch would never fire.
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None else os.getppid()
 
     def watch() -> None:
-        while True:
+        while os.getppid() == parent:
             time.sleep(WATCH_SECONDS)
-            if os.getppid() != parent:  # reparented: the parent is gone
-                os._exit(1)
+        os._exit(1)  # reparented: the parent is gone
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()

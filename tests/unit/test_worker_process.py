@@ -46,3 +46,36 @@ def test_a_worker_outlives_its_killed_parent_by_a_moment_only(tmp_path) -> None:
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(worker), f"worker {worker} lived on after its parent died"
+
+
+SLOW_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from hub.worker_process import start_worker
+
+def slow_start():
+    time.sleep(2)  # a worker still importing when its parent dies
+    start_worker()
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=slow_start)
+    pool.submit(os.getpid)
+    time.sleep(0.5)
+    print(*pool._processes, flush=True)
+    os._exit(137)
+"""
+
+
+def test_a_worker_whose_parent_died_while_it_started_leaves_too(tmp_path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(SLOW_PARENT)
+    out = tmp_path / "out.txt"
+    with out.open("w") as f:
+        done = subprocess.run([sys.executable, str(script)], stdout=f, timeout=60)
+    assert done.returncode == 137
+    worker = int(out.read_text().split()[0])
+    deadline = time.monotonic() + 15
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), f"worker {worker} lived on after its parent died"
